@@ -1,0 +1,228 @@
+"""The metric contract: every instrument's name, unit, description and buckets, once.
+
+Users write dashboards and alerts against these names, so they are a public API.
+The dashboard, the alert rules, the README tables and the tests all read them from
+here. ``prometheus_name`` gives the name Grafana Cloud (Mimir), Prometheus and
+VictoriaMetrics store for each one.
+"""
+
+from dataclasses import dataclass
+from enum import Enum
+
+from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
+
+
+class Kind(str, Enum):
+    """How an instrument aggregates."""
+
+    COUNTER = "counter"
+    UP_DOWN_COUNTER = "up-down counter"
+    HISTOGRAM = "histogram"
+
+
+# Explicit boundaries, so that the percentiles a voice team cares about (a few
+# hundred ms to a few seconds) fall between buckets rather than inside one.
+LATENCY_BUCKETS_MS = (
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    200.0,
+    300.0,
+    500.0,
+    750.0,
+    1000.0,
+    1500.0,
+    2000.0,
+    3000.0,
+    5000.0,
+    10000.0,
+)
+SESSION_BUCKETS_S = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class InstrumentSpec:
+    """One instrument of the contract.
+
+    Parameters:
+        name: The OTLP name (dotted, lowercase).
+        kind: Counter, up-down counter or histogram.
+        unit: The UCUM unit; annotations in braces add nothing to the Prometheus name.
+        description: What it measures, shown in Grafana's metric browser.
+        per_call: Whether its points carry ``call_id`` (unless switched off).
+        buckets: Explicit bucket boundaries for histograms.
+    """
+
+    name: str
+    kind: Kind
+    unit: str
+    description: str
+    per_call: bool = True
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def prometheus_name(self) -> str:
+        """The base name a Prometheus-compatible backend stores (without histogram suffixes)."""
+        return prometheus_name(self.name, self.unit, self.kind)
+
+
+_UNIT_WORDS = {"ms": "milliseconds", "s": "seconds", "By": "bytes"}
+
+
+def prometheus_name(name: str, unit: str, kind: Kind) -> str:
+    """Translate an OTLP name as Mimir, Prometheus and VictoriaMetrics do.
+
+    Dots become ``_``; the unit word is appended unless a token already equals
+    it (units in braces add nothing); monotonic counters end in ``_total``.
+    """
+    tokens = [t for t in name.replace(".", "_").split("_") if t]
+    unit_word = "" if unit.startswith("{") else _UNIT_WORDS.get(unit, unit)
+    if kind is Kind.COUNTER and "total" in tokens:
+        tokens.remove("total")
+    if unit_word and unit_word not in tokens:
+        tokens.append(unit_word)
+    if kind is Kind.COUNTER:
+        tokens.append("total")
+    return "_".join(tokens)
+
+
+TTFB = InstrumentSpec(
+    "voice.ttfb.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "Time to first byte of a service's response (TTFBMetricsData).",
+    buckets=LATENCY_BUCKETS_MS,
+)
+PROCESSING = InstrumentSpec(
+    "voice.processing.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "Processing time of a pipeline stage (ProcessingMetricsData).",
+    buckets=LATENCY_BUCKETS_MS,
+)
+TTFA = InstrumentSpec(
+    "voice.ttfa.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "TTS time to first audible audio: TTFB plus leading silence (TTFAMetricsData.ttfa).",
+    buckets=LATENCY_BUCKETS_MS,
+)
+TTFAT = InstrumentSpec(
+    "voice.ttfat.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "LLM time to first answer token: TTFB plus thinking time (TTFATMetricsData.ttfat).",
+    buckets=LATENCY_BUCKETS_MS,
+)
+TEXT_AGGREGATION = InstrumentSpec(
+    "voice.text_aggregation.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "Time from the first LLM token to the first complete sentence sent to TTS.",
+    buckets=LATENCY_BUCKETS_MS,
+)
+TURN_DETECTION = InstrumentSpec(
+    "voice.turn_detection.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "Turn detection time from the user's silence to the end-of-turn decision.",
+    buckets=LATENCY_BUCKETS_MS,
+)
+LLM_TOKENS = InstrumentSpec(
+    "voice.llm.tokens.total",
+    Kind.COUNTER,
+    "{token}",
+    "LLM tokens by token_type: prompt (gross input) and completion, with cache_read, "
+    "cache_creation, input_audio (parts of prompt) and reasoning, output_audio "
+    "(parts of completion).",
+)
+TTS_CHARACTERS = InstrumentSpec(
+    "voice.tts.characters.total",
+    Kind.COUNTER,
+    "{character}",
+    "Characters sent to text-to-speech.",
+)
+STT_AUDIO = InstrumentSpec(
+    "voice.stt.audio.seconds",
+    Kind.COUNTER,
+    "s",
+    "Seconds of audio sent to speech-to-text.",
+)
+COST = InstrumentSpec(
+    "voice.cost.usd",
+    Kind.COUNTER,
+    "{USD}",
+    "Estimated cost in US dollars from the dated price table, by service_type and model.",
+)
+SESSION_DURATION = InstrumentSpec(
+    "voice.session.duration.seconds",
+    Kind.HISTOGRAM,
+    "s",
+    "Call length, recorded once when the call ends, by end_reason.",
+    buckets=SESSION_BUCKETS_S,
+)
+CALLS = InstrumentSpec(
+    "voice.calls.total",
+    Kind.COUNTER,
+    "{call}",
+    "Calls started.",
+    per_call=False,
+)
+CALLS_ACTIVE = InstrumentSpec(
+    "voice.calls.active",
+    Kind.UP_DOWN_COUNTER,
+    "{call}",
+    "Calls in progress.",
+    per_call=False,
+)
+
+ALL = (
+    TTFB,
+    PROCESSING,
+    TTFA,
+    TTFAT,
+    TEXT_AGGREGATION,
+    TURN_DETECTION,
+    LLM_TOKENS,
+    TTS_CHARACTERS,
+    STT_AUDIO,
+    COST,
+    SESSION_DURATION,
+    CALLS,
+    CALLS_ACTIVE,
+)
+LATENCY = (TTFB, PROCESSING, TTFA, TTFAT, TEXT_AGGREGATION, TURN_DETECTION)
+
+# Attribute keys (labels), and the bounded values of the enumerated ones.
+CALL_ID = "call_id"
+PROCESSOR = "processor"
+MODEL = "model"
+SERVICE_TYPE = "service_type"
+TOKEN_TYPE = "token_type"
+END_REASON = "end_reason"
+SERVICE_TYPES = ("llm", "stt", "tts", "other")
+TOKEN_TYPES = (
+    "prompt",
+    "completion",
+    "cache_read",
+    "cache_creation",
+    "reasoning",
+    "input_audio",
+    "output_audio",
+)
+END_REASONS = ("ended", "cancelled")
+
+
+def create(meter: Meter, spec: InstrumentSpec) -> Counter | UpDownCounter | Histogram:
+    """Create the instrument ``spec`` describes on ``meter``."""
+    if spec.kind is Kind.COUNTER:
+        return meter.create_counter(spec.name, unit=spec.unit, description=spec.description)
+    if spec.kind is Kind.UP_DOWN_COUNTER:
+        return meter.create_up_down_counter(spec.name, unit=spec.unit, description=spec.description)
+    return meter.create_histogram(
+        spec.name,
+        unit=spec.unit,
+        description=spec.description,
+        explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
+    )
