@@ -1,0 +1,126 @@
+"""The call summary: a typed record of one call, and its log block.
+
+The summary is what a person reads at the end of a call (in the log, like the
+seed's "Call Summary" block) and what an application receives through the
+``on_call_summary`` event to store or forward. Every figure in it is the same
+figure that was exported for the call.
+"""
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LatencyStats(BaseModel):
+    """Statistics of one latency metric of one processor during a call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    """Which latency: ``ttfb``, ``processing``, ``ttfa``, ``ttfat``, ``text_aggregation``,
+    ``turn_detection``."""
+    processor: str
+    """The processor's class name, without Pipecat's ``#N`` suffix."""
+    count: int
+    """Number of measurements."""
+    avg_ms: float
+    """Mean, in milliseconds."""
+    min_ms: float
+    """Smallest measurement, in milliseconds."""
+    max_ms: float
+    """Largest measurement, in milliseconds."""
+    p50_ms: float
+    """Median, in milliseconds (within 1 %)."""
+    p95_ms: float
+    """95th percentile, in milliseconds (within 1 %)."""
+
+
+class ServiceCost(BaseModel):
+    """Estimated cost of one model of one service type during a call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service_type: str
+    """``llm``, ``stt`` or ``tts``."""
+    model: str
+    """The model the cost was priced for."""
+    usd: float
+    """Estimated cost in US dollars."""
+
+
+class CallSummary(BaseModel):
+    """Everything the exporter measured about one call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    call_id: str
+    """The call's ID: the worker's ``conversation_id``, the one passed in, or a UUID4."""
+    service_name: str
+    """The ``service.name`` the call's metrics were exported under."""
+    llm_model: str | None
+    """The LLM model configured for the call, if any."""
+    stt_model: str | None
+    """The STT model configured for the call, if any."""
+    tts_model: str | None
+    """The TTS model configured for the call, if any."""
+    started_at: datetime | None
+    """When the call started (UTC), or ``None`` if it never started."""
+    duration_seconds: float
+    """Call length in seconds, from ``StartFrame`` to ``EndFrame``/``CancelFrame``."""
+    end_reason: str
+    """``ended`` (``EndFrame``) or ``cancelled`` (``CancelFrame`` or cancelled pipeline)."""
+    tokens: dict[str, int] = Field(default_factory=dict)
+    """LLM tokens by token type (``prompt``, ``completion``, ``cache_read``, ...);
+    a type never reported is absent."""
+    tts_characters: int = 0
+    """Characters sent to text-to-speech."""
+    stt_audio_seconds: float = 0.0
+    """Seconds of audio sent to speech-to-text."""
+    latency: list[LatencyStats] = Field(default_factory=list)
+    """Latency statistics per metric and processor."""
+    costs: list[ServiceCost] = Field(default_factory=list)
+    """Estimated cost per service type and model (priced models only)."""
+    total_cost_usd: float = 0.0
+    """Sum of ``costs``; partial when ``unpriced_models`` is not empty."""
+    unpriced_models: list[str] = Field(default_factory=list)
+    """Models that were used but have no price (``service_type:model``); their cost is
+    unknown, not zero."""
+
+    def format(self) -> str:
+        """Render the summary as the multi-line block logged at the end of a call."""
+        rule = "=" * 80
+        models = ", ".join(
+            f"{kind}={model}"
+            for kind, model in (
+                ("LLM", self.llm_model),
+                ("STT", self.stt_model),
+                ("TTS", self.tts_model),
+            )
+            if model
+        )
+        tokens = ", ".join(f"{kind}={count}" for kind, count in self.tokens.items()) or "none"
+        lines = [
+            rule,
+            "Grafana Metrics - Call Summary",
+            rule,
+            f"Call ID:    {self.call_id}",
+            f"Service:    {self.service_name}",
+            f"Models:     {models or 'not configured'}",
+            f"Duration:   {self.duration_seconds:.1f}s ({self.end_reason})",
+            f"LLM tokens: {tokens}",
+            f"TTS chars:  {self.tts_characters}",
+            f"STT audio:  {self.stt_audio_seconds:.1f}s",
+        ]
+        for stats in self.latency:
+            lines.append(
+                f"{stats.metric.upper():<17} {stats.processor}: n={stats.count} "
+                f"avg={stats.avg_ms:.0f}ms p50={stats.p50_ms:.0f}ms p95={stats.p95_ms:.0f}ms "
+                f"min={stats.min_ms:.0f}ms max={stats.max_ms:.0f}ms"
+            )
+        for cost in self.costs:
+            lines.append(f"Cost {cost.service_type} ({cost.model}): ${cost.usd:.4f}")
+        total = f"Total cost: ${self.total_cost_usd:.4f}"
+        if self.unpriced_models:
+            total += f" (partial: no price for {', '.join(self.unpriced_models)})"
+        lines += [total, rule]
+        return "\n".join(lines)
