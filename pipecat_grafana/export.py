@@ -1,0 +1,435 @@
+"""The process-wide export pipeline: one reader, one thread, every call's series.
+
+Why not one ``MeterProvider`` with a ``call_id`` attribute? The SDK keeps every
+attribute set it has seen for the life of the provider: a process serving
+10,000 calls would export 10,000 calls' series every interval, hold them in
+memory for ever, and hit the SDK's cardinality limit. Why not one provider per
+call with its own periodic reader? Each reader starts a thread.
+
+So each call records into a small ``MeterProvider`` of its own with an
+``InMemoryMetricReader`` (no thread), and one ``PeriodicExportingMetricReader``
+per process exports the fleet-wide series together with the series of every
+call in progress, merged into one request by ``_MergingExporter``. A call that
+has ended stays until its final values were exported once; then it is dropped,
+and its series are never sent again.
+
+Prometheus-style backends start a new series at its first sample, so
+``rate()``/``increase()`` never count the value of that first sample: a 3-second
+call, exported once, would count as nothing. Each cumulative series is therefore
+sent the first time with a zero point at its start time before its value (what
+Prometheus calls created-timestamp zero injection), and every process has its own
+``service.instance.id``, so a restart starts new series instead of resetting one.
+"""
+
+import atexit
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from loguru import logger
+from opentelemetry.metrics import Meter, MeterProvider, NoOpMeter
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+
+from pipecat_grafana import __version__, instruments
+from pipecat_grafana.config import ExportConfig
+from pipecat_grafana.instruments import InstrumentSpec
+from pipecat_grafana.transport import ExportHealth, OutcomeSession, build_exporter
+
+METER_NAME = "pipecat_grafana"
+
+# An ended call whose final values could not be exported (endpoint down) is
+# retried with the following exports for this long, then dropped.
+PENDING_RETENTION_S = 300.0
+MAX_PENDING_CALLS = 1000
+
+SeriesKey = tuple[str, frozenset]
+
+INSTANCE_ID = str(uuid.uuid4())
+"""This process's ``service.instance.id`` unless ``OTEL_RESOURCE_ATTRIBUTES`` sets one."""
+
+
+@dataclass(eq=False)
+class CallMeters:
+    """The instruments one call records into, with the attributes its points carry.
+
+    Parameters:
+        instruments: The instrument for each spec of the contract.
+        attributes: Attributes added to every per-call point (``call_id`` or nothing).
+        reader: The call's own reader when its series are exported per call.
+        provider: The call's own provider, shut down when the call is dropped.
+    """
+
+    instruments: dict[InstrumentSpec, Any]
+    attributes: dict[str, str]
+    reader: InMemoryMetricReader | None = None
+    provider: SdkMeterProvider | None = None
+    exported: set[SeriesKey] = field(default_factory=set)
+    ended_at: float | None = None
+    final_export: Future = field(default_factory=Future)
+
+    def record(self, spec: InstrumentSpec, value: float, attributes: dict[str, str]) -> None:
+        """Add ``value`` to a counter or record it in a histogram, with the call's attributes."""
+        instrument = self.instruments[spec]
+        attributes = {**attributes, **self.attributes} if spec.per_call else attributes
+        if spec.kind is instruments.Kind.HISTOGRAM:
+            instrument.record(value, attributes)
+        else:
+            instrument.add(value, attributes)
+
+
+def create_instruments(meter: Meter) -> dict[InstrumentSpec, Any]:
+    """Create every instrument of the contract on ``meter``."""
+    return {spec: instruments.create(meter, spec) for spec in instruments.ALL}
+
+
+class ExportPipeline:
+    """Exports the fleet-wide series and the series of every call in progress.
+
+    One pipeline serves every call of a process that shares its configuration.
+    Nothing here runs on the caller's thread except recording, which only updates
+    in-memory aggregations: collection and HTTP happen on the reader's thread and
+    on one flush thread, whatever the number of calls.
+    """
+
+    def __init__(
+        self,
+        config: ExportConfig,
+        resource: Resource,
+        *,
+        exporter: MetricExporter | None = None,
+        meter_provider: MeterProvider | None = None,
+    ):
+        """Create the pipeline.
+
+        Args:
+            config: Where and how often to export.
+            resource: The resource (``service.name``, ...) every series carries.
+            exporter: The exporter to send with (OTLP/HTTP built from ``config`` by
+                default); ignored with ``meter_provider``.
+            meter_provider: The application's provider: record into it instead of
+                exporting, and leave its lifetime to the application.
+        """
+        self.config = config
+        self._lock = threading.Lock()
+        self._calls: dict[str, CallMeters] = {}
+        self._fleet_exported: set[SeriesKey] = set()
+        self._fleet_waiters: list[Future] = []
+        self._flush_requested = threading.Event()
+        self._closed = False
+        self._reader: PeriodicExportingMetricReader | None = None
+        self._provider: SdkMeterProvider | None = None
+        self._resource = resource
+        if meter_provider is not None:
+            meter = meter_provider.get_meter(METER_NAME, __version__)
+        elif config.enabled:
+            session = OutcomeSession()
+            self._health = ExportHealth(config.endpoint, session)
+            exporter = exporter or build_exporter(config, session)
+            self._reader = PeriodicExportingMetricReader(
+                _MergingExporter(exporter, self),
+                export_interval_millis=config.export_interval_s * 1000,
+                export_timeout_millis=config.flush_timeout_s * 1000,
+            )
+            self._provider = SdkMeterProvider(
+                metric_readers=[self._reader], resource=resource, shutdown_on_exit=False
+            )
+            meter = self._provider.get_meter(METER_NAME, __version__)
+            threading.Thread(
+                target=self._flush_loop, name="pipecat-grafana-flush", daemon=True
+            ).start()
+        else:
+            meter = NoOpMeter(METER_NAME, __version__)
+        self._per_call_providers = self._provider is not None and config.call_id_label
+        self.fleet = CallMeters(create_instruments(meter), {})
+        # Start the process-wide series at zero, so the first call is counted by rate().
+        self.fleet.record(instruments.CALLS, 0, {})
+        self.fleet.record(instruments.CALLS_ACTIVE, 0, {})
+
+    def open_call(self, call_id: str) -> CallMeters:
+        """Return the meters a new call records into."""
+        if not self.config.call_id_label:
+            return CallMeters(self.fleet.instruments, {})
+        attributes = {instruments.CALL_ID: call_id}
+        if not self._per_call_providers:
+            return CallMeters(self.fleet.instruments, attributes)
+        reader = InMemoryMetricReader()
+        provider = SdkMeterProvider(
+            metric_readers=[reader], resource=self._resource, shutdown_on_exit=False
+        )
+        meters = CallMeters(
+            create_instruments(provider.get_meter(METER_NAME, __version__)),
+            attributes,
+            reader=reader,
+            provider=provider,
+        )
+        with self._lock:
+            self._calls[call_id] = meters
+        return meters
+
+    def close_call(self, meters: CallMeters) -> Future:
+        """Mark a call ended and export its final values soon, off the caller's thread.
+
+        Returns:
+            A future that becomes ``True`` once the call's final values were
+            exported, ``False`` if they were dropped. It is already ``True`` when
+            export is off or the call has no series of its own.
+        """
+        if self._reader is None:
+            meters.final_export.set_result(True)
+            return meters.final_export
+        if meters.reader is None:
+            # The call's values live in the fleet series: the next export carries them.
+            with self._lock:
+                self._fleet_waiters.append(meters.final_export)
+        else:
+            meters.ended_at = time.monotonic()
+        self._flush_requested.set()
+        return meters.final_export
+
+    def shutdown(self, timeout_s: float | None = None) -> None:
+        """Export what is left and stop the threads, waiting at most ``timeout_s``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._flush_requested.set()
+        if self._provider is not None:
+            timeout_s = self.config.flush_timeout_s if timeout_s is None else timeout_s
+            self._provider.shutdown(timeout_millis=timeout_s * 1000)
+        with self._lock:
+            calls, self._calls = list(self._calls.values()), {}
+            waiters, self._fleet_waiters = self._fleet_waiters, []
+        self._drop(
+            [c for c in calls if c.ended_at is not None],
+            reason="the exporter shut down before they could be exported",
+        )
+        for call in calls:
+            _finish(call, False)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(False)
+
+    def _flush_loop(self) -> None:
+        # Requests arriving while an export runs are served by one more export:
+        # a hundred calls ending together cost two exports, not a hundred.
+        while True:
+            self._flush_requested.wait()
+            if self._closed:
+                return
+            self._flush_requested.clear()
+            try:
+                self._reader.force_flush(timeout_millis=self.config.flush_timeout_s * 1000)
+            except Exception as e:  # the SDK logs export failures; this is a bug of ours
+                logger.opt(exception=e).error("pipecat-grafana: metrics flush failed")
+
+    def _snapshot(self) -> list[CallMeters]:
+        with self._lock:
+            return list(self._calls.values())
+
+    def _exported(self, calls: list[CallMeters], success: bool) -> None:
+        now = time.monotonic()
+        ended = [c for c in calls if c.ended_at is not None]
+        if success:
+            done = ended
+        else:
+            done = [c for c in ended if now - c.ended_at > PENDING_RETENTION_S]
+            pending = sum(c.ended_at is not None for c in self._snapshot()) - len(done)
+            if pending > MAX_PENDING_CALLS:
+                done += sorted(set(ended) - set(done), key=lambda c: c.ended_at)[
+                    : pending - MAX_PENDING_CALLS
+                ]
+        with self._lock:
+            for call in done:
+                self._calls.pop(call.attributes[instruments.CALL_ID], None)
+            waiters, self._fleet_waiters = self._fleet_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(success)
+        if success:
+            for call in done:
+                _finish(call, True)
+        else:
+            self._drop(
+                done, reason=f"the endpoint did not accept them within {PENDING_RETENTION_S:g}s"
+            )
+
+    def _drop(self, calls: list[CallMeters], *, reason: str) -> None:
+        if calls:
+            logger.warning(
+                f"pipecat-grafana: dropped the final metrics of {len(calls)} ended call(s): {reason}"
+            )
+        for call in calls:
+            _finish(call, False)
+
+
+def _finish(call: CallMeters, exported: bool) -> None:
+    if not call.final_export.done():
+        call.final_export.set_result(exported)
+    if call.provider is not None:
+        call.provider.shutdown()
+
+
+class _MergingExporter(MetricExporter):
+    """Adds the series of every call in progress to each export of the fleet series."""
+
+    def __init__(self, inner: MetricExporter, pipeline: ExportPipeline):
+        super().__init__()
+        self._inner = inner
+        self._pipeline = pipeline
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs
+    ) -> MetricExportResult:
+        calls = self._pipeline._snapshot()
+        new_keys: list[tuple[set[SeriesKey], SeriesKey]] = []
+        scopes = _with_zero_starts(_scopes(metrics_data), self._pipeline._fleet_exported, new_keys)
+        for call in calls:
+            call_data = call.reader.get_metrics_data()
+            scopes += _with_zero_starts(_scopes(call_data), call.exported, new_keys)
+        merged = MetricsData(
+            resource_metrics=[ResourceMetrics(self._pipeline._resource, scopes, "")]
+        )
+        with self._pipeline._health as health:
+            result = self._inner.export(merged, timeout_millis=timeout_millis)
+        success = result is MetricExportResult.SUCCESS
+        health.report(success)
+        if success:
+            for seen, key in new_keys:
+                seen.add(key)
+        self._pipeline._exported(calls, success)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis)
+
+
+def _scopes(data: MetricsData | None) -> list[ScopeMetrics]:
+    if data is None:
+        return []
+    return [scope for rm in data.resource_metrics for scope in rm.scope_metrics]
+
+
+def _with_zero_starts(
+    scopes: Iterable[ScopeMetrics],
+    seen: set[SeriesKey],
+    new_keys: list[tuple[set[SeriesKey], SeriesKey]],
+) -> list[ScopeMetrics]:
+    """Precede the first export of each cumulative series with a zero at its start."""
+    result = []
+    for scope in scopes:
+        metrics = []
+        for metric in scope.metrics:
+            data = metric.data
+            cumulative = getattr(data, "aggregation_temporality", None) == (
+                AggregationTemporality.CUMULATIVE
+            )
+            if not cumulative or (isinstance(data, Sum) and not data.is_monotonic):
+                metrics.append(metric)
+                continue
+            points = []
+            for point in data.data_points:
+                key = (metric.name, frozenset(point.attributes.items()))
+                if key not in seen:
+                    new_keys.append((seen, key))
+                    points.append(_zero(point))
+                points.append(point)
+            metrics.append(replace(metric, data=replace(data, data_points=points)))
+        result.append(replace(scope, metrics=metrics))
+    return result
+
+
+def _zero(point: NumberDataPoint | HistogramDataPoint) -> NumberDataPoint | HistogramDataPoint:
+    # At least a millisecond earlier: backends keep one sample per millisecond.
+    start = min(point.start_time_unix_nano, point.time_unix_nano - 1_000_000)
+    if isinstance(point, HistogramDataPoint):
+        return replace(
+            point,
+            time_unix_nano=start,
+            count=0,
+            sum=0,
+            bucket_counts=[0] * len(point.bucket_counts),
+            min=0,
+            max=0,
+            exemplars=[],
+        )
+    return replace(point, time_unix_nano=start, value=0, exemplars=[])
+
+
+def default_resource(
+    service_name: str | None,
+    *,
+    service_version: str | None = None,
+    environment: str | None = None,
+) -> Resource:
+    """The resource every series carries.
+
+    ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` are read by the SDK;
+    arguments win over them; ``voice-rag-bot`` is the service name when neither
+    sets one. Each process gets its own ``service.instance.id`` so that two bot
+    processes never write the same series.
+    """
+    attributes: dict[str, str] = {}
+    if service_version:
+        attributes["service.version"] = service_version
+    if environment:
+        attributes["deployment.environment.name"] = environment
+    resource = Resource.create(attributes)
+    name = service_name or resource.attributes.get("service.name", "")
+    if not name or str(name).startswith("unknown_service"):
+        name = "voice-rag-bot"
+    instance = resource.attributes.get("service.instance.id") or INSTANCE_ID
+    return resource.merge(Resource({"service.name": name, "service.instance.id": instance}))
+
+
+_pipelines: dict[tuple, ExportPipeline] = {}
+_pipelines_lock = threading.Lock()
+
+
+def shared_pipeline(config: ExportConfig, resource: Resource) -> tuple[ExportPipeline, bool]:
+    """The process's pipeline for ``config`` and ``resource``, created on first use.
+
+    Returns:
+        The pipeline, and whether this call created it.
+    """
+    key = (config.key, tuple(sorted(resource.attributes.items())))
+    with _pipelines_lock:
+        pipeline = _pipelines.get(key)
+        if pipeline is None or pipeline._closed:
+            pipeline = _pipelines[key] = ExportPipeline(config, resource)
+            return pipeline, True
+        return pipeline, False
+
+
+def shutdown(timeout_s: float | None = None) -> None:
+    """Export what is left and stop every pipeline of the process.
+
+    Registered to run at exit; applications and tests may call it earlier.
+    """
+    with _pipelines_lock:
+        pipelines = list(_pipelines.values())
+        _pipelines.clear()
+    for pipeline in pipelines:
+        pipeline.shutdown(timeout_s)
+
+
+atexit.register(shutdown)

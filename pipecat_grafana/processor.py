@@ -1,0 +1,269 @@
+"""``GrafanaMetricsExporter``: the one processor a bot adds to export its metrics.
+
+Pipecat pushes ``MetricsFrame`` downstream only, so a processor sees the metrics
+of the processors before it and none of those after it. The exporter therefore
+counts metrics through an observer it adds to its worker in ``setup()``: an
+observer created with ``observe_every_push=False`` sees each frame once, at its
+first push, wherever the exporter stands. The processor itself only watches the
+call's lifecycle frames and passes every frame on unchanged.
+
+The call is finished in ``cleanup()``, after the worker has stopped its
+observers, so that the usage a service reports while stopping is in the totals.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping
+
+from loguru import logger
+from opentelemetry.metrics import MeterProvider
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, MetricsFrame, StartFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
+
+from pipecat_grafana import config as cfg
+from pipecat_grafana import export
+from pipecat_grafana import instruments as m
+from pipecat_grafana.pricing import PRICE_FILE_ENV, Price, PriceTable
+from pipecat_grafana.recorder import CallRecorder
+from pipecat_grafana.summary import CallSummary
+
+
+class _MetricsObserver(BaseObserver):
+    """Hands every ``MetricsFrame`` of the pipeline to the recorder, once."""
+
+    def __init__(self, exporter: "GrafanaMetricsExporter"):
+        super().__init__(observe_every_push=False)
+        self._exporter = exporter
+
+    async def on_push_frame(self, data: FramePushed):
+        if isinstance(data.frame, MetricsFrame):
+            self._exporter._record(data.frame, data.source)
+
+
+class GrafanaMetricsExporter(FrameProcessor):
+    """Exports every metric of its pipeline to Grafana over OTLP, tagged per call.
+
+    Add it once, anywhere in the pipeline (the seed puts it after the metrics
+    logger); it counts the metrics of every processor exactly once, passes every
+    frame on unchanged, and at the end of the call logs a summary and exports
+    the call's final values. Configure where metrics go with the Grafana Cloud
+    shortcut (``GRAFANA_CLOUD_OTLP_ENDPOINT``, ``GRAFANA_CLOUD_INSTANCE_ID``,
+    ``GRAFANA_CLOUD_API_TOKEN``) or the standard ``OTEL_EXPORTER_OTLP_*``
+    variables; with neither, export is off and the summary still works.
+
+    Events:
+        on_call_summary: Called with the ``CallSummary`` when the call has ended.
+
+    Example::
+
+        grafana = GrafanaMetricsExporter(
+            llm_model="gpt-4o", stt_model="gladia", tts_model="cartesia",
+            service_name="voice-rag-bot",
+        )
+        pipeline = Pipeline([transport.input(), stt, user_agg, llm, tts,
+                             transport.output(), assistant_agg, grafana])
+
+        @grafana.event_handler("on_call_summary")
+        async def on_call_summary(exporter, summary):
+            await store(summary.model_dump())
+    """
+
+    def __init__(
+        self,
+        *,
+        llm_model: str | None = None,
+        stt_model: str | None = None,
+        tts_model: str | None = None,
+        service_name: str | None = None,
+        call_id: str | None = None,
+        call_id_label: bool | None = None,
+        prices: Mapping[str, Price | Mapping] | None = None,
+        export_interval_s: float | None = None,
+        flush_timeout_s: float | None = None,
+        service_version: str | None = None,
+        environment: str | None = None,
+        meter_provider: MeterProvider | None = None,
+        time_source: Callable[[], float] = time.time,
+        **kwargs,
+    ):
+        """Create the exporter.
+
+        Args:
+            llm_model: The LLM model, used when a metric does not name its model.
+            stt_model: The STT model, likewise.
+            tts_model: The TTS model, likewise.
+            service_name: ``service.name`` of the exported series (default
+                ``OTEL_SERVICE_NAME``, else ``voice-rag-bot``).
+            call_id: The call's ID (default: the worker's ``conversation_id``, else a UUID4).
+            call_id_label: Tag per-call series with ``call_id`` (default
+                ``PIPECAT_GRAFANA_CALL_ID_LABEL``, else on).
+            prices: Price overrides per model, on top of the default table and
+                ``PIPECAT_GRAFANA_PRICES_FILE``.
+            export_interval_s: Seconds between exports (default
+                ``OTEL_METRIC_EXPORT_INTERVAL``, else 10).
+            flush_timeout_s: Longest wait for the final export when a call ends
+                (default ``PIPECAT_GRAFANA_FLUSH_TIMEOUT``, else 5).
+            service_version: ``service.version`` of the exported series.
+            environment: ``deployment.environment.name`` of the exported series.
+            meter_provider: Record into the application's provider instead of
+                exporting; the application then owns export and series lifetime.
+            time_source: Wall clock in seconds (tests pass a controlled one).
+            **kwargs: Passed on to ``FrameProcessor``.
+
+        Raises:
+            ValueError: An argument is malformed (a bad environment variable is
+                logged and turns export off instead).
+        """
+        super().__init__(**kwargs)
+        self._models = {"llm": llm_model, "stt": stt_model, "tts": tts_model}
+        self._call_id = call_id
+        try:
+            self._prices = PriceTable(overrides=prices)
+        except ValueError as e:
+            if prices is not None and PRICE_FILE_ENV not in str(e):
+                raise
+            logger.error(f"pipecat-grafana: {e} Using the default prices and the prices= argument.")
+            self._prices = PriceTable(overrides=prices, load_env=False)
+        self._clock = time_source
+        resource = export.default_resource(
+            service_name, service_version=service_version, environment=environment
+        )
+        self._service_name = str(resource.attributes["service.name"])
+        try:
+            config = cfg.resolve(
+                call_id_label=call_id_label,
+                export_interval_s=export_interval_s,
+                flush_timeout_s=flush_timeout_s,
+            )
+        except cfg.ConfigError as e:
+            logger.error(f"pipecat-grafana: metrics export is off: {e}")
+            config = cfg.ExportConfig(endpoint=None, call_id_label=call_id_label is not False)
+        if meter_provider is not None:
+            self._pipeline, created = (
+                export.ExportPipeline(config, resource, meter_provider=meter_provider),
+                True,
+            )
+        else:
+            self._pipeline, created = export.shared_pipeline(config, resource)
+        if created and not config.enabled and meter_provider is None:
+            logger.warning(
+                "pipecat-grafana: no OTLP endpoint configured, metrics export is off (call "
+                "summaries still work). To export, set GRAFANA_CLOUD_OTLP_ENDPOINT, "
+                "GRAFANA_CLOUD_INSTANCE_ID and GRAFANA_CLOUD_API_TOKEN, or "
+                "OTEL_EXPORTER_OTLP_ENDPOINT; check with `pipecat-grafana check`."
+            )
+        self._recorder: CallRecorder | None = None
+        self._summary: CallSummary | None = None
+        self._observer = _MetricsObserver(self)
+        self._register_event_handler("on_call_summary")
+
+    @property
+    def call_id(self) -> str | None:
+        """The current call's ID, once the pipeline is set up."""
+        return self._recorder.call_id if self._recorder else self._call_id
+
+    @property
+    def summary(self) -> CallSummary | None:
+        """The summary of the call: final after it ended, running while in progress."""
+        if self._summary is not None:
+            return self._summary
+        return self._recorder.summary() if self._recorder else None
+
+    async def setup(self, setup: FrameProcessorSetup):
+        """Open the call and start observing every metric of the worker's pipeline."""
+        await super().setup(setup)
+        worker = setup.pipeline_worker
+        call_id = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
+        self._recorder = CallRecorder(
+            call_id=call_id,
+            service_name=self._service_name,
+            models=self._models,
+            meters=self._pipeline.open_call(call_id),
+            prices=self._prices,
+            time_source=self._clock,
+        )
+        self._summary = None
+        worker.add_observer(self._observer)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Watch the call's start and end; pass every frame on unchanged."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            self._start_call()
+        elif isinstance(frame, EndFrame):
+            self._end_call("ended")
+        elif isinstance(frame, CancelFrame):
+            self._end_call("cancelled")
+        await self.push_frame(frame, direction)
+
+    async def cleanup(self):
+        """Finish the call: summary, event, and final export (bounded, off the event loop)."""
+        try:
+            await self._finish_call()
+        finally:
+            await super().cleanup()
+
+    def _record(self, frame: MetricsFrame, source: FrameProcessor | None) -> None:
+        recorder = self._recorder
+        if recorder is None or self._summary is not None:
+            return
+        for data in frame.data:
+            try:
+                recorder.record(data, source)
+            except Exception as e:  # a bug of ours must never reach the pipeline
+                logger.opt(exception=e).error(
+                    f"pipecat-grafana: could not record {type(data).__name__}; skipped"
+                )
+
+    def _start_call(self) -> None:
+        if self._recorder is None or self._recorder.started:
+            return
+        self._recorder.start()
+        fleet = self._pipeline.fleet
+        fleet.record(m.CALLS, 1, {})
+        fleet.record(m.CALLS_ACTIVE, 1, {})
+        config = self._pipeline.config
+        logger.info(
+            "\n".join(
+                [
+                    "=" * 80,
+                    "Grafana Metrics Exporter - call started",
+                    f"Call ID:  {self._recorder.call_id}",
+                    f"LLM:      {self._models['llm'] or '-'}",
+                    f"STT:      {self._models['stt'] or '-'}",
+                    f"TTS:      {self._models['tts'] or '-'}",
+                    f"Service:  {self._service_name}",
+                    f"Endpoint: {config.endpoint or 'none (export off)'}",
+                    f"call_id label: {'on' if config.call_id_label else 'off'}, "
+                    f"export every {config.export_interval_s:g}s",
+                    "=" * 80,
+                ]
+            )
+        )
+
+    def _end_call(self, reason: str) -> None:
+        if self._recorder is not None and self._recorder.started:
+            self._recorder.end(reason)
+
+    async def _finish_call(self) -> None:
+        recorder = self._recorder
+        if recorder is None or self._summary is not None:
+            return
+        if recorder.started:
+            # Cancelled before a CancelFrame reached us, or cleaned up without either.
+            recorder.end("cancelled")
+            self._pipeline.fleet.record(m.CALLS_ACTIVE, -1, {})
+        self._summary = recorder.summary()
+        final_export = self._pipeline.close_call(recorder.meters)
+        if recorder.started:
+            logger.info("\n" + self._summary.format())
+            await self._call_event_handler("on_call_summary", self._summary)
+        timeout = self._pipeline.config.flush_timeout_s
+        done, _ = await asyncio.wait([asyncio.wrap_future(final_export)], timeout=timeout)
+        if not done:
+            logger.warning(
+                f"pipecat-grafana: the final metrics of call {recorder.call_id} were not exported "
+                f"within {timeout:g}s; the exporter keeps trying in the background"
+            )

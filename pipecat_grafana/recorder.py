@@ -1,0 +1,347 @@
+"""One call's measurements: every ``MetricsData`` becomes points and summary figures.
+
+The recorder runs on the event loop for every metric a pipeline reports, so it
+does no I/O and nothing that can block: it validates a value, updates in-memory
+OTel aggregations and the call's running totals. What Pipecat reports is
+translated as ``METRICS.md`` says: seconds to milliseconds (turn metrics are
+already in ms), the initial zero TTFB/processing values skipped, the mirrored
+``ttfb`` of TTFA/TTFAT not counted again, tokens normalised to gross input.
+A value we cannot trust is dropped with one warning, never raised.
+"""
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from loguru import logger
+from pipecat.metrics.metrics import (
+    LLMUsageMetricsData,
+    MetricsData,
+    ProcessingMetricsData,
+    STTUsageMetricsData,
+    TextAggregationMetricsData,
+    TTFAMetricsData,
+    TTFATMetricsData,
+    TTFBMetricsData,
+    TTSUsageMetricsData,
+    TurnMetricsData,
+)
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.llm_service import LLMService
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+
+from pipecat_grafana import instruments as m
+from pipecat_grafana.export import CallMeters
+from pipecat_grafana.pricing import PriceTable, TokenCounts
+from pipecat_grafana.stats import LatencySketch
+from pipecat_grafana.summary import CallSummary, LatencyStats, ServiceCost
+
+# Grafana Cloud rejects label values over 2048 characters; names this long are
+# mistakes, so keep them short enough to read.
+MAX_LABEL_LENGTH = 128
+# A latency over an hour or a single report of more than this many tokens,
+# characters or seconds is a broken measurement, not a slow call.
+MAX_LATENCY_MS = 3_600_000.0
+MAX_USAGE = 100_000_000
+
+_SUFFIX = re.compile(r"#\d+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class _Latency:
+    spec: m.InstrumentSpec
+    name: str
+    milliseconds: Callable[[MetricsData], float]
+    skip_zero: bool = False  # the initial values Pipecat sends at start are zeros
+
+
+_LATENCIES: dict[type, _Latency] = {
+    TTFBMetricsData: _Latency(m.TTFB, "ttfb", lambda d: d.value * 1000, skip_zero=True),
+    ProcessingMetricsData: _Latency(
+        m.PROCESSING, "processing", lambda d: d.value * 1000, skip_zero=True
+    ),
+    TTFAMetricsData: _Latency(m.TTFA, "ttfa", lambda d: d.ttfa * 1000),
+    TTFATMetricsData: _Latency(m.TTFAT, "ttfat", lambda d: d.ttfat * 1000),
+    TextAggregationMetricsData: _Latency(
+        m.TEXT_AGGREGATION, "text_aggregation", lambda d: d.value * 1000
+    ),
+    TurnMetricsData: _Latency(
+        m.TURN_DETECTION, "turn_detection", lambda d: d.e2e_processing_time_ms
+    ),
+}
+_IMPLIED_SERVICE = {
+    LLMUsageMetricsData: "llm",
+    TTFATMetricsData: "llm",
+    TTSUsageMetricsData: "tts",
+    TTFAMetricsData: "tts",
+    STTUsageMetricsData: "stt",
+}
+_SERVICE_CLASSES = ((LLMService, "llm"), (STTService, "stt"), (TTSService, "tts"))
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log ``message`` the first time ``key`` is seen in this process."""
+    if key in _warned or len(_warned) > 10_000:
+        return
+    _warned.add(key)
+    logger.warning(f"pipecat-grafana: {message}")
+
+
+def label(value: object) -> str:
+    """A label value any backend accepts: valid UTF-8, no control characters, bounded."""
+    text = str(value) if value is not None else ""
+    text = _CONTROL.sub("?", text.encode("utf-8", "replace").decode("utf-8")).strip()
+    if len(text) > MAX_LABEL_LENGTH:
+        text = text[: MAX_LABEL_LENGTH - 3] + "..."
+    return text or "unknown"
+
+
+def processor_label(name: str) -> str:
+    """``OpenAILLMService#7`` -> ``OpenAILLMService``: the counter grows across calls."""
+    return label(_SUFFIX.sub("", name or ""))
+
+
+class CallRecorder:
+    """Records one call's metrics into its meters and keeps its summary figures.
+
+    Parameters:
+        call_id: The call's ID.
+        service_name: The service name the call is exported under.
+        models: The configured model per service type (``llm``, ``stt``, ``tts``).
+        meters: Where points go.
+        prices: The price table for cost estimates.
+        time_source: Clock in seconds (wall time).
+    """
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        service_name: str,
+        models: dict[str, str | None],
+        meters: CallMeters,
+        prices: PriceTable,
+        time_source: Callable[[], float] = time.time,
+    ):
+        self.call_id = call_id
+        self._service_name = service_name
+        self._models = models
+        self._meters = meters
+        self._prices = prices
+        self._clock = time_source
+        self._started: float | None = None
+        self._ended: float | None = None
+        self.end_reason: str | None = None
+        self._service_types: dict[str, str] = {}
+        self._tokens: dict[str, int] = {}
+        self._tts_characters = 0
+        self._stt_seconds = 0.0
+        self._latency: dict[tuple[str, str], LatencySketch] = {}
+        self._costs: dict[tuple[str, str], float] = {}
+        self._unpriced: set[str] = set()
+
+    @property
+    def meters(self) -> CallMeters:
+        """Where the call's points go."""
+        return self._meters
+
+    @property
+    def started(self) -> bool:
+        """Whether the call has started."""
+        return self._started is not None
+
+    def start(self) -> None:
+        """Mark the call started (at ``StartFrame``)."""
+        if self._started is None:
+            self._started = self._clock()
+
+    def end(self, reason: str) -> float:
+        """Mark the call ended and record its duration once.
+
+        Returns:
+            The call's duration in seconds.
+        """
+        if self._ended is None:
+            self._ended = self._clock()
+            self.end_reason = reason
+            duration = self.duration
+            self._meters.record(m.SESSION_DURATION, duration, {m.END_REASON: reason})
+        return self.duration
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end (or to now, for a call in progress)."""
+        if self._started is None:
+            return 0.0
+        end = self._ended if self._ended is not None else self._clock()
+        return max(end - self._started, 0.0)
+
+    def record(self, data: MetricsData, source: FrameProcessor | None = None) -> None:
+        """Record one metric; a value we cannot trust is dropped with one warning."""
+        kind = type(data)
+        latency = next((_LATENCIES[c] for c in kind.__mro__ if c in _LATENCIES), None)
+        if latency is not None:
+            self._record_latency(data, latency, source)
+        elif isinstance(data, LLMUsageMetricsData):
+            self._record_tokens(data)
+        elif isinstance(data, TTSUsageMetricsData):
+            characters = self._usage(data, data.value, "TTS characters")
+            if characters is not None:
+                self._tts_characters += int(characters)
+                attributes = self._attributes(data, "tts", source)
+                self._meters.record(m.TTS_CHARACTERS, int(characters), attributes)
+                self._add_cost(attributes, self._prices.tts_cost(attributes[m.MODEL], characters))
+        elif isinstance(data, STTUsageMetricsData):
+            seconds = self._usage(data, data.value.audio_seconds, "STT audio seconds")
+            if seconds is not None:
+                self._stt_seconds += seconds
+                attributes = self._attributes(data, "stt", source)
+                self._meters.record(m.STT_AUDIO, seconds, attributes)
+                self._add_cost(attributes, self._prices.stt_cost(attributes[m.MODEL], seconds))
+        # Other (future) MetricsData types carry nothing we know how to read.
+
+    def summary(self) -> CallSummary:
+        """The call's summary so far (final once the call has ended)."""
+        latency = [
+            LatencyStats(
+                metric=metric,
+                processor=processor,
+                count=sketch.count,
+                avg_ms=sketch.average,
+                min_ms=sketch.min,
+                max_ms=sketch.max,
+                p50_ms=sketch.quantile(0.5),
+                p95_ms=sketch.quantile(0.95),
+            )
+            for (metric, processor), sketch in self._latency.items()
+        ]
+        costs = [
+            ServiceCost(service_type=service_type, model=model, usd=usd)
+            for (service_type, model), usd in self._costs.items()
+        ]
+        started = datetime.fromtimestamp(self._started, UTC) if self._started else None
+        return CallSummary(
+            call_id=self.call_id,
+            service_name=self._service_name,
+            llm_model=self._models.get("llm"),
+            stt_model=self._models.get("stt"),
+            tts_model=self._models.get("tts"),
+            started_at=started,
+            duration_seconds=self.duration,
+            end_reason=self.end_reason or "in progress",
+            tokens=dict(self._tokens),
+            tts_characters=self._tts_characters,
+            stt_audio_seconds=self._stt_seconds,
+            latency=latency,
+            costs=costs,
+            total_cost_usd=sum(self._costs.values()),
+            unpriced_models=sorted(self._unpriced),
+        )
+
+    def _record_latency(
+        self, data: MetricsData, latency: _Latency, source: FrameProcessor | None
+    ) -> None:
+        try:
+            value = float(latency.milliseconds(data))
+        except (TypeError, ValueError):
+            value = math.nan
+        if value == 0 and latency.skip_zero:
+            return
+        if not 0 <= value <= MAX_LATENCY_MS:
+            warn_once(
+                f"latency:{latency.name}:{processor_label(data.processor)}",
+                f"dropped a {latency.name} of {value!r} ms from {processor_label(data.processor)}: "
+                f"latencies must be between 0 and {MAX_LATENCY_MS:g} ms (logged once)",
+            )
+            return
+        attributes = self._attributes(data, None, source)
+        self._meters.record(latency.spec, value, attributes)
+        key = (latency.name, attributes[m.PROCESSOR])
+        sketch = self._latency.get(key)
+        if sketch is None:
+            sketch = self._latency[key] = LatencySketch()
+        sketch.add(value)
+
+    def _record_tokens(self, data: LLMUsageMetricsData) -> None:
+        counts, problem = TokenCounts.from_usage(data.value)
+        if problem:
+            warn_once(
+                f"tokens:{processor_label(data.processor)}",
+                f"token usage from {processor_label(data.processor)}: {problem} (logged once)",
+            )
+        fields = counts.model_dump()
+        if any(v is not None and v > MAX_USAGE for v in fields.values()):
+            warn_once(
+                "tokens:absurd",
+                f"dropped a token report over {MAX_USAGE} tokens from "
+                f"{processor_label(data.processor)} (logged once)",
+            )
+            return
+        attributes = self._attributes(data, "llm", None)
+        for token_type in m.TOKEN_TYPES:
+            count = fields.get(token_type)
+            if count:
+                self._tokens[token_type] = self._tokens.get(token_type, 0) + count
+                self._meters.record(m.LLM_TOKENS, count, {**attributes, m.TOKEN_TYPE: token_type})
+        self._add_cost(attributes, self._prices.llm_cost(attributes[m.MODEL], counts))
+
+    def _usage(self, data: MetricsData, value: object, what: str) -> float | None:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not 0 <= number <= MAX_USAGE:
+            warn_once(
+                f"usage:{what}",
+                f"dropped {what} of {value!r} from {processor_label(data.processor)}: "
+                "usage must be a non-negative number (logged once)",
+            )
+            return None
+        return number
+
+    def _add_cost(self, attributes: dict[str, str], usd: float | None) -> None:
+        service_type, model = attributes[m.SERVICE_TYPE], attributes[m.MODEL]
+        if usd is None:
+            name = f"{service_type}:{model}"
+            self._unpriced.add(name)
+            warn_once(
+                f"unpriced:{name}",
+                f"no price for {service_type} model {model!r}: its cost is reported as unpriced. "
+                "Add it with the prices= argument or PIPECAT_GRAFANA_PRICES_FILE.",
+            )
+            return
+        if usd > 0:
+            self._costs[(service_type, model)] = self._costs.get((service_type, model), 0.0) + usd
+            cost_attributes = {m.SERVICE_TYPE: service_type, m.MODEL: model}
+            self._meters.record(m.COST, usd, cost_attributes)
+
+    def _attributes(
+        self, data: MetricsData, service_type: str | None, source: FrameProcessor | None
+    ) -> dict[str, str]:
+        service_type = service_type or self._service_type(data, source)
+        model = data.model or self._models.get(service_type)
+        return {
+            m.PROCESSOR: processor_label(data.processor),
+            m.MODEL: label(model),
+            m.SERVICE_TYPE: service_type,
+        }
+
+    def _service_type(self, data: MetricsData, source: FrameProcessor | None) -> str:
+        known = self._service_types.get(data.processor)
+        if known is not None:
+            return known
+        service_type = next((t for c, t in _IMPLIED_SERVICE.items() if isinstance(data, c)), None)
+        if service_type is None and source is not None and source.name == data.processor:
+            service_type = next((t for c, t in _SERVICE_CLASSES if isinstance(source, c)), None)
+        if service_type is None:
+            name = (data.processor or "").upper()
+            service_type = next((t for t in ("llm", "stt", "tts") if t.upper() in name), "other")
+        self._service_types[data.processor] = service_type
+        return service_type

@@ -1,0 +1,151 @@
+"""Talking to the OTLP endpoint: the exporter, and plain words for its failures.
+
+The OTel exporter retries (429, 502-504, with ``Retry-After``), batches and
+times out by itself, and logs every failed attempt. That log says "code: 401"
+every 10 seconds for as long as the bot runs; a user needs to read once that the
+token is wrong, and once that export works again. ``OutcomeSession`` records how
+each request ended, ``explain`` turns it into a sentence, and ``ExportHealth``
+logs a sentence when the state changes while the exporter's own per-attempt
+lines for our exports are filtered out.
+"""
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import requests
+from loguru import logger
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+from pipecat_grafana.config import ExportConfig
+
+_OTEL_HTTP_LOGGER = "opentelemetry.exporter.otlp.common.http"
+_exporting = threading.local()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the last request to the endpoint ended.
+
+    Parameters:
+        status: The HTTP status, or ``None`` if no response arrived.
+        error: The connection error when no response arrived.
+    """
+
+    status: int | None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the endpoint accepted the request."""
+        return self.status is not None and 200 <= self.status < 300
+
+
+class OutcomeSession(requests.Session):
+    """A ``requests`` session that remembers how its last request ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: Outcome | None = None
+
+    def send(self, request, **kwargs):  # noqa: D102 - see requests.Session.send
+        try:
+            response = super().send(request, **kwargs)
+        except requests.RequestException as e:
+            self.last = Outcome(None, e)
+            raise
+        self.last = Outcome(response.status_code)
+        return response
+
+
+def build_exporter(config: ExportConfig, session: OutcomeSession | None = None):
+    """The OTLP/HTTP protobuf exporter for ``config``.
+
+    Timeout, compression, certificate and any headers not built here come from the
+    standard ``OTEL_EXPORTER_OTLP_*`` variables, read by the exporter itself.
+    """
+    return OTLPMetricExporter(
+        endpoint=config.endpoint, headers=config.headers, session=session or OutcomeSession()
+    )
+
+
+def explain(outcome: Outcome | None, endpoint: str) -> str:
+    """Say in plain words why a request to ``endpoint`` failed, and what to check."""
+    if outcome is None:
+        return f"the export to {endpoint} failed before a request was sent"
+    status = outcome.status
+    if status in (401, 403):
+        return (
+            f"{endpoint} rejected the credentials ({status}): check that "
+            "GRAFANA_CLOUD_INSTANCE_ID is the stack's numeric instance ID (not the org or "
+            "user ID), that GRAFANA_CLOUD_API_TOKEN is a current token with the "
+            "metrics:write scope, and that both belong to the same stack"
+        )
+    if status == 404:
+        return (
+            f"{endpoint} was not found (404): the endpoint URL is wrong; Grafana Cloud's has "
+            "the shape https://otlp-gateway-<zone>.grafana.net/otlp (this package appends "
+            "/v1/metrics)"
+        )
+    if status == 429:
+        return f"{endpoint} is rate-limiting us (429); the exporter retries with backoff"
+    if status is not None and status >= 500:
+        return f"{endpoint} failed with a server error ({status}); the exporter retries"
+    if status is not None:
+        return f"{endpoint} refused the metrics ({status})"
+    return f"cannot connect to {endpoint}: {_connection_problem(outcome.error)}"
+
+
+def _connection_problem(error: BaseException | None) -> str:
+    text = str(error)
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS failed (certificate not trusted? set OTEL_EXPORTER_OTLP_CERTIFICATE)"
+    if isinstance(error, requests.exceptions.Timeout):
+        return "no answer within the timeout (OTEL_EXPORTER_OTLP_TIMEOUT, default 10 s)"
+    if "Name or service not known" in text or "getaddrinfo" in text or "resolve" in text:
+        return "the host name does not resolve (DNS): check the endpoint's spelling"
+    if "refused" in text:
+        return "the connection was refused: nothing listens at that host and port"
+    return f"network error ({type(error).__name__})"
+
+
+class ExportHealth:
+    """Logs export failures once per change of state, and recovery once."""
+
+    def __init__(self, endpoint: str, session: OutcomeSession):
+        self._endpoint = endpoint
+        self._session = session
+        self._failing: str | None = None
+
+    def __enter__(self) -> "ExportHealth":
+        _exporting.active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _exporting.active = False
+
+    def report(self, success: bool) -> None:
+        """Log the result of one export if it differs from the previous one."""
+        if success:
+            if self._failing is not None:
+                logger.info(f"pipecat-grafana: metrics export to {self._endpoint} works again")
+            self._failing = None
+            return
+        problem = explain(self._session.last, self._endpoint)
+        if problem != self._failing:
+            logger.error(
+                f"pipecat-grafana: metrics export failing: {problem}. The bot is not affected; "
+                "totals are cumulative, so nothing is lost if this recovers. "
+                "This is logged again only if the problem changes."
+            )
+        self._failing = problem
+
+
+class _QuietWhileExporting(logging.Filter):
+    """Drops the OTel exporter's per-attempt lines for this package's exports."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_exporting, "active", False)
+
+
+logging.getLogger(_OTEL_HTTP_LOGGER).addFilter(_QuietWhileExporting())
