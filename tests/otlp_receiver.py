@@ -1,0 +1,333 @@
+"""A local OTLP/HTTP metrics receiver for tests.
+
+Tests must prove that metrics really leave the process as Grafana Cloud would see them:
+serialized by the real OpenTelemetry SDK exporter and sent over HTTP with the right headers,
+compression, names, units and attributes. Mocking the exporter proves none of that.
+``OtlpReceiver`` is a tiny in-process OTLP/HTTP endpoint that decodes what it receives into
+plain ``Point`` objects and misbehaves on demand (error statuses, ``Retry-After``, hanging),
+so retry and shutdown paths can be tested without a network.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest as ExportRequest,
+)
+
+METRICS_PATH = "/v1/metrics"
+_DECOMPRESS = {"gzip": gzip.decompress, "deflate": zlib.decompress, "": bytes, "identity": bytes}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One POST to ``/v1/metrics``.
+
+    ``headers`` has lower-cased keys, ``size`` is the body size on the wire (after any
+    compression), ``status`` is the answer (``None``: hung, never answered) and ``message``
+    the decoded request (``None`` if it could not be decoded).
+    """
+
+    headers: dict[str, str]
+    size: int
+    status: int | None
+    message: ExportRequest | None
+
+
+@dataclass(frozen=True)
+class Point:
+    """One data point with its metric, scope and resource.
+
+    ``value`` is the number for sums and gauges and the ``count`` for histograms; ``sum``,
+    ``bucket_counts``, ``explicit_bounds``, ``min`` and ``max`` are only set for histograms.
+    ``temporality`` is the OTLP enum (1 = delta, 2 = cumulative, 0 for gauges).
+    """
+
+    name: str
+    unit: str
+    kind: str
+    is_monotonic: bool | None
+    temporality: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    time_unix_nano: int
+    start_time_unix_nano: int
+    value: float
+    sum: float | None = None
+    bucket_counts: tuple[int, ...] = ()
+    explicit_bounds: tuple[float, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+
+def _value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(_value(x) for x in v.array_value.values)
+    if kind == "kvlist_value":
+        return tuple((kv.key, _value(kv.value)) for kv in v.kvlist_value.values)
+    return getattr(v, kind) if kind else None
+
+
+def _attrs(key_values: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in key_values}
+
+
+def _optional(dp: Any, field: str) -> float | None:
+    return getattr(dp, field) if dp.HasField(field) else None
+
+
+def _matches(attributes: dict[str, Any], attr_filter: dict[str, Any]) -> bool:
+    return all(k in attributes and attributes[k] == v for k, v in attr_filter.items())
+
+
+def _points(message: ExportRequest, name: str | None) -> list[Point]:
+    out = []
+    for rm in message.resource_metrics:
+        resource = _attrs(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if name is None or m.name == name:
+                    out += _metric_points(m, sm.scope.name, resource)
+    return out
+
+
+def _metric_points(m: Any, scope: str, resource: dict[str, Any]) -> list[Point]:
+    kind = m.WhichOneof("data")
+    if kind not in ("sum", "gauge", "histogram"):
+        raise NotImplementedError(f"metric {m.name!r}: {kind} is not supported")
+    data, hist = getattr(m, kind), kind == "histogram"
+    return [
+        Point(
+            name=m.name,
+            unit=m.unit,
+            kind=kind,
+            is_monotonic=data.is_monotonic if kind == "sum" else None,
+            temporality=getattr(data, "aggregation_temporality", 0),
+            attributes=_attrs(dp.attributes),
+            resource=resource,
+            scope=scope,
+            time_unix_nano=dp.time_unix_nano,
+            start_time_unix_nano=dp.start_time_unix_nano,
+            value=dp.count if hist else getattr(dp, dp.WhichOneof("value")),
+            sum=_optional(dp, "sum") if hist else None,
+            bucket_counts=tuple(dp.bucket_counts) if hist else (),
+            explicit_bounds=tuple(dp.explicit_bounds) if hist else (),
+            min=_optional(dp, "min") if hist else None,
+            max=_optional(dp, "max") if hist else None,
+        )
+        for dp in data.data_points
+    ]
+
+
+class _Server(ThreadingHTTPServer):
+    receiver: OtlpReceiver
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        if self.path != METRICS_PATH:
+            self.send_error(404)
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, retry_after = self.server.receiver._answer(headers, body)
+        if status is None:  # hung, then released: close without answering
+            self.close_connection = True
+            return
+        self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", f"{retry_after:g}")
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")  # empty ExportMetricsServiceResponse
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Keeps test output quiet."""
+
+
+class OtlpReceiver:
+    """In-process OTLP/HTTP metrics endpoint on ``127.0.0.1`` with an ephemeral port.
+
+    Use as a context manager or call ``start()``/``stop()``. Point the exporter at
+    ``metrics_url``, or set ``OTEL_EXPORTER_OTLP_ENDPOINT`` to ``endpoint``. All methods are
+    thread-safe and may be called while serving.
+
+    Attributes:
+        endpoint: Base URL, e.g. ``http://127.0.0.1:PORT``.
+        metrics_url: ``endpoint + "/v1/metrics"``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._accepted: list[Request] = []
+        self._rejected: list[Request] = []
+        self._status, self._retry_after, self._times = 200, None, None
+        self._released = threading.Event()
+        self._released.set()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.receiver = self
+        self._thread: threading.Thread | None = None
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.metrics_url = self.endpoint + METRICS_PATH
+
+    def start(self) -> OtlpReceiver:
+        """Starts serving from a daemon thread and returns ``self``."""
+        serve, poll = self._server.serve_forever, {"poll_interval": 0.05}
+        self._thread = threading.Thread(target=serve, kwargs=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Releases hung requests, stops serving and closes the socket; returns promptly."""
+        self._released.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> OtlpReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def respond_with(
+        self, status: int, *, retry_after: float | None = None, times: int | None = None
+    ) -> None:
+        """Answers the next ``times`` requests (all if ``None``) with ``status``, then 200.
+
+        Args:
+            status: HTTP status; any but 200 records the request in ``rejected``.
+            retry_after: If given, sent as the ``Retry-After`` header, in seconds.
+            times: Number of requests to answer so before going back to 200.
+        """
+        with self._lock:
+            self._status, self._retry_after, self._times = status, retry_after, times
+
+    def hang(self) -> None:
+        """Reads requests but never answers them, until ``unhang()`` or ``stop()``."""
+        self._released.clear()
+
+    def unhang(self) -> None:
+        """Stops hanging; hung requests are closed without a response."""
+        self._released.set()
+
+    def _answer(self, headers: dict[str, str], body: bytes) -> tuple[int | None, float | None]:
+        if not self._released.is_set():
+            with self._lock:
+                self._rejected.append(Request(headers, len(body), None, None))
+            self._released.wait()
+            return None, None
+        try:
+            message = ExportRequest.FromString(
+                _DECOMPRESS[headers.get("content-encoding", "").lower()](body)
+            )
+        except Exception:  # unknown encoding or not an OTLP request
+            message = None
+        with self._lock:
+            status, retry_after = (
+                (self._status, self._retry_after) if message is not None else (400, None)
+            )
+            if self._times is not None:
+                self._times -= 1
+                if self._times <= 0:
+                    self._status, self._retry_after, self._times = 200, None, None
+            request = Request(headers, len(body), status, message)
+            (self._accepted if status == 200 else self._rejected).append(request)
+        return status, retry_after
+
+    @property
+    def requests(self) -> list[Request]:
+        """Accepted (answered 200) requests, in arrival order."""
+        with self._lock:
+            return list(self._accepted)
+
+    @property
+    def rejected(self) -> list[Request]:
+        """Requests answered with a non-200 status, or hung (``status is None``)."""
+        with self._lock:
+            return list(self._rejected)
+
+    @property
+    def attempts(self) -> int:
+        """Number of POSTs to ``/v1/metrics`` so far, accepted, rejected or hung."""
+        with self._lock:
+            return len(self._accepted) + len(self._rejected)
+
+    def clear(self) -> None:
+        """Forgets all recorded requests; the programmed behaviour is kept."""
+        with self._lock:
+            self._accepted.clear()
+            self._rejected.clear()
+
+    def points(self, name: str | None = None) -> list[Point]:
+        """Every data point of every accepted request (or of metric ``name``), arrival order."""
+        return [p for r in self.requests for p in _points(r.message, name)]
+
+    def names(self) -> set[str]:
+        """Names of all metrics received in accepted requests."""
+        return {p.name for p in self.points()}
+
+    def latest(self, name: str, *, with_resource: bool = False) -> dict[frozenset, Point]:
+        """Maps each series of metric ``name`` to its newest point (greatest time_unix_nano).
+
+        For cumulative metrics this is the final value. The key is
+        ``frozenset(attributes.items())``; ``with_resource=True`` adds the resource
+        attributes as ``("resource.<key>", value)`` items, keeping apart series that differ
+        only by resource (e.g. two processes). The scope is never part of the key.
+        """
+        series: dict[frozenset, Point] = {}
+        for p in self.points(name):
+            key = frozenset(p.attributes.items())
+            if with_resource:
+                key |= {(f"resource.{k}", v) for k, v in p.resource.items()}
+            if key not in series or p.time_unix_nano >= series[key].time_unix_nano:
+                series[key] = p
+        return series
+
+    def total(self, name: str, **attr_filter: Any) -> float:
+        """Sums the latest values (histograms: counts) of the series matching all filters.
+
+        Filters matching no series give 0.0. For attribute names that are not identifiers,
+        pass ``**{"call.id": "c1"}``.
+
+        Raises:
+            KeyError: If metric ``name`` never arrived in an accepted request.
+        """
+        series = self.latest(name)
+        if not series:
+            raise KeyError(f"metric {name!r} never arrived; received: {sorted(self.names())}")
+        return float(sum(p.value for p in series.values() if _matches(p.attributes, attr_filter)))
+
+    def wait_for(self, predicate: Callable[[OtlpReceiver], Any], timeout: float = 10) -> None:
+        """Polls until ``predicate(self)`` is truthy; a ``KeyError`` from it means "not yet".
+
+        Raises:
+            TimeoutError: If it is still falsy after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if predicate(self):
+                    return
+            except KeyError:
+                pass
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"condition not met within {timeout}s; attempts={self.attempts}, "
+                    f"metrics={sorted(self.names())}"
+                )
+            time.sleep(0.02)
