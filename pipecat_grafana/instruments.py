@@ -7,12 +7,12 @@ VictoriaMetrics store for each one.
 """
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """How an instrument aggregates."""
 
     COUNTER = "counter"
