@@ -22,10 +22,10 @@ Prometheus calls created-timestamp zero injection), and every process has its ow
 """
 
 import atexit
+import functools
+import os
 import threading
 import time
-import uuid
-from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,8 +35,10 @@ from opentelemetry.metrics import Meter, MeterProvider, NoOpMeter
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Histogram,
     HistogramDataPoint,
     InMemoryMetricReader,
+    Metric,
     MetricExporter,
     MetricExportResult,
     MetricsData,
@@ -62,8 +64,6 @@ MAX_PENDING_CALLS = 1000
 
 SeriesKey = tuple[str, frozenset]
 
-INSTANCE_ID = str(uuid.uuid4())
-"""This process's ``service.instance.id`` unless ``OTEL_RESOURCE_ATTRIBUTES`` sets one."""
 
 
 @dataclass(eq=False)
@@ -188,9 +188,10 @@ class ExportPipeline:
         """Mark a call ended and export its final values soon, off the caller's thread.
 
         Returns:
-            A future that becomes ``True`` once the call's final values were
-            exported, ``False`` if they were dropped. It is already ``True`` when
-            export is off or the call has no series of its own.
+            A future that becomes ``True`` once an export carried the call's final
+            values, ``False`` if that first attempt failed (they go with the
+            following exports until accepted, or are dropped with a warning after
+            ``PENDING_RETENTION_S``). It is already ``True`` when export is off.
         """
         if self._reader is None:
             meters.final_export.set_result(True)
@@ -243,9 +244,14 @@ class ExportPipeline:
         with self._lock:
             return list(self._calls.values())
 
-    def _exported(self, calls: list[CallMeters], success: bool) -> None:
+    def _exported(self, ended: list[CallMeters], success: bool) -> None:
+        """Settle the calls that had ended when their values were collected for an export."""
         now = time.monotonic()
-        ended = [c for c in calls if c.ended_at is not None]
+        for call in ended:
+            # The call's end waits for the first attempt only; a failed one is retried
+            # with the following exports, in the background.
+            if not call.final_export.done():
+                call.final_export.set_result(success)
         if success:
             done = ended
         else:
@@ -297,23 +303,26 @@ class _MergingExporter(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs
     ) -> MetricExportResult:
-        calls = self._pipeline._snapshot()
         new_keys: list[tuple[set[SeriesKey], SeriesKey]] = []
-        scopes = _with_zero_starts(_scopes(metrics_data), self._pipeline._fleet_exported, new_keys)
-        for call in calls:
-            call_data = call.reader.get_metrics_data()
-            scopes += _with_zero_starts(_scopes(call_data), call.exported, new_keys)
-        merged = MetricsData(
-            resource_metrics=[ResourceMetrics(self._pipeline._resource, scopes, "")]
-        )
+        merged = _Merged()
+        merged.add(metrics_data, self._pipeline._fleet_exported, new_keys)
+        ended = []
+        for call in self._pipeline._snapshot():
+            # Read before collecting: a call that ends while this export is under way
+            # recorded values this collection may not hold, so it must be sent again.
+            if call.ended_at is not None:
+                ended.append(call)
+            merged.add(call.reader.get_metrics_data(), call.exported, new_keys)
         with self._pipeline._health as health:
-            result = self._inner.export(merged, timeout_millis=timeout_millis)
+            result = self._inner.export(
+                merged.metrics_data(self._pipeline._resource), timeout_millis=timeout_millis
+            )
         success = result is MetricExportResult.SUCCESS
         health.report(success)
         if success:
             for seen, key in new_keys:
                 seen.add(key)
-        self._pipeline._exported(calls, success)
+        self._pipeline._exported(ended, success)
         return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -323,39 +332,55 @@ class _MergingExporter(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis)
 
 
-def _scopes(data: MetricsData | None) -> list[ScopeMetrics]:
-    if data is None:
-        return []
-    return [scope for rm in data.resource_metrics for scope in rm.scope_metrics]
+class _Merged:
+    """The points of several providers as one metric per name, under one scope.
+
+    The OTLP encoder keeps one entry per instrumentation scope, so the calls'
+    metrics (all from this package's scope) must be merged, not appended.
+    """
+
+    def __init__(self):
+        self._scope = None
+        self._metrics: dict[str, Metric] = {}
+        self._points: dict[str, list] = {}
+
+    def add(
+        self,
+        data: MetricsData | None,
+        seen: set[SeriesKey],
+        new_keys: list[tuple[set[SeriesKey], SeriesKey]],
+    ) -> None:
+        """Add every point of ``data``, preceding the first of each new series with a zero."""
+        for resource_metrics in data.resource_metrics if data else ():
+            for scope in resource_metrics.scope_metrics:
+                self._scope = self._scope or scope.scope
+                for metric in scope.metrics:
+                    self._metrics.setdefault(metric.name, metric)
+                    points = self._points.setdefault(metric.name, [])
+                    for point in metric.data.data_points:
+                        if _starts_at_zero(metric):
+                            key = (metric.name, frozenset(point.attributes.items()))
+                            if key not in seen:
+                                new_keys.append((seen, key))
+                                points.append(_zero(point))
+                        points.append(point)
+
+    def metrics_data(self, resource: Resource) -> MetricsData:
+        """One resource, one scope, one metric per name."""
+        metrics = [
+            replace(metric, data=replace(metric.data, data_points=self._points[name]))
+            for name, metric in self._metrics.items()
+        ]
+        scopes = [ScopeMetrics(self._scope, metrics, "")] if metrics else []
+        return MetricsData(resource_metrics=[ResourceMetrics(resource, scopes, "")])
 
 
-def _with_zero_starts(
-    scopes: Iterable[ScopeMetrics],
-    seen: set[SeriesKey],
-    new_keys: list[tuple[set[SeriesKey], SeriesKey]],
-) -> list[ScopeMetrics]:
-    """Precede the first export of each cumulative series with a zero at its start."""
-    result = []
-    for scope in scopes:
-        metrics = []
-        for metric in scope.metrics:
-            data = metric.data
-            cumulative = getattr(data, "aggregation_temporality", None) == (
-                AggregationTemporality.CUMULATIVE
-            )
-            if not cumulative or (isinstance(data, Sum) and not data.is_monotonic):
-                metrics.append(metric)
-                continue
-            points = []
-            for point in data.data_points:
-                key = (metric.name, frozenset(point.attributes.items()))
-                if key not in seen:
-                    new_keys.append((seen, key))
-                    points.append(_zero(point))
-                points.append(point)
-            metrics.append(replace(metric, data=replace(data, data_points=points)))
-        result.append(replace(scope, metrics=metrics))
-    return result
+def _starts_at_zero(metric: Metric) -> bool:
+    """Whether backends need a zero point before the first value: cumulative, monotonic."""
+    data = metric.data
+    if getattr(data, "aggregation_temporality", None) != AggregationTemporality.CUMULATIVE:
+        return False
+    return isinstance(data, Histogram) or (isinstance(data, Sum) and data.is_monotonic)
 
 
 def _zero(point: NumberDataPoint | HistogramDataPoint) -> NumberDataPoint | HistogramDataPoint:
@@ -385,9 +410,27 @@ def default_resource(
 
     ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` are read by the SDK;
     arguments win over them; ``voice-rag-bot`` is the service name when neither
-    sets one. Each process gets its own ``service.instance.id`` so that two bot
-    processes never write the same series.
+    sets one. The SDK gives each process its own ``service.instance.id``, so
+    two bot processes never write the same series.
     """
+    # The SDK's resource detection takes milliseconds (a thread pool per call):
+    # do it once per distinct input, not once per call.
+    return _resource(
+        service_name,
+        service_version,
+        environment,
+        os.environ.get("OTEL_SERVICE_NAME"),
+        os.environ.get("OTEL_RESOURCE_ATTRIBUTES"),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _resource(
+    service_name: str | None,
+    service_version: str | None,
+    environment: str | None,
+    *_environment_inputs: str | None,
+) -> Resource:
     attributes: dict[str, str] = {}
     if service_version:
         attributes["service.version"] = service_version
@@ -397,8 +440,7 @@ def default_resource(
     name = service_name or resource.attributes.get("service.name", "")
     if not name or str(name).startswith("unknown_service"):
         name = "voice-rag-bot"
-    instance = resource.attributes.get("service.instance.id") or INSTANCE_ID
-    return resource.merge(Resource({"service.name": name, "service.instance.id": instance}))
+    return resource.merge(Resource({"service.name": name}))
 
 
 _pipelines: dict[tuple, ExportPipeline] = {}

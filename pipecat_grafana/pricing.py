@@ -71,6 +71,7 @@ rate, the default), image tokens, per-request minimums, and plan discounts.
 
 import json
 import math
+import functools
 import os
 import re
 import tomllib
@@ -592,6 +593,12 @@ def _kind_of(price: Price) -> str:
     return next(kind for kind, cls in _PRICE_KINDS.items() if isinstance(price, cls))
 
 
+@functools.cache
+def _default_prices() -> dict[str, Price]:
+    # Parsed once: every call builds a table, and the defaults never change.
+    return _parse_table(DEFAULT_PRICES)
+
+
 def _parse_table(table: Mapping[Any, Any]) -> dict[str, Price]:
     """Parse model → price entries, with optional llm/tts/stt sections.
 
@@ -720,7 +727,10 @@ class PriceTable:
         self._prices: dict[str, Price] = {}
         self.price_file: Path | None = None
         """The price file that was applied, if any."""
-        self._merge(DEFAULT_PRICES if prices is None else prices, "prices")
+        if prices is None:
+            self._prices.update(_default_prices())
+        else:
+            self._merge(prices, "prices")
         path = os.environ.get(PRICE_FILE_ENV, "").strip() if load_env else ""
         if path:
             self.price_file = Path(path).expanduser()

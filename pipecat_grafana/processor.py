@@ -174,7 +174,10 @@ class GrafanaMetricsExporter(FrameProcessor):
     async def setup(self, setup: FrameProcessorSetup):
         """Open the call and start observing every metric of the worker's pipeline."""
         await super().setup(setup)
-        worker = setup.pipeline_worker
+        self._open_call(setup.pipeline_worker)
+
+    def _open_call(self, worker) -> None:
+        # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
         call_id = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
         self._recorder = CallRecorder(
             call_id=call_id,

@@ -41,6 +41,7 @@ def clean_environment(monkeypatch):
 def receiver():
     with OtlpReceiver() as r:
         yield r
+        pipecat_grafana.shutdown(timeout_s=2)  # while the receiver still answers
 
 
 @pytest.fixture

@@ -1,0 +1,185 @@
+"""What a real OTLP/HTTP receiver gets from the exporter: names, units, labels, values."""
+
+import asyncio
+import base64
+import gc
+
+import pytest
+from pipecat.metrics.metrics import (
+    LLMUsageMetricsData,
+    STTUsageMetricsData,
+    TTFBMetricsData,
+    TTSUsageMetricsData,
+)
+
+import pipecat_grafana
+from pipecat_grafana import GrafanaMetricsExporter, export
+from pipecat_grafana import config as cfg
+from pipecat_grafana import instruments as m
+from tests.helpers import Reporter, Trigger, metric, run_pipeline
+from tests.test_exporter import ALL_TYPES
+
+KIND = {m.Kind.COUNTER: "sum", m.Kind.UP_DOWN_COUNTER: "sum", m.Kind.HISTOGRAM: "histogram"}
+
+
+def grafana(**kwargs) -> GrafanaMetricsExporter:
+    return GrafanaMetricsExporter(
+        llm_model="gpt-4o", stt_model="gladia", tts_model="cartesia", **kwargs
+    )
+
+
+async def test_a_call_arrives_with_the_contract_names_units_and_labels(export_to):
+    exporter = grafana(service_name="voice-rag-bot", call_id="call-1")
+    await run_pipeline([Reporter([ALL_TYPES]), exporter], [Trigger("go")])
+    # The call's end exports at once: no need to wait for the interval.
+    receiver = export_to
+    receiver.wait_for(lambda r: r.total(m.SESSION_DURATION.name) == 1, timeout=5)
+
+    assert receiver.names() == {spec.name for spec in m.ALL}
+    # One ID per process (from the SDK), so two bot processes never share a series.
+    (instance_id,) = {p.resource["service.instance.id"] for p in receiver.points()}
+    for spec in m.ALL:
+        points = receiver.points(spec.name)
+        assert {p.unit for p in points} == {spec.unit}, spec.name
+        assert {p.kind for p in points} == {KIND[spec.kind]}, spec.name
+        for point in points:
+            assert point.temporality == 2  # cumulative, what Prometheus-style backends store
+            assert point.resource["service.name"] == "voice-rag-bot"
+            assert point.resource["service.instance.id"] == instance_id
+            assert (m.CALL_ID in point.attributes) == spec.per_call, spec.name
+            if spec.per_call:
+                assert point.attributes[m.CALL_ID] == "call-1"
+    (ttfb,) = receiver.latest(m.TTFB.name).values()
+    assert ttfb.attributes == {
+        m.CALL_ID: "call-1",
+        m.PROCESSOR: "OpenAILLMService",
+        m.MODEL: "gpt-4o",
+        m.SERVICE_TYPE: "llm",
+    }
+    assert ttfb.sum == pytest.approx(800.0)
+    assert ttfb.explicit_bounds == m.LATENCY_BUCKETS_MS
+    assert receiver.total(m.TTS_CHARACTERS.name, call_id="call-1") == 57
+    assert receiver.total(m.LLM_TOKENS.name, token_type="prompt") == 100
+    summary = exporter.summary
+    assert receiver.total(m.COST.name) == pytest.approx(summary.total_cost_usd)
+    assert receiver.total(m.CALLS.name) == 1
+    assert receiver.total(m.CALLS_ACTIVE.name) == 0
+    (duration,) = receiver.latest(m.SESSION_DURATION.name).values()
+    assert duration.attributes[m.END_REASON] == "ended"
+
+
+async def test_every_new_cumulative_series_starts_with_a_zero_point(export_to):
+    await run_pipeline([Reporter([[metric(TTSUsageMetricsData, value=9)]]), grafana()], [Trigger("go")])
+    receiver = export_to
+    receiver.wait_for(lambda r: r.total(m.TTS_CHARACTERS.name) == 9, timeout=5)
+    first, *rest = receiver.points(m.TTS_CHARACTERS.name)
+    assert first.value == 0 and first.time_unix_nano < rest[0].time_unix_nano
+    assert rest[0].value == 9
+    assert all(p.value == 9 for p in rest)  # the zero is sent once per series
+
+
+async def test_grafana_cloud_shortcut_sends_basic_auth_and_never_logs_the_token(
+    monkeypatch, receiver, log_lines
+):
+    token = "glc_secretsecretsecretsecret0123456789"
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_INSTANCE_ID, "123456")
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_API_TOKEN, token)
+    monkeypatch.setenv(cfg.OTEL_METRIC_EXPORT_INTERVAL, "100")
+    exporter = grafana()
+    await run_pipeline([Reporter([ALL_TYPES]), exporter], [Trigger("go")])
+    receiver.wait_for(lambda r: r.total(m.SESSION_DURATION.name) == 1, timeout=5)
+
+    expected = "Basic " + base64.b64encode(f"123456:{token}".encode()).decode()
+    assert {r.headers["authorization"] for r in receiver.requests} == {expected}
+    # A failing endpoint makes the exporter log errors too: they must not leak either.
+    receiver.respond_with(401)
+    await run_pipeline([Reporter([ALL_TYPES]), grafana()], [Trigger("go")])
+    pipecat_grafana.shutdown(timeout_s=2)
+    encoded = expected.split(" ", 1)[1]
+    assert any("rejected the credentials (401)" in line for line in log_lines)
+    for line in log_lines:
+        assert token not in line and encoded not in line
+    assert token not in repr(exporter) and token not in exporter.summary.model_dump_json()
+
+
+async def test_no_endpoint_logs_once_how_to_turn_export_on(log_lines):
+    first = grafana()
+    await run_pipeline([Reporter([ALL_TYPES]), first], [Trigger("go")])
+    await run_pipeline([grafana()])
+    off = [line for line in log_lines if "metrics export is off" in line]
+    assert len(off) == 1
+    assert "GRAFANA_CLOUD_OTLP_ENDPOINT" in off[0]
+    assert first.summary.tts_characters == 57  # the summary works without export
+
+
+async def test_ten_thousand_calls_keep_memory_and_exported_series_flat(export_to, monkeypatch):
+    """A process serving calls one after another exports only the calls in progress.
+
+    10,000 real pipelines would take minutes, so the first 200 calls run through
+    real Pipecat pipelines and the rest through the same exporter objects'
+    call lifecycle (setup, start, metrics, end, cleanup) without a pipeline.
+    """
+    receiver = export_to
+    batch = [
+        metric(TTFBMetricsData, processor="OpenAILLMService#1", value=0.3),
+        metric(LLMUsageMetricsData, processor="OpenAILLMService#1", model="gpt-4o"),
+        metric(TTSUsageMetricsData, processor="CartesiaTTSService#1", value=40),
+        metric(STTUsageMetricsData, processor="GladiaSTTService#1"),
+    ]
+    for _ in range(200):
+        await run_pipeline([Reporter([batch]), grafana()], [Trigger("go")])
+    pipeline = next(iter(export._pipelines.values()))
+    await asyncio.to_thread(pipeline._reader.force_flush)
+
+    def retained() -> tuple[int, int]:
+        gc.collect()
+        objects = sum(isinstance(o, export.CallMeters) for o in gc.get_objects())
+        return len(pipeline._snapshot()), objects
+
+    calls_before, objects_before = retained()
+    series_per_export_before = _series_in_last_request(receiver)
+    await _run_calls_without_pipelines(9_800, batch[2:3])  # 49 rounds of 200
+    await asyncio.to_thread(pipeline._reader.force_flush)
+    calls_after, objects_after = retained()
+
+    assert calls_before == calls_after == 0  # every ended call was exported and dropped
+    assert objects_after <= objects_before + 2
+    assert _series_in_last_request(receiver) == series_per_export_before
+    assert receiver.total(m.CALLS.name) == 10_000
+    assert receiver.total(m.TTS_CHARACTERS.name) == 10_000 * 40
+    assert receiver.total(m.CALLS_ACTIVE.name) == 0
+
+
+def _series_in_last_request(receiver) -> int:
+    request = receiver.requests[-1].message
+    return sum(
+        len(getattr(metric_, metric_.WhichOneof("data")).data_points)
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for metric_ in sm.metrics
+    )
+
+
+async def _run_calls_without_pipelines(count: int, batch) -> None:
+    from pipecat.frames.frames import MetricsFrame
+
+    Exporter = GrafanaMetricsExporter
+
+    class _Worker:
+        _conversation_id = None
+
+        def add_observer(self, observer):
+            pass
+
+    async def call() -> None:
+        exporter = Exporter(llm_model="gpt-4o", stt_model="gladia", tts_model="cartesia")
+        exporter._open_call(_Worker())
+        exporter._start_call()
+        exporter._record(MetricsFrame(data=batch), None)
+        exporter._end_call("ended")
+        await exporter._finish_call()
+
+    # Calls overlap as on a busy server: 200 at a time.
+    for _ in range(count // 200):
+        await asyncio.gather(*(call() for _ in range(200)))
