@@ -65,7 +65,6 @@ MAX_PENDING_CALLS = 1000
 SeriesKey = tuple[str, frozenset]
 
 
-
 @dataclass(eq=False)
 class CallMeters:
     """The instruments one call records into, with the attributes its points carry.

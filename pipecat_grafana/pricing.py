@@ -69,9 +69,9 @@ priority tiers, Anthropic's one-hour cache writes (priced here at the five-minut
 rate, the default), image tokens, per-request minimums, and plan discounts.
 """
 
+import functools
 import json
 import math
-import functools
 import os
 import re
 import tomllib

@@ -69,7 +69,9 @@ async def test_a_call_arrives_with_the_contract_names_units_and_labels(export_to
 
 
 async def test_every_new_cumulative_series_starts_with_a_zero_point(export_to):
-    await run_pipeline([Reporter([[metric(TTSUsageMetricsData, value=9)]]), grafana()], [Trigger("go")])
+    await run_pipeline(
+        [Reporter([[metric(TTSUsageMetricsData, value=9)]]), grafana()], [Trigger("go")]
+    )
     receiver = export_to
     receiver.wait_for(lambda r: r.total(m.TTS_CHARACTERS.name) == 9, timeout=5)
     first, *rest = receiver.points(m.TTS_CHARACTERS.name)
