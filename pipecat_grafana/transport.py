@@ -19,7 +19,11 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 
 from pipecat_grafana.config import ExportConfig
 
-_OTEL_HTTP_LOGGER = "opentelemetry.exporter.otlp.common.http"
+# The exporter's HTTP client logs through the metric exporter's module logger.
+_OTEL_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.common.http",
+)
 _exporting = threading.local()
 
 
@@ -69,8 +73,15 @@ def build_exporter(config: ExportConfig, session: OutcomeSession | None = None):
     )
 
 
-def explain(outcome: Outcome | None, endpoint: str) -> str:
-    """Say in plain words why a request to ``endpoint`` failed, and what to check."""
+def explain(outcome: Outcome | None, endpoint: str, *, timeout_s: float | None = None) -> str:
+    """Say in plain words why a request to ``endpoint`` failed, and what to check.
+
+    Args:
+        outcome: How the request ended.
+        endpoint: The URL it was sent to.
+        timeout_s: The timeout the request had, when not the exporter's own
+            (``OTEL_EXPORTER_OTLP_TIMEOUT``).
+    """
     if outcome is None:
         return f"the export to {endpoint} failed before a request was sent"
     status = outcome.status
@@ -87,20 +98,32 @@ def explain(outcome: Outcome | None, endpoint: str) -> str:
             "the shape https://otlp-gateway-<zone>.grafana.net/otlp (this package appends "
             "/v1/metrics)"
         )
+    if status is not None and 300 <= status < 400:
+        # The exporter does not follow redirects, and counts a 3xx as a success.
+        return (
+            f"{endpoint} answered with a redirect ({status}) instead of accepting the metrics: "
+            "the URL is not the OTLP endpoint itself (http:// instead of https://, or a "
+            "different path); set the endpoint to the URL it redirects to"
+        )
     if status == 429:
         return f"{endpoint} is rate-limiting us (429); the exporter retries with backoff"
     if status is not None and status >= 500:
         return f"{endpoint} failed with a server error ({status}); the exporter retries"
     if status is not None:
         return f"{endpoint} refused the metrics ({status})"
-    return f"cannot connect to {endpoint}: {_connection_problem(outcome.error)}"
+    return f"cannot connect to {endpoint}: {_connection_problem(outcome.error, timeout_s)}"
 
 
-def _connection_problem(error: BaseException | None) -> str:
+def _connection_problem(error: BaseException | None, timeout_s: float | None = None) -> str:
     text = str(error)
     if isinstance(error, requests.exceptions.SSLError):
         return "TLS failed (certificate not trusted? set OTEL_EXPORTER_OTLP_CERTIFICATE)"
     if isinstance(error, requests.exceptions.Timeout):
+        if timeout_s is not None:
+            return (
+                f"no answer within {timeout_s:g} s (host unreachable, traffic dropped by a "
+                "firewall, or a server that does not respond)"
+            )
         return "no answer within the timeout (OTEL_EXPORTER_OTLP_TIMEOUT, default 10 s)"
     if "Name or service not known" in text or "getaddrinfo" in text or "resolve" in text:
         return "the host name does not resolve (DNS): check the endpoint's spelling"
@@ -148,4 +171,5 @@ class _QuietWhileExporting(logging.Filter):
         return not getattr(_exporting, "active", False)
 
 
-logging.getLogger(_OTEL_HTTP_LOGGER).addFilter(_QuietWhileExporting())
+for _name in _OTEL_LOGGERS:
+    logging.getLogger(_name).addFilter(_QuietWhileExporting())

@@ -141,3 +141,51 @@ class MemoryMetrics:
         if not matched:
             raise AssertionError(f"no point of {name} matches {attributes}")
         return total
+
+
+class LiveCall:
+    """A call in progress that a test drives step by step: report, wait, report, end.
+
+    Example::
+
+        async with LiveCall([reporter, exporter]) as call:
+            await call.report()      # the reporter reports its next batch
+            await call.end()
+    """
+
+    def __init__(self, processors: Sequence[FrameProcessor], *, conversation_id: str | None = None):
+        self.worker = PipelineWorker(
+            Pipeline(list(processors)),
+            params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
+            conversation_id=conversation_id,
+            cancel_on_idle_timeout=False,
+        )
+        self._runner = WorkerRunner(handle_sigint=False)
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "LiveCall":
+        started = asyncio.Event()
+
+        @self.worker.event_handler("on_pipeline_started")
+        async def _started(worker, frame):
+            started.set()
+
+        await self._runner.add_workers(self.worker)
+        self._task = asyncio.create_task(self._runner.run())
+        await asyncio.wait_for(started.wait(), timeout=5)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if not self._task.done():
+            await self.worker.cancel()
+            await asyncio.wait_for(self._task, timeout=30)
+
+    async def report(self) -> None:
+        """Let every reporter report its next batch, and give the batch time to flow."""
+        await self.worker.queue_frame(Trigger("report"))
+        await asyncio.sleep(0.02)
+
+    async def end(self, frame: Frame | None = None) -> None:
+        """End the call (``EndFrame`` unless told otherwise) and wait until it is over."""
+        await self.worker.queue_frame(frame or EndFrame())
+        await asyncio.wait_for(self._task, timeout=30)

@@ -11,6 +11,7 @@ so retry and shutdown paths can be tested without a network.
 from __future__ import annotations
 
 import gzip
+import ssl
 import threading
 import time
 import zlib
@@ -40,6 +41,7 @@ class Request:
     size: int
     status: int | None
     message: ExportRequest | None
+    received_at: float = 0.0  # time.monotonic() on arrival
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,8 @@ class OtlpReceiver:
         metrics_url: ``endpoint + "/v1/metrics"``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: tuple[str, str] | None = None) -> None:
+        """Bind to an ephemeral port; ``tls`` is ``(certfile, keyfile)`` to serve HTTPS."""
         self._lock = threading.Lock()
         self._accepted: list[Request] = []
         self._rejected: list[Request] = []
@@ -178,8 +181,14 @@ class OtlpReceiver:
         self._released.set()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.receiver = self
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
         self._thread: threading.Thread | None = None
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.endpoint = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         self.metrics_url = self.endpoint + METRICS_PATH
 
     def start(self) -> OtlpReceiver:
@@ -228,7 +237,7 @@ class OtlpReceiver:
     def _answer(self, headers: dict[str, str], body: bytes) -> tuple[int | None, float | None]:
         if not self._released.is_set():
             with self._lock:
-                self._rejected.append(Request(headers, len(body), None, None))
+                self._rejected.append(Request(headers, len(body), None, None, time.monotonic()))
             self._released.wait()
             return None, None
         try:
@@ -245,7 +254,7 @@ class OtlpReceiver:
                 self._times -= 1
                 if self._times <= 0:
                     self._status, self._retry_after, self._times = 200, None, None
-            request = Request(headers, len(body), status, message)
+            request = Request(headers, len(body), status, message, time.monotonic())
             (self._accepted if status == 200 else self._rejected).append(request)
         return status, retry_after
 
