@@ -236,8 +236,9 @@ class ExportPipeline:
             self._flush_requested.clear()
             try:
                 self._reader.force_flush(timeout_millis=self.config.flush_timeout_s * 1000)
-            except Exception as e:  # the SDK logs export failures; this is a bug of ours
-                logger.opt(exception=e).error("pipecat-grafana: metrics flush failed")
+            except Exception as e:  # the SDK contains export failures; this is a bug of ours
+                # No traceback: with loguru's diagnose its frames would show the headers.
+                logger.error(f"pipecat-grafana: metrics flush failed: {type(e).__name__}: {e}")
 
     def _snapshot(self) -> list[CallMeters]:
         with self._lock:

@@ -46,11 +46,23 @@ class Outcome:
 
 
 class OutcomeSession(requests.Session):
-    """A ``requests`` session that remembers how its last request ended."""
+    """A ``requests`` session that remembers how its last request ended.
+
+    It also keeps the CA bundle the exporter gave it (``OTEL_EXPORTER_OTLP_CERTIFICATE``)
+    when ``REQUESTS_CA_BUNDLE`` is set too.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.last: Outcome | None = None
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: D102
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace the session's CA
+        # bundle, which would silently ignore OTEL_EXPORTER_OTLP_CERTIFICATE.
+        if isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings
 
     def send(self, request, **kwargs):  # noqa: D102 - see requests.Session.send
         try:
