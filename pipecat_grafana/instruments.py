@@ -177,6 +177,61 @@ CALLS_ACTIVE = InstrumentSpec(
     per_call=False,
 )
 
+TURN_LATENCY = InstrumentSpec(
+    "voice.turn.latency.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "From the user falling silent to the bot's first audio, as Pipecat's "
+    "UserBotLatencyObserver measures it.",
+    buckets=LATENCY_BUCKETS_MS,
+)
+TURN_CONTRIBUTION = InstrumentSpec(
+    "voice.turn.contribution.milliseconds",
+    Kind.COUNTER,
+    "ms",
+    "Time of the user-to-bot interval spent on each part of a turn (endpointing wait, "
+    "transcription, LLM inference, speech synthesis, ...), summed over turns.",
+)
+TURNS = InstrumentSpec(
+    "voice.turns.total",
+    Kind.COUNTER,
+    "{turn}",
+    "Turns the bot answered, by whether the user interrupted the answer.",
+)
+INTERRUPTIONS = InstrumentSpec(
+    "voice.interruptions.total",
+    Kind.COUNTER,
+    "{interruption}",
+    "Times the user started speaking while the bot was speaking.",
+)
+ERRORS = InstrumentSpec(
+    "voice.errors.total",
+    Kind.COUNTER,
+    "{error}",
+    "ErrorFrames of the pipeline, by processor, service_type, fatal and error_type.",
+)
+FUNCTION_CALLS = InstrumentSpec(
+    "voice.function_calls.total",
+    Kind.COUNTER,
+    "{function_call}",
+    "LLM tool calls that finished, by function and status.",
+)
+FUNCTION_CALL_LATENCY = InstrumentSpec(
+    "voice.function_call.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "Time from a tool call's start to its result, by function.",
+    buckets=LATENCY_BUCKETS_MS,
+)
+CALLS_ENDED = InstrumentSpec(
+    "voice.calls.ended.total",
+    Kind.COUNTER,
+    "{call}",
+    "Calls ended, by end_reason and the call attributes the application declared "
+    "(for example outcome).",
+    per_call=False,
+)
+
 ALL = (
     TTFB,
     PROCESSING,
@@ -191,8 +246,26 @@ ALL = (
     SESSION_DURATION,
     CALLS,
     CALLS_ACTIVE,
+    TURN_LATENCY,
+    TURN_CONTRIBUTION,
+    TURNS,
+    INTERRUPTIONS,
+    ERRORS,
+    FUNCTION_CALLS,
+    FUNCTION_CALL_LATENCY,
+    CALLS_ENDED,
 )
 LATENCY = (TTFB, PROCESSING, TTFA, TTFAT, TEXT_AGGREGATION, TURN_DETECTION)
+CONVERSATION = (
+    TURN_LATENCY,
+    TURN_CONTRIBUTION,
+    TURNS,
+    INTERRUPTIONS,
+    ERRORS,
+    FUNCTION_CALLS,
+    FUNCTION_CALL_LATENCY,
+)
+"""Instruments fed by conversation frames rather than by ``MetricsData``."""
 
 # Attribute keys (labels), and the bounded values of the enumerated ones.
 CALL_ID = "call_id"
@@ -201,6 +274,12 @@ MODEL = "model"
 SERVICE_TYPE = "service_type"
 TOKEN_TYPE = "token_type"
 END_REASON = "end_reason"
+CONTRIBUTION = "contribution"
+INTERRUPTED = "interrupted"
+FATAL = "fatal"
+ERROR_TYPE = "error_type"
+FUNCTION = "function"
+STATUS = "status"
 SERVICE_TYPES = ("llm", "stt", "tts", "other")
 TOKEN_TYPES = (
     "prompt",
@@ -212,6 +291,28 @@ TOKEN_TYPES = (
     "output_audio",
 )
 END_REASONS = ("ended", "cancelled")
+ERROR_TYPES = ("rate_limit", "timeout", "other")
+FUNCTION_STATUSES = ("ok", "error", "cancelled")
+OTHER = "other"
+"""The value a bounded label takes beyond its bound (a function name, a contribution)."""
+# The stable keys of Pipecat's LatencyContribution (UserBotLatencyObserver); any
+# other key is reported as "other", so a new Pipecat release cannot add series.
+CONTRIBUTIONS = (
+    "endpointing_wait",
+    "first_request",
+    "transcription",
+    "turn_detection",
+    "llm_inference",
+    "turn_completion",
+    "waiting_for_user",
+    "llm_tool_call",
+    "function_handler",
+    "awaiting_speakable_text",
+    "sentence_aggregation",
+    "speech_synthesis",
+    "output_transport",
+    "pipeline",
+)
 
 
 def create(meter: Meter, spec: InstrumentSpec) -> Counter | UpDownCounter | Histogram:

@@ -14,32 +14,40 @@ observers, so that the usage a service reports while stopping is in the totals.
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from loguru import logger
 from opentelemetry.metrics import MeterProvider
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, MetricsFrame, StartFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
 from pipecat_grafana import config as cfg
 from pipecat_grafana import export
 from pipecat_grafana import instruments as m
+from pipecat_grafana.conversation import (
+    Conversation,
+    FunctionNames,
+    check_call_attributes,
+    shared_function_names,
+)
 from pipecat_grafana.pricing import PRICE_FILE_ENV, Price, PriceTable
 from pipecat_grafana.recorder import CallRecorder
 from pipecat_grafana.summary import CallSummary
 
+_NO_NAMES = FunctionNames(0)
 
-class _MetricsObserver(BaseObserver):
-    """Hands every ``MetricsFrame`` of the pipeline to the recorder, once."""
+
+class _PipelineObserver(BaseObserver):
+    """Hands every frame of the pipeline to the exporter, once, at its first push."""
 
     def __init__(self, exporter: "GrafanaMetricsExporter"):
         super().__init__(observe_every_push=False)
         self._exporter = exporter
 
     async def on_push_frame(self, data: FramePushed):
-        if isinstance(data.frame, MetricsFrame):
-            self._exporter._record(data.frame, data.source)
+        self._exporter._observe(data.frame, data.source)
 
 
 class GrafanaMetricsExporter(FrameProcessor):
@@ -84,6 +92,8 @@ class GrafanaMetricsExporter(FrameProcessor):
         flush_timeout_s: float | None = None,
         service_version: str | None = None,
         environment: str | None = None,
+        call_attributes: Mapping[str, Sequence[str]] | None = None,
+        max_function_names: int = 50,
         meter_provider: MeterProvider | None = None,
         time_source: Callable[[], float] = time.time,
         **kwargs,
@@ -107,6 +117,12 @@ class GrafanaMetricsExporter(FrameProcessor):
                 (default ``PIPECAT_GRAFANA_FLUSH_TIMEOUT``, else 5).
             service_version: ``service.version`` of the exported series.
             environment: ``deployment.environment.name`` of the exported series.
+            call_attributes: Call attributes the application may set with
+                ``set_call_attributes``, each with its allowed values, for example
+                ``{"outcome": ["resolved", "escalated", "abandoned"]}``; they label
+                ``voice.calls.ended.total``.
+            max_function_names: Distinct tool names the ``function`` label takes in
+                this process; later ones are reported as ``other``.
             meter_provider: Record into the application's provider instead of
                 exporting; the application then owns export and series lifetime.
             time_source: Wall clock in seconds (tests pass a controlled one).
@@ -117,6 +133,10 @@ class GrafanaMetricsExporter(FrameProcessor):
                 logged and turns export off instead).
         """
         super().__init__(**kwargs)
+        if max_function_names < 0:
+            raise ValueError(f"max_function_names must be >= 0, got {max_function_names}")
+        self._declared = check_call_attributes(call_attributes or {})
+        self._max_function_names = max_function_names
         self._models = {"llm": llm_model, "stt": stt_model, "tts": tts_model}
         self._call_id = call_id
         try:
@@ -156,7 +176,11 @@ class GrafanaMetricsExporter(FrameProcessor):
             )
         self._recorder: CallRecorder | None = None
         self._summary: CallSummary | None = None
-        self._observer = _MetricsObserver(self)
+        self._observer = _PipelineObserver(self)
+        self._latency_observer = UserBotLatencyObserver(time_source=time_source)
+        self._latency_observer.add_event_handler("on_latency_measured", self._on_latency)
+        self._latency_observer.add_event_handler("on_latency_breakdown", self._on_breakdown)
+        self._pending_attributes: dict[str, str] = {}
         self._register_event_handler("on_call_summary")
 
     @property
@@ -171,6 +195,25 @@ class GrafanaMetricsExporter(FrameProcessor):
             return self._summary
         return self._recorder.summary() if self._recorder else None
 
+    def set_call_attributes(self, **attributes: str) -> None:
+        """Set call attributes declared in ``call_attributes``, before the call ends.
+
+        Example::
+
+            grafana.set_call_attributes(outcome="resolved", sentiment="positive")
+
+        Raises:
+            ValueError: An attribute was not declared, or its value is not allowed.
+        """
+        if self._recorder is None:
+            probe = Conversation(
+                meters=self._pipeline.fleet, declared=self._declared, function_names=_NO_NAMES
+            )
+            probe.set_attributes(**attributes)  # validate now, apply when the call opens
+            self._pending_attributes.update(probe.attributes)
+        else:
+            self._recorder.conversation.set_attributes(**attributes)
+
     async def setup(self, setup: FrameProcessorSetup):
         """Open the call and start observing every metric of the worker's pipeline."""
         await super().setup(setup)
@@ -179,16 +222,26 @@ class GrafanaMetricsExporter(FrameProcessor):
     def _open_call(self, worker) -> None:
         # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
         call_id = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
+        meters = self._pipeline.open_call(call_id)
+        conversation = Conversation(
+            meters=meters,
+            declared=self._declared,
+            function_names=shared_function_names(self._max_function_names),
+            time_source=self._clock,
+        )
+        conversation.set_attributes(**self._pending_attributes)
         self._recorder = CallRecorder(
             call_id=call_id,
             service_name=self._service_name,
             models=self._models,
-            meters=self._pipeline.open_call(call_id),
+            meters=meters,
             prices=self._prices,
+            conversation=conversation,
             time_source=self._clock,
         )
         self._summary = None
         worker.add_observer(self._observer)
+        worker.add_observer(self._latency_observer)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Watch the call's start and end; pass every frame on unchanged."""
@@ -208,17 +261,32 @@ class GrafanaMetricsExporter(FrameProcessor):
         finally:
             await super().cleanup()
 
-    def _record(self, frame: MetricsFrame, source: FrameProcessor | None) -> None:
+    def _observe(self, frame: Frame, source: FrameProcessor | None) -> None:
         recorder = self._recorder
         if recorder is None or self._summary is not None:
             return
-        for data in frame.data:
-            try:
-                recorder.record(data, source)
-            except Exception as e:  # a bug of ours must never reach the pipeline
-                logger.opt(exception=e).error(
-                    f"pipecat-grafana: could not record {type(data).__name__}; skipped"
-                )
+        if isinstance(frame, MetricsFrame):
+            for data in frame.data:
+                self._safely(recorder.record, data, source)
+        else:
+            self._safely(recorder.conversation.observe, frame, source)
+
+    async def _on_latency(self, observer, seconds: float) -> None:
+        if self._recorder is not None and self._summary is None:
+            self._safely(self._recorder.conversation.latency_measured, seconds)
+
+    async def _on_breakdown(self, observer, breakdown) -> None:
+        if self._recorder is not None and self._summary is None:
+            self._safely(self._recorder.conversation.latency_breakdown, breakdown)
+
+    @staticmethod
+    def _safely(record: Callable, what, *args) -> None:
+        try:
+            record(what, *args)
+        except Exception as e:  # a bug of ours must never reach the pipeline
+            logger.opt(exception=e).error(
+                f"pipecat-grafana: could not record {type(what).__name__}; skipped"
+            )
 
     def _start_call(self) -> None:
         if self._recorder is None or self._recorder.started:
@@ -257,7 +325,10 @@ class GrafanaMetricsExporter(FrameProcessor):
         if recorder.started:
             # Cancelled before a CancelFrame reached us, or cleaned up without either.
             recorder.end("cancelled")
-            self._pipeline.fleet.record(m.CALLS_ACTIVE, -1, {})
+            fleet = self._pipeline.fleet
+            fleet.record(m.CALLS_ACTIVE, -1, {})
+            attributes = recorder.conversation.ended_attributes(recorder.end_reason)
+            fleet.record(m.CALLS_ENDED, 1, attributes)
         self._summary = recorder.summary()
         final_export = self._pipeline.close_call(recorder.meters)
         if recorder.started:

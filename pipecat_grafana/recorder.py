@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from loguru import logger
 from pipecat.metrics.metrics import (
@@ -39,6 +40,9 @@ from pipecat_grafana.export import CallMeters
 from pipecat_grafana.pricing import PriceTable, TokenCounts
 from pipecat_grafana.stats import LatencySketch
 from pipecat_grafana.summary import CallSummary, LatencyStats, ServiceCost
+
+if TYPE_CHECKING:
+    from pipecat_grafana.conversation import Conversation
 
 # Grafana Cloud rejects label values over 2048 characters; names this long are
 # mistakes, so keep them short enough to read.
@@ -117,6 +121,7 @@ class CallRecorder:
         models: The configured model per service type (``llm``, ``stt``, ``tts``).
         meters: Where points go.
         prices: The price table for cost estimates.
+        conversation: The call's turns, errors, tool calls and attributes.
         time_source: Clock in seconds (wall time).
     """
 
@@ -128,9 +133,11 @@ class CallRecorder:
         models: dict[str, str | None],
         meters: CallMeters,
         prices: PriceTable,
+        conversation: "Conversation",
         time_source: Callable[[], float] = time.time,
     ):
         self.call_id = call_id
+        self.conversation = conversation
         self._service_name = service_name
         self._models = models
         self._meters = meters
@@ -171,8 +178,8 @@ class CallRecorder:
         if self._ended is None:
             self._ended = self._clock()
             self.end_reason = reason
-            duration = self.duration
-            self._meters.record(m.SESSION_DURATION, duration, {m.END_REASON: reason})
+            self.conversation.end()
+            self._meters.record(m.SESSION_DURATION, self.duration, {m.END_REASON: reason})
         return self.duration
 
     @property
@@ -209,19 +216,9 @@ class CallRecorder:
 
     def summary(self) -> CallSummary:
         """The call's summary so far (final once the call has ended)."""
-        latency = [
-            LatencyStats(
-                metric=metric,
-                processor=processor,
-                count=sketch.count,
-                avg_ms=sketch.average,
-                min_ms=sketch.min,
-                max_ms=sketch.max,
-                p50_ms=sketch.quantile(0.5),
-                p95_ms=sketch.quantile(0.95),
-            )
-            for (metric, processor), sketch in self._latency.items()
-        ]
+        talk = self.conversation
+        latency = [_stats(metric, name, sketch) for (metric, name), sketch in self._latency.items()]
+        latency += [_stats("function_call", f, s) for f, s in talk.function_latency.items()]
         costs = [
             ServiceCost(service_type=service_type, model=model, usd=usd)
             for (service_type, model), usd in self._costs.items()
@@ -243,6 +240,14 @@ class CallRecorder:
             costs=costs,
             total_cost_usd=sum(self._costs.values()),
             unpriced_models=sorted(self._unpriced),
+            turns=talk.turns,
+            interruptions=talk.interruptions,
+            turn_latency=_stats("turn", "pipeline", talk.turn_latency)
+            if talk.turn_latency.count
+            else None,
+            errors=dict(talk.errors),
+            function_calls=dict(talk.function_calls),
+            attributes=dict(talk.attributes),
         )
 
     def _record_latency(
@@ -335,13 +340,32 @@ class CallRecorder:
 
     def _service_type(self, data: MetricsData, source: FrameProcessor | None) -> str:
         known = self._service_types.get(data.processor)
-        if known is not None:
-            return known
-        service_type = next((t for c, t in _IMPLIED_SERVICE.items() if isinstance(data, c)), None)
-        if service_type is None and source is not None and source.name == data.processor:
-            service_type = next((t for c, t in _SERVICE_CLASSES if isinstance(source, c)), None)
-        if service_type is None:
-            name = (data.processor or "").upper()
-            service_type = next((t for t in ("llm", "stt", "tts") if t.upper() in name), "other")
-        self._service_types[data.processor] = service_type
-        return service_type
+        if known is None:
+            implied = next((t for c, t in _IMPLIED_SERVICE.items() if isinstance(data, c)), None)
+            if source is not None and source.name != data.processor:
+                source = None  # pushed on behalf of another processor
+            known = implied or service_type_of(source, data.processor)
+            self._service_types[data.processor] = known
+        return known
+
+
+def _stats(metric: str, processor: str, sketch: LatencySketch) -> LatencyStats:
+    return LatencyStats(
+        metric=metric,
+        processor=processor,
+        count=sketch.count,
+        avg_ms=sketch.average,
+        min_ms=sketch.min,
+        max_ms=sketch.max,
+        p50_ms=sketch.quantile(0.5),
+        p95_ms=sketch.quantile(0.95),
+    )
+
+
+def service_type_of(processor: object, name: str | None) -> str:
+    """``llm``, ``stt``, ``tts`` by the processor's class, else by its name, else ``other``."""
+    kind = next((t for c, t in _SERVICE_CLASSES if isinstance(processor, c)), None)
+    if kind is None:
+        upper = (name or "").upper()
+        kind = next((t for t in ("llm", "stt", "tts") if t.upper() in upper), "other")
+    return kind

@@ -85,6 +85,19 @@ class CallSummary(BaseModel):
     unpriced_models: list[str] = Field(default_factory=list)
     """Models that were used but have no price (``service_type:model``); their cost is
     unknown, not zero."""
+    turns: int = 0
+    """Turns the bot answered."""
+    interruptions: int = 0
+    """Times the user started speaking while the bot was speaking."""
+    turn_latency: LatencyStats | None = None
+    """User-to-bot latency of the call's turns (metric ``turn``), or ``None`` if none."""
+    errors: dict[str, int] = Field(default_factory=dict)
+    """ErrorFrames by error type (``rate_limit``, ``timeout``, ``other``)."""
+    function_calls: dict[str, int] = Field(default_factory=dict)
+    """Finished tool calls by function (their latency is in ``latency``, metric
+    ``function_call``)."""
+    attributes: dict[str, str] = Field(default_factory=dict)
+    """The call attributes the application set (for example ``outcome``)."""
 
     def format(self) -> str:
         """Render the summary as the multi-line block logged at the end of a call."""
@@ -111,6 +124,20 @@ class CallSummary(BaseModel):
             f"TTS chars:  {self.tts_characters}",
             f"STT audio:  {self.stt_audio_seconds:.1f}s",
         ]
+        turns = f"Turns:      {self.turns} ({self.interruptions} interrupted by the user)"
+        if self.turn_latency:
+            turns += (
+                f", latency p50={self.turn_latency.p50_ms:.0f}ms "
+                f"p95={self.turn_latency.p95_ms:.0f}ms"
+            )
+        lines.append(turns)
+        if self.errors:
+            lines.append("Errors:     " + ", ".join(f"{k}={v}" for k, v in self.errors.items()))
+        if self.function_calls:
+            calls = ", ".join(f"{k}={v}" for k, v in self.function_calls.items())
+            lines.append(f"Tool calls: {calls}")
+        if self.attributes:
+            lines.append("Outcome:    " + ", ".join(f"{k}={v}" for k, v in self.attributes.items()))
         for stats in self.latency:
             lines.append(
                 f"{stats.metric.upper():<17} {stats.processor}: n={stats.count} "
