@@ -6,10 +6,12 @@ here. ``prometheus_name`` gives the name Grafana Cloud (Mimir), Prometheus and
 VictoriaMetrics store for each one.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
+from opentelemetry.metrics import Meter
 
 
 class Kind(StrEnum):
@@ -315,15 +317,27 @@ CONTRIBUTIONS = (
 )
 
 
-def create(meter: Meter, spec: InstrumentSpec) -> Counter | UpDownCounter | Histogram:
-    """Create the instrument ``spec`` describes on ``meter``."""
-    if spec.kind is Kind.COUNTER:
-        return meter.create_counter(spec.name, unit=spec.unit, description=spec.description)
-    if spec.kind is Kind.UP_DOWN_COUNTER:
-        return meter.create_up_down_counter(spec.name, unit=spec.unit, description=spec.description)
-    return meter.create_histogram(
+def create(meter: Meter, spec: InstrumentSpec, *, callback: Callable | None = None) -> Any:
+    """Create the instrument ``spec`` describes on ``meter``.
+
+    Counters are created observable, reporting what ``callback`` returns (running
+    totals kept by the caller); histograms are synchronous.
+    """
+    if spec.kind is Kind.HISTOGRAM:
+        return meter.create_histogram(
+            spec.name,
+            unit=spec.unit,
+            description=spec.description,
+            explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
+        )
+    create = (
+        meter.create_observable_counter
+        if spec.kind is Kind.COUNTER
+        else meter.create_observable_up_down_counter
+    )
+    return create(
         spec.name,
+        callbacks=[callback] if callback else [],
         unit=spec.unit,
         description=spec.description,
-        explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
     )

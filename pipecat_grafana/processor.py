@@ -161,10 +161,8 @@ class GrafanaMetricsExporter(FrameProcessor):
             logger.error(f"pipecat-grafana: metrics export is off: {e}")
             config = cfg.ExportConfig(endpoint=None, call_id_label=call_id_label is not False)
         if meter_provider is not None:
-            self._pipeline, created = (
-                export.ExportPipeline(config, resource, meter_provider=meter_provider),
-                True,
-            )
+            self._pipeline = export.provider_pipeline(meter_provider, config, resource)
+            created = False
         else:
             self._pipeline, created = export.shared_pipeline(config, resource)
         if created and not config.enabled and meter_provider is None:

@@ -9,6 +9,7 @@ already in ms), the initial zero TTFB/processing values skipped, the mirrored
 A value we cannot trust is dropped with one warning, never raised.
 """
 
+import functools
 import math
 import re
 import time
@@ -98,6 +99,7 @@ def warn_once(key: str, message: str) -> None:
     logger.warning(f"pipecat-grafana: {message}")
 
 
+@functools.lru_cache(maxsize=4096)
 def label(value: object) -> str:
     """A label value any backend accepts: valid UTF-8, no control characters, bounded."""
     text = str(value) if value is not None else ""
@@ -107,6 +109,7 @@ def label(value: object) -> str:
     return text or "unknown"
 
 
+@functools.lru_cache(maxsize=4096)
 def processor_label(name: str) -> str:
     """``OpenAILLMService#7`` -> ``OpenAILLMService``: the counter grows across calls."""
     return label(_SUFFIX.sub("", name or ""))
@@ -147,6 +150,7 @@ class CallRecorder:
         self._ended: float | None = None
         self.end_reason: str | None = None
         self._service_types: dict[str, str] = {}
+        self._label_sets: dict[tuple, dict[str, str]] = {}
         self._tokens: dict[str, int] = {}
         self._tts_characters = 0
         self._stt_seconds = 0.0
@@ -330,13 +334,20 @@ class CallRecorder:
     def _attributes(
         self, data: MetricsData, service_type: str | None, source: FrameProcessor | None
     ) -> dict[str, str]:
-        service_type = service_type or self._service_type(data, source)
-        model = data.model or self._models.get(service_type)
-        return {
-            m.PROCESSOR: processor_label(data.processor),
-            m.MODEL: label(model),
-            m.SERVICE_TYPE: service_type,
-        }
+        # The same few label sets recur all call long; build each once (callers copy).
+        key = (data.processor, data.model, service_type)
+        attributes = self._label_sets.get(key)
+        if attributes is None:
+            service_type = service_type or self._service_type(data, source)
+            model = data.model or self._models.get(service_type)
+            attributes = {
+                m.PROCESSOR: processor_label(data.processor),
+                m.MODEL: label(model),
+                m.SERVICE_TYPE: service_type,
+            }
+            if len(self._label_sets) < 1000:  # a model name that changes every report
+                self._label_sets[key] = attributes
+        return attributes
 
     def _service_type(self, data: MetricsData, source: FrameProcessor | None) -> str:
         known = self._service_types.get(data.processor)

@@ -179,7 +179,7 @@ async def _run_calls_without_pipelines(count: int, batch) -> None:
         exporter = Exporter(llm_model="gpt-4o", stt_model="gladia", tts_model="cartesia")
         exporter._open_call(_Worker())
         exporter._start_call()
-        exporter._record(MetricsFrame(data=batch), None)
+        exporter._observe(MetricsFrame(data=batch), None)
         exporter._end_call("ended")
         await exporter._finish_call()
 
