@@ -368,8 +368,8 @@ class _MergingExporter(MetricExporter):
             result = self._inner.export(
                 merged.metrics_data(self._pipeline._resource), timeout_millis=timeout_millis
             )
-        success = result is MetricExportResult.SUCCESS
-        health.report(success)
+        success = health.report(result is MetricExportResult.SUCCESS)
+        result = MetricExportResult.SUCCESS if success else MetricExportResult.FAILURE
         if success:
             for seen, key in new_keys:
                 seen.add(key)

@@ -159,14 +159,22 @@ class ExportHealth:
     def __exit__(self, *exc) -> None:
         _exporting.active = False
 
-    def report(self, success: bool) -> None:
-        """Log the result of one export if it differs from the previous one."""
+    def report(self, success: bool) -> bool:
+        """Log the result of one export if it differs from the previous one.
+
+        Returns:
+            Whether the endpoint really accepted the metrics: the exporter counts a
+            redirect (3xx), which it does not follow, as a success.
+        """
+        last = self._session.last
+        if success and last is not None and last.status is not None and 300 <= last.status < 400:
+            success = False
         if success:
             if self._failing is not None:
                 logger.info(f"pipecat-grafana: metrics export to {self._endpoint} works again")
             self._failing = None
-            return
-        problem = explain(self._session.last, self._endpoint)
+            return True
+        problem = explain(last, self._endpoint)
         if problem != self._failing:
             logger.error(
                 f"pipecat-grafana: metrics export failing: {problem}. The bot is not affected; "
@@ -174,6 +182,7 @@ class ExportHealth:
                 "This is logged again only if the problem changes."
             )
         self._failing = problem
+        return False
 
 
 class _QuietWhileExporting(logging.Filter):

@@ -263,3 +263,15 @@ async def test_summary_and_final_export_survive_cancellation_and_other_processor
     await asyncio.to_thread(receiver.wait_for, lambda r: r.total(m.SESSION_DURATION.name) == 1, 5)
     assert receiver.total(m.TTS_CHARACTERS.name) == summary.tts_characters > 0
     assert receiver.total(m.CALLS_ACTIVE.name) == 0
+
+
+async def test_a_redirect_is_a_failure_not_a_silent_loss(export_to, log_lines):
+    receiver = export_to
+    receiver.respond_with(301)  # the exporter does not follow redirects
+    exporter = grafana(flush_timeout_s=1)
+    await run_pipeline([Reporter([turn(0)]), exporter], [Trigger("go")])
+    assert receiver.rejected and not receiver.requests
+    assert any("answered with a redirect (301)" in line for line in log_lines)
+    # The ended call is still pending, so it arrives once the endpoint is fixed.
+    receiver.respond_with(200)
+    await asyncio.to_thread(receiver.wait_for, lambda r: r.total(m.TTS_CHARACTERS.name) == 80, 5)
