@@ -1,0 +1,305 @@
+"""``pipecat-grafana check``: does the configured endpoint accept our metrics?
+
+A bot with a wrong token, a wrong URL or no route to Grafana Cloud runs fine and
+exports nothing; the exporter says so in its log, but only once a call is under
+way. This command answers the question before any call: it resolves the
+configuration exactly as ``GrafanaMetricsExporter`` does (``.env`` included),
+shows it with secrets masked, sends one small OTLP request through the same
+exporter machinery, and says in plain words whether it was accepted and, if not,
+what to change.
+
+The request carries one gauge, ``pipecat_grafana.check`` = 1, under the bot's
+``service.name``. A gauge of its own rather than one of the bot's series: it
+appears in Grafana as ``pipecat_grafana_check``, where it shows that the check got
+through, and it adds no series (not even zeros) to the call and cost panels.
+"""
+
+import argparse
+import sys
+import threading
+import time
+
+import requests
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
+from opentelemetry.sdk.resources import Resource
+
+from pipecat_grafana import __version__
+from pipecat_grafana import config as cfg
+from pipecat_grafana.export import METER_NAME, default_resource
+from pipecat_grafana.instruments import Kind, prometheus_name
+from pipecat_grafana.transport import (
+    ExportHealth,
+    Outcome,
+    OutcomeSession,
+    build_exporter,
+    explain,
+)
+
+CHECK_METRIC = "pipecat_grafana.check"
+CHECK_UNIT = "{check}"
+CHECK_DESCRIPTION = "Set to 1 by `pipecat-grafana check` each time it tests the connection."
+# Gauges are named like up-down counters: no _total, and a unit in braces adds nothing.
+CHECK_PROMETHEUS_NAME = prometheus_name(CHECK_METRIC, CHECK_UNIT, Kind.UP_DOWN_COUNTER)
+
+DEFAULT_TIMEOUT_S = 10.0
+EXIT_ACCEPTED = 0
+EXIT_FAILED = 1
+EXIT_NOT_CONFIGURED = 2
+
+_GRAFANA_ENDPOINT_EXAMPLE = "https://otlp-gateway-prod-eu-west-2.grafana.net/otlp"
+
+EXAMPLES = f"""\
+examples:
+  pipecat-grafana check                    use ./.env and the environment, as the bot does
+  pipecat-grafana check --timeout 3        give up after 3 seconds
+  pipecat-grafana check --service-name billing-bot
+                                           send the test metric as another bot
+
+Grafana Cloud: in the portal (grafana.com > My Account), open your stack, then
+OpenTelemetry > Configure. Set, in .env or the environment:
+  {cfg.GRAFANA_CLOUD_OTLP_ENDPOINT}   the OTLP endpoint, e.g. {_GRAFANA_ENDPOINT_EXAMPLE}
+  {cfg.GRAFANA_CLOUD_INSTANCE_ID}     the numeric instance ID shown there
+  {cfg.GRAFANA_CLOUD_API_TOKEN}       a token with the metrics:write scope
+
+exit status: 0 accepted, 1 rejected or unreachable, 2 not configured or misconfigured.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``check`` subcommand."""
+    parser = subparsers.add_parser(
+        "check",
+        help="test the connection to Grafana Cloud with one small metrics request",
+        description="Resolve the export configuration exactly as the exporter does (./.env "
+        "included, variables already set win), print it with secrets masked, send one small "
+        "OTLP metrics request and say whether it was accepted, and if not, what to fix.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"longest wait for the answer (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--service-name",
+        default=None,
+        help="service.name to send the test metric under (default OTEL_SERVICE_NAME, "
+        "else voice-rag-bot, as the exporter)",
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``pipecat-grafana check``; returns the exit status.
+
+    The report goes to standard output; a configuration mistake is one line on
+    standard error.
+    """
+    env_file = load_env_file()
+    try:
+        config = cfg.resolve()
+    except cfg.ConfigError as e:
+        print(f"pipecat-grafana: configuration error: {e}", file=sys.stderr)
+        return EXIT_NOT_CONFIGURED
+    resource = default_resource(args.service_name or None)
+
+    source = "./.env and the environment" if env_file else "the environment (no ./.env found)"
+    print(f"Configuration, resolved from {source} as the exporter resolves it:")
+    shown = {**config.describe(), "service.name": str(resource.attributes["service.name"])}
+    for key, value in shown.items():
+        print(f"  {key:<16} {value}")
+    print("")
+    if not config.enabled:
+        print("Metrics export is off: no OTLP endpoint is configured. For Grafana Cloud, set in")
+        print("./.env or the environment (portal: My Account > your stack > OpenTelemetry >")
+        print("Configure):")
+        print(f"  {cfg.GRAFANA_CLOUD_OTLP_ENDPOINT}={_GRAFANA_ENDPOINT_EXAMPLE}")
+        print(f"  {cfg.GRAFANA_CLOUD_INSTANCE_ID}=<the stack's numeric instance ID>")
+        print(f"  {cfg.GRAFANA_CLOUD_API_TOKEN}=<a token with the metrics:write scope>")
+        print(f"or, for any OTLP backend, {cfg.OTEL_EXPORTER_OTLP_ENDPOINT} (and")
+        print(f"{cfg.OTEL_EXPORTER_OTLP_HEADERS} for credentials). Then run this check again.")
+        return EXIT_NOT_CONFIGURED
+
+    print(f"Sending one test metric ({CHECK_METRIC} = 1) to {config.endpoint} ...")
+    outcome, elapsed = send_test_metric(config, resource, timeout_s=args.timeout)
+    if outcome.ok:
+        print(
+            f"Accepted: the endpoint took the test metric (HTTP {outcome.status}, {elapsed:.2f} s)."
+        )
+        print("")
+        for line in _next_steps(resource):
+            print(line)
+        return EXIT_ACCEPTED
+    print(f"Failed: {explain(outcome, config.endpoint, timeout_s=args.timeout)}.")
+    for hint in _hints(outcome, config):
+        print(f"  - {hint}")
+    return EXIT_FAILED
+
+
+def load_env_file() -> bool:
+    """Load ``./.env`` into the environment, never overriding a variable already set.
+
+    The bot, ``check`` and ``demo`` all read it this way, so they see the same
+    configuration.
+
+    Returns:
+        Whether a ``.env`` file was found.
+    """
+    # python-dotenv comes with pipecat-ai. Only the current directory, as the
+    # bot's own .env: searching parent directories could pick up another project's.
+    from dotenv import load_dotenv
+
+    return load_dotenv(".env", override=False)
+
+
+def send_test_metric(
+    config: cfg.ExportConfig, resource: Resource, *, timeout_s: float
+) -> tuple[Outcome, float]:
+    """Send one request with the test gauge through the exporter the bot uses.
+
+    The OTel exporter retries for up to its own timeout; a check reports the
+    first answer instead, and gives up after ``timeout_s``, stopping the retries.
+
+    Returns:
+        How the request ended, and how long it took, in seconds.
+    """
+    session = _FirstAnswer(timeout_s)
+    exporter = build_exporter(config, session)
+    data = _test_metric(resource)
+
+    def export() -> None:
+        # ExportHealth's context drops the exporter's own log line for each failed
+        # attempt ("Failed to export metrics batch code: 401"), on this thread only:
+        # the check says the same in plain words, once.
+        with ExportHealth(config.endpoint, session):
+            exporter.export(data)
+
+    started = time.monotonic()
+    threading.Thread(target=export, name="pipecat-grafana-check", daemon=True).start()
+    answered = session.answered.wait(timeout_s)
+    elapsed = time.monotonic() - started
+    # Stops the retries; a request still in flight ends by its own timeout, on the
+    # daemon thread.
+    exporter.shutdown()
+    if not answered or session.last is None:
+        return Outcome(None, requests.exceptions.Timeout()), elapsed
+    return session.last, elapsed
+
+
+class _FirstAnswer(OutcomeSession):
+    """Lets one request through, bounded by the check's timeout, and signals its end."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__()
+        self.answered = threading.Event()
+        self._timeout_s = timeout_s
+
+    def send(self, request, **kwargs):  # noqa: D102 - see requests.Session.send
+        if self.answered.is_set():
+            # One request: the exporter's retries would only repeat the answer.
+            raise requests.exceptions.ConnectionError("the check sends one request only")
+        timeout = kwargs.get("timeout")
+        if not isinstance(timeout, int | float) or timeout > self._timeout_s:
+            kwargs["timeout"] = self._timeout_s
+        try:
+            return super().send(request, **kwargs)
+        finally:
+            self.answered.set()
+
+
+def _test_metric(resource: Resource) -> MetricsData:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
+    gauge = provider.get_meter(METER_NAME, __version__).create_gauge(
+        CHECK_METRIC, unit=CHECK_UNIT, description=CHECK_DESCRIPTION
+    )
+    gauge.set(1)
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    return data
+
+
+def _job(resource: Resource) -> str:
+    # Grafana Cloud (Mimir) makes the job label from service.namespace/service.name.
+    name = str(resource.attributes["service.name"])
+    namespace = resource.attributes.get("service.namespace")
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _next_steps(resource: Resource) -> list[str]:
+    job = _job(resource)
+    return [
+        "Next, in Grafana: Explore > your stack's Prometheus data source",
+        "(grafanacloud-<stack>-prom), code mode. The test metric shows within a minute:",
+        f'  {CHECK_PROMETHEUS_NAME}{{job="{job}"}}',
+        "Then run a call (`pipecat-grafana demo`, or your bot) and look for its metrics:",
+        f'  sum by (token_type) (voice_llm_tokens_total{{job="{job}"}})',
+        f'  sum(voice_calls_total{{job="{job}"}})',
+    ]
+
+
+def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
+    """What to look at for this failure, given where the configuration came from."""
+    hints = []
+    source = config.endpoint_source
+    if outcome.status in (401, 403):
+        if not config.has_auth:
+            hints.append(
+                "No Authorization header is sent: set "
+                f"{cfg.GRAFANA_CLOUD_INSTANCE_ID} and {cfg.GRAFANA_CLOUD_API_TOKEN}."
+            )
+        elif source != cfg.GRAFANA_CLOUD_OTLP_ENDPOINT:
+            hints.append(
+                f"The Authorization header comes from {cfg.OTEL_EXPORTER_OTLP_HEADERS}: it must "
+                "be Authorization=Basic%20<base64 of instanceID:token>; or use "
+                f"{cfg.GRAFANA_CLOUD_INSTANCE_ID} and {cfg.GRAFANA_CLOUD_API_TOKEN}, which "
+                "build it for you."
+            )
+        hints.append(
+            "In the portal, My Account > your stack > OpenTelemetry > Configure shows the "
+            "instance ID and the endpoint, and can generate a token with metrics:write."
+        )
+    elif outcome.status == 404:
+        endpoint = config.endpoint or ""
+        if endpoint.endswith("/v1/metrics/v1/metrics"):
+            hints.append(
+                f"The path has /v1/metrics twice: {source} should be the base URL (ending in "
+                "/otlp for Grafana Cloud); /v1/metrics is appended."
+            )
+        elif source == cfg.GRAFANA_CLOUD_OTLP_ENDPOINT and not endpoint.endswith(
+            "/otlp/v1/metrics"
+        ):
+            hints.append(f"{source} should end in /otlp, for example {_GRAFANA_ENDPOINT_EXAMPLE}.")
+        elif source == cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT:
+            hints.append(f"{source} is used as is: it must be the full URL, ending in /v1/metrics.")
+        hints.append(
+            f"The URL comes from {source}. Copy the endpoint from the portal: My Account > "
+            "your stack > OpenTelemetry > Configure."
+        )
+    elif isinstance(outcome.error, requests.exceptions.SSLError):
+        hints.append(
+            "A proxy or firewall that inspects HTTPS presents its own certificate: point "
+            "OTEL_EXPORTER_OTLP_CERTIFICATE to its CA bundle (PEM)."
+        )
+    elif outcome.status is None:
+        hints.append(
+            "Check the host name and port (copy the endpoint from the portal), that this "
+            "machine can reach the internet (behind a proxy, set HTTPS_PROXY), and that a "
+            "firewall allows outgoing HTTPS."
+        )
+    return hints
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value

@@ -1,0 +1,353 @@
+"""``pipecat-grafana demo``: offline calls, measured and exported like real ones.
+
+Someone who installed the package has no API keys yet, or no wish to spend them,
+and still needs to see the exporter work: the call summary, and data in Grafana.
+This command runs the offline call of ``pipecat_grafana.demo`` (a scripted caller
+talking to a real Pipecat pipeline whose STT, LLM and TTS are scripted services on
+Pipecat's own base classes) with the seed bot's observers and exporter, and is
+what ``example_bot.py`` runs when no API keys are set. With ``--calls`` and
+``--rounds`` it is a load generator for the dashboard.
+
+Ctrl-C ends the calls the way a hang-up would: the pipelines are cancelled, so
+each exporter records the call as ``cancelled``, logs its summary and exports its
+final values; the process then exits with status 130. A second Ctrl-C quits at once.
+"""
+
+import argparse
+import asyncio
+import math
+import signal
+import sys
+from collections.abc import Sequence
+
+from loguru import logger
+from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
+
+from pipecat_grafana import config as cfg
+from pipecat_grafana.commands.check import load_env_file
+from pipecat_grafana.demo import (
+    DEFAULT_LLM_MODEL,
+    DEFAULT_STT_MODEL,
+    DEFAULT_TTS_MODEL,
+    run_offline_calls,
+)
+from pipecat_grafana.export import shutdown
+from pipecat_grafana.processor import GrafanaMetricsExporter
+from pipecat_grafana.summary import CallSummary
+
+SERVICE_NAME = "voice-rag-bot"
+"""The ``service.name`` of the seed bot, which the offline calls export under."""
+DEFAULT_TURNS = 4
+DEFAULT_CALLS = 1
+DEFAULT_ROUNDS = 1
+EXIT_CONFIG_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+EXAMPLES = """\
+examples:
+  pipecat-grafana demo                      one call of 4 turns (about 6 s)
+  pipecat-grafana demo --turns 8 --calls 5  5 concurrent calls of 8 turns
+  pipecat-grafana demo --calls 10 --rounds 0 --speed 2
+                                            10 calls at a time, at half pace, until Ctrl-C
+  pipecat-grafana demo --verbose            also log every metric (MetricsLogObserver)
+
+Metrics go where the exporter would send them: GRAFANA_CLOUD_OTLP_ENDPOINT,
+GRAFANA_CLOUD_INSTANCE_ID and GRAFANA_CLOUD_API_TOKEN (or OTEL_EXPORTER_OTLP_*),
+from the environment or ./.env. Without an endpoint only the summaries are shown.
+Test the connection first with `pipecat-grafana check`.
+"""
+
+
+class OfflineDemo:
+    """Offline calls, each with the seed bot's metrics logger and Grafana exporter.
+
+    Each call gets a ``MetricsLogObserver`` and a ``GrafanaMetricsExporter``
+    configured as the seed bot's (``gpt-4o``, ``gladia``, ``cartesia``,
+    ``voice-rag-bot``), so what arrives in Grafana looks like the real bot's.
+
+    Example::
+
+        demo = OfflineDemo(turns=3, calls=2)
+        await demo.run()
+        for summary in demo.summaries:
+            print(summary.total_cost_usd)
+    """
+
+    def __init__(
+        self,
+        *,
+        turns: int = DEFAULT_TURNS,
+        calls: int = DEFAULT_CALLS,
+        rounds: int = DEFAULT_ROUNDS,
+        speed: float = 1.0,
+        seed: int | None = None,
+    ):
+        """Describe the calls to run.
+
+        Args:
+            turns: How many times the caller speaks in each call.
+            calls: How many calls run at once.
+            rounds: How many times to run the batch of calls, one after the
+                other; 0 runs batches until cancelled.
+            speed: Scale of every scripted delay (2 is half the pace).
+            seed: Seed of the first call's script and latencies; ``None`` for
+                different calls every time.
+
+        Raises:
+            ValueError: A count is out of range or ``speed`` is not positive.
+        """
+        if turns < 1:
+            raise ValueError(f"turns must be at least 1, not {turns}")
+        if calls < 1:
+            raise ValueError(f"calls must be at least 1, not {calls}")
+        if rounds < 0:
+            raise ValueError(f"rounds must be 0 (until cancelled) or more, not {rounds}")
+        if not (speed > 0 and math.isfinite(speed)):
+            raise ValueError(f"speed must be a positive number, not {speed}")
+        self.turns = turns
+        self.calls = calls
+        self.rounds = rounds
+        self.speed = speed
+        self.seed = seed
+        self._exporters: list[GrafanaMetricsExporter] = []
+        self._summaries: list[CallSummary] = []
+
+    @property
+    def summaries(self) -> list[CallSummary]:
+        """The summary of each call started so far, final once the call has ended."""
+        return self._summaries + [
+            e.summary for e in self._exporters if e.summary and e.summary.started_at
+        ]
+
+    async def run(self) -> None:
+        """Run every round of calls; cancelling this ends the calls in progress cleanly."""
+        round_number = 0
+        while self.rounds == 0 or round_number < self.rounds:
+            seed = None if self.seed is None else self.seed + round_number * self.calls
+            await run_offline_calls(
+                calls=self.calls,
+                turns=self.turns,
+                processors_factory=self._processors,
+                observers_factory=lambda: [MetricsLogObserver()],
+                speed=self.speed,
+                seed=seed,
+                llm_model=DEFAULT_LLM_MODEL,
+                stt_model=DEFAULT_STT_MODEL,
+                tts_model=DEFAULT_TTS_MODEL,
+            )
+            # Keep the summaries, not the finished pipelines: a load run can last hours.
+            self._summaries, self._exporters = self.summaries, []
+            round_number += 1
+
+    def _processors(self) -> Sequence[GrafanaMetricsExporter]:
+        exporter = GrafanaMetricsExporter(
+            llm_model=DEFAULT_LLM_MODEL,
+            stt_model=DEFAULT_STT_MODEL,
+            tts_model=DEFAULT_TTS_MODEL,
+            service_name=SERVICE_NAME,
+        )
+        self._exporters.append(exporter)
+        return [exporter]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the offline call's options, shared by ``pipecat-grafana demo`` and ``example_bot.py``."""
+    parser.add_argument(
+        "--turns",
+        type=_at_least(1),
+        default=DEFAULT_TURNS,
+        metavar="N",
+        help=f"times the caller speaks in each call (default {DEFAULT_TURNS})",
+    )
+    parser.add_argument(
+        "--calls",
+        type=_at_least(1),
+        default=DEFAULT_CALLS,
+        metavar="N",
+        help=f"calls running at once (default {DEFAULT_CALLS})",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_at_least(0),
+        default=DEFAULT_ROUNDS,
+        metavar="N",
+        help="run the batch of calls N times in a row; 0 = until Ctrl-C "
+        f"(default {DEFAULT_ROUNDS})",
+    )
+    parser.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="scale of the scripted latencies and of the audio's pace: 0.1 is ten times "
+        "faster, 2 half the pace (default 1, a turn in about 1.5 s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the script, for repeatable calls"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at DEBUG: every metric (MetricsLogObserver) and Pipecat's own lines",
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``demo`` subcommand."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="run an offline call (no API keys) and export its metrics",
+        description="Run scripted calls through a real Pipecat pipeline (scripted STT, LLM "
+        "and TTS on Pipecat's service base classes), export their metrics like the real "
+        "bot's and log each call's summary. Needs no API keys and no network.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``pipecat-grafana demo``; returns the exit status."""
+    load_env_file()
+    return run_demo(
+        OfflineDemo(
+            turns=args.turns,
+            calls=args.calls,
+            rounds=args.rounds,
+            speed=args.speed,
+            seed=args.seed,
+        ),
+        verbose=args.verbose,
+    )
+
+
+def configure_logging(*, verbose: bool) -> None:
+    """Log to stderr at INFO, so the call summaries stand out; DEBUG with ``verbose``."""
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if verbose else "INFO")
+
+
+def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = None) -> int:
+    """Run an offline demo from the command line, to its end or to Ctrl-C.
+
+    Configures logging, says what is about to happen and where the metrics go,
+    runs the calls, and exports what is left before returning.
+
+    Args:
+        demo: The calls to run.
+        verbose: Log at DEBUG rather than INFO.
+        reason: Why an offline call runs, said first (``example_bot.py`` names
+            the missing API keys).
+
+    Returns:
+        0 when the calls ended, 130 when interrupted by Ctrl-C, 2 when the
+        export configuration is malformed.
+    """
+    configure_logging(verbose=verbose)
+    try:
+        destination = _destination()
+    except cfg.ConfigError as e:
+        print(f"pipecat-grafana: configuration error: {e}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    rounds = "until Ctrl-C" if demo.rounds == 0 else f"{demo.rounds} round(s)"
+    logger.info(
+        "\n".join(
+            [
+                *([reason] if reason else []),
+                f"Offline call: {demo.calls} call(s) at a time, {demo.turns} turns each, {rounds}.",
+                "  A scripted caller talks to a real Pipecat pipeline whose STT "
+                f"({DEFAULT_STT_MODEL}), LLM ({DEFAULT_LLM_MODEL}) and TTS ({DEFAULT_TTS_MODEL})",
+                "  are scripted services on Pipecat's service base classes.",
+                f"  Metrics: {destination}.",
+                "  Ctrl-C ends the calls cleanly, with their summaries.",
+            ]
+        )
+    )
+    interrupted = False
+    try:
+        interrupted = asyncio.run(run_interruptible(demo))
+    except KeyboardInterrupt:
+        # A second Ctrl-C, or a platform without loop signal handlers.
+        interrupted = True
+    finally:
+        shutdown()
+    summaries = demo.summaries
+    ended = sum(s.end_reason == "ended" for s in summaries)
+    total = sum(s.total_cost_usd for s in summaries)
+    logger.info(
+        f"Offline run finished: {len(summaries)} call(s), {ended} ended, "
+        f"{len(summaries) - ended} cancelled; estimated cost ${total:.4f}; metrics: {destination}."
+    )
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+async def run_interruptible(demo: OfflineDemo) -> bool:
+    """Run ``demo``; the first Ctrl-C cancels its calls cleanly, a second one quits at once.
+
+    Returns:
+        Whether the run was interrupted.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(demo.run())
+    interrupted = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        interrupted = True
+        # Back to Python's handler: a second Ctrl-C raises KeyboardInterrupt.
+        loop.remove_signal_handler(signal.SIGINT)
+        logger.warning(
+            "Interrupted: ending the call(s) cleanly, with their summaries and final export "
+            "(Ctrl-C again to quit at once)."
+        )
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        handler_installed = True
+    except (NotImplementedError, RuntimeError):
+        # Windows, or not the main thread: Ctrl-C cancels the main task (asyncio.run),
+        # which cancels the calls just as cleanly.
+        handler_installed = False
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+    finally:
+        if handler_installed and not interrupted:
+            loop.remove_signal_handler(signal.SIGINT)
+    return interrupted
+
+
+def _destination() -> str:
+    config = cfg.resolve()
+    if not config.enabled:
+        return "export off (no endpoint configured), summaries only"
+    return f"exported to {config.endpoint} every {config.export_interval_s:g}s"
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value

@@ -1,0 +1,323 @@
+"""`pipecat-grafana check` against local servers: accepted, 401/403, 404, refused, DNS, TLS, hung.
+
+Every test runs in an empty working directory (no stray .env), bounds the check with a short
+timeout, and greps the whole output for the token and the Authorization value: a check must
+never print either.
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pipecat_grafana import config as cfg
+from pipecat_grafana.commands import check
+from pipecat_grafana.instruments import CALLS
+
+INSTANCE_ID = "123456"
+TOKEN = "glc_test-secret-token-4f9a7c"
+AUTHORIZATION = cfg.basic_auth(INSTANCE_ID, TOKEN)
+TIMEOUT_S = 2.0
+# The check's answer must come within its timeout and a little slack (thread start, grace).
+BOUND_S = TIMEOUT_S + 1.5
+
+
+@pytest.fixture(autouse=True)
+def empty_directory(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def grafana_cloud(monkeypatch, base_url: str) -> None:
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, base_url)
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_INSTANCE_ID, INSTANCE_ID)
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_API_TOKEN, TOKEN)
+
+
+def run_check(capsys, **overrides) -> tuple[int, str, float]:
+    args = argparse.Namespace(**{"timeout": TIMEOUT_S, "service_name": None, **overrides})
+    started = time.monotonic()
+    status = check.run(args)
+    elapsed = time.monotonic() - started
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert TOKEN not in output
+    assert AUTHORIZATION not in output
+    assert AUTHORIZATION.split(" ", 1)[1] not in output
+    return status, output, elapsed
+
+
+def test_accepted(monkeypatch, capsys, receiver):
+    # The receiver serves /v1/metrics, where the shortcut appends it to the base URL.
+    grafana_cloud(monkeypatch, receiver.endpoint)
+
+    status, output, elapsed = run_check(capsys)
+
+    assert status == 0
+    assert "Accepted" in output
+    assert elapsed < BOUND_S
+    # The configuration as the exporter resolves it, masked.
+    assert f"{receiver.metrics_url}" in output
+    assert cfg.GRAFANA_CLOUD_OTLP_ENDPOINT in output
+    assert "set (masked)" in output
+    # What to look for in Grafana.
+    assert f'{check.CHECK_PROMETHEUS_NAME}{{job="voice-rag-bot"}}' in output
+    # One request, with the credentials, carrying the check gauge and nothing of the bot's.
+    (request,) = receiver.requests
+    assert request.headers["authorization"] == AUTHORIZATION
+    (point,) = receiver.points()
+    assert (point.name, point.kind, point.value) == (check.CHECK_METRIC, "gauge", 1)
+    assert point.unit == check.CHECK_UNIT
+    assert point.resource["service.name"] == "voice-rag-bot"
+    assert CALLS.name not in receiver.names()
+
+
+def test_service_name_option_and_environment(monkeypatch, capsys, receiver):
+    grafana_cloud(monkeypatch, receiver.endpoint)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.namespace=support")
+
+    status, output, _ = run_check(capsys, service_name="billing-bot")
+
+    assert status == 0
+    (point,) = receiver.points()
+    assert point.resource["service.name"] == "billing-bot"
+    assert f'{check.CHECK_PROMETHEUS_NAME}{{job="support/billing-bot"}}' in output
+
+
+@pytest.mark.parametrize("status_code", [401, 403])
+def test_bad_credentials(monkeypatch, capsys, receiver, log_lines, status_code):
+    grafana_cloud(monkeypatch, receiver.endpoint)
+    receiver.respond_with(status_code)
+
+    status, output, elapsed = run_check(capsys)
+    # Said once, in plain words: the exporter's own line for the attempt is dropped.
+    assert not [line for line in log_lines if "Failed to export" in line]
+
+    assert status == 1
+    assert f"rejected the credentials ({status_code})" in output
+    assert cfg.GRAFANA_CLOUD_INSTANCE_ID in output and "numeric instance ID" in output
+    assert "metrics:write" in output
+    assert "OpenTelemetry > Configure" in output
+    assert elapsed < BOUND_S
+    assert receiver.attempts == 1  # no retries: 401/403 are final
+
+
+def test_bad_credentials_from_otel_headers_say_where_they_come_from(monkeypatch, capsys, receiver):
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, f"Authorization={AUTHORIZATION}")
+    receiver.respond_with(401)
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 1
+    assert f"comes from {cfg.OTEL_EXPORTER_OTLP_HEADERS}" in output
+
+
+def test_no_credentials_at_all(monkeypatch, capsys, receiver):
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    receiver.respond_with(401)
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 1
+    assert "No Authorization header is sent" in output
+
+
+def test_wrong_url(monkeypatch, capsys, receiver):
+    # Grafana Cloud's endpoint without /otlp, or another path: the receiver answers 404.
+    grafana_cloud(monkeypatch, receiver.endpoint + "/otlp-wrong")
+
+    status, output, elapsed = run_check(capsys)
+
+    assert status == 1
+    assert "was not found (404)" in output
+    assert "https://otlp-gateway-<zone>.grafana.net/otlp" in output
+    assert f"{cfg.GRAFANA_CLOUD_OTLP_ENDPOINT} should end in /otlp" in output
+    assert elapsed < BOUND_S
+
+
+def test_doubled_path(monkeypatch, capsys, receiver):
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.metrics_url)
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 1
+    assert "/v1/metrics twice" in output
+
+
+def test_refused_port(monkeypatch, capsys, log_lines):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Nothing listens on the port any more.
+    grafana_cloud(monkeypatch, f"http://127.0.0.1:{port}/otlp")
+
+    status, output, elapsed = run_check(capsys)
+
+    assert status == 1
+    assert "cannot connect" in output and "refused" in output
+    assert elapsed < BOUND_S
+    assert not [line for line in log_lines if "export" in line.lower()]
+
+
+def test_server_that_never_answers(monkeypatch, capsys, receiver):
+    grafana_cloud(monkeypatch, receiver.endpoint)
+    receiver.hang()
+
+    status, output, elapsed = run_check(capsys, timeout=1.0)
+
+    assert status == 1
+    assert "no answer within 1 s" in output
+    assert 1.0 <= elapsed < 1.0 + 1.5
+    assert receiver.attempts == 1  # one request: the exporter's retries were stopped
+
+
+def test_host_that_does_not_resolve(monkeypatch, capsys):
+    # .invalid never resolves (RFC 6761).
+    grafana_cloud(monkeypatch, "https://otlp-gateway-prod-nowhere-1.grafana.invalid/otlp")
+
+    status, output, elapsed = run_check(capsys)
+
+    assert status == 1
+    assert "does not resolve (DNS)" in output
+    assert elapsed < BOUND_S
+
+
+@pytest.fixture
+def untrusted_tls_server(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+    class Accept(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server naming)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+def test_untrusted_certificate(monkeypatch, capsys, untrusted_tls_server):
+    grafana_cloud(monkeypatch, untrusted_tls_server)
+
+    status, output, elapsed = run_check(capsys)
+
+    assert status == 1
+    assert "TLS failed" in output
+    assert "OTEL_EXPORTER_OTLP_CERTIFICATE" in output
+    assert elapsed < BOUND_S
+
+
+def test_no_endpoint_says_export_is_off_and_how_to_configure(capsys):
+    status, output, _ = run_check(capsys)
+
+    assert status == 2
+    assert "export is off" in output
+    for name in (
+        cfg.GRAFANA_CLOUD_OTLP_ENDPOINT,
+        cfg.GRAFANA_CLOUD_INSTANCE_ID,
+        cfg.GRAFANA_CLOUD_API_TOKEN,
+        cfg.OTEL_EXPORTER_OTLP_ENDPOINT,
+    ):
+        assert name in output
+
+
+def test_configuration_mistake_is_one_line_naming_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, "https://otlp-gateway-x.grafana.net/otlp")
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_API_TOKEN, TOKEN)
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 2
+    (line,) = output.strip().splitlines()
+    assert line.startswith("pipecat-grafana: configuration error:")
+    assert cfg.GRAFANA_CLOUD_INSTANCE_ID in line
+    assert "Traceback" not in output
+
+
+def forget_after_test(monkeypatch, *names: str) -> None:
+    """Make monkeypatch remove variables that .env loading will set behind its back."""
+    for name in names:
+        monkeypatch.setenv(name, "-")
+        monkeypatch.delenv(name)
+
+
+def test_reads_dot_env_without_overriding_the_environment(
+    monkeypatch, capsys, receiver, empty_directory
+):
+    names = (cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, cfg.GRAFANA_CLOUD_INSTANCE_ID)
+    forget_after_test(monkeypatch, *names)
+    (empty_directory / ".env").write_text(
+        f"{cfg.GRAFANA_CLOUD_OTLP_ENDPOINT}={receiver.endpoint}\n"
+        f"{cfg.GRAFANA_CLOUD_INSTANCE_ID}={INSTANCE_ID}\n"
+        f"{cfg.GRAFANA_CLOUD_API_TOKEN}=glc_the-one-in-dot-env\n"
+    )
+    # Already set: wins over .env.
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_API_TOKEN, TOKEN)
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 0
+    assert "./.env and the environment" in output
+    assert receiver.requests[0].headers["authorization"] == AUTHORIZATION
+    assert "glc_the-one-in-dot-env" not in output
+
+
+def test_command_line_help_and_configuration_errors(tmp_path):
+    """The console script's entry point: --help with examples, no traceback for a mistake."""
+    help_run = subprocess.run(
+        [sys.executable, "-m", "pipecat_grafana.cli", "check", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert help_run.returncode == 0
+    assert "examples:" in help_run.stdout and "--timeout" in help_run.stdout
+
+    env = {
+        **os.environ,  # without our variables: the autouse fixture removed them
+        cfg.GRAFANA_CLOUD_OTLP_ENDPOINT: "otlp-gateway-prod-eu-west-2.grafana.net/otlp",
+        cfg.GRAFANA_CLOUD_INSTANCE_ID: INSTANCE_ID,
+        cfg.GRAFANA_CLOUD_API_TOKEN: TOKEN,
+    }
+    mistake = subprocess.run(
+        [sys.executable, "-m", "pipecat_grafana.cli", "check", "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert mistake.returncode == 2
+    assert "Traceback" not in mistake.stderr
+    assert f"{cfg.GRAFANA_CLOUD_OTLP_ENDPOINT}=" in mistake.stderr
+    assert "is not an http(s) URL" in mistake.stderr
+    assert TOKEN not in mistake.stdout + mistake.stderr

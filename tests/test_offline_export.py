@@ -1,0 +1,153 @@
+"""The offline call, exported to a local OTLP receiver: every metric family arrives, and adds up.
+
+This is what a user sees in Grafana after `pipecat-grafana demo` or `python example_bot.py`
+without keys: the calls run through real Pipecat pipelines, the real exporter sends them over
+OTLP/HTTP, and what the receiver decodes must match the summaries the exporters logged.
+"""
+
+import asyncio
+
+import pytest
+
+import pipecat_grafana
+from pipecat_grafana import instruments as m
+from pipecat_grafana.commands.demo import SERVICE_NAME, OfflineDemo
+from pipecat_grafana.summary import CallSummary
+from tests.otlp_receiver import OtlpReceiver
+
+TURNS = 3
+CALLS = 2
+SPEED = 0.05
+SEED = 11
+# Generous: two concurrent calls of three turns at SPEED take about a second.
+RUN_TIMEOUT_S = 60
+
+# The instrument table of METRICS.md: what every call reports. (Turn latency, errors,
+# interruptions, function calls and the like arrive when a call has them.)
+METRICS_MD_FAMILIES = (
+    *m.LATENCY,
+    m.LLM_TOKENS,
+    m.TTS_CHARACTERS,
+    m.STT_AUDIO,
+    m.COST,
+    m.SESSION_DURATION,
+    m.CALLS,
+    m.CALLS_ACTIVE,
+)
+# The summary names each latency after its instrument: voice.<name>.milliseconds.
+SUMMARY_NAME = {spec: spec.name.split(".")[1] for spec in m.LATENCY}
+SCRIPTED_SERVICES = {
+    "stt": "ScriptedSTTService",
+    "llm": "ScriptedLLMService",
+    "tts": "ScriptedTTSService",
+}
+# A latency outside this range, in ms, is a unit mistake or a broken measurement.
+PLAUSIBLE_MS = (0.0, 10_000.0)
+
+
+@pytest.fixture
+async def offline_calls(export_to) -> tuple[OtlpReceiver, list[CallSummary]]:
+    demo = OfflineDemo(turns=TURNS, calls=CALLS, speed=SPEED, seed=SEED)
+    await asyncio.wait_for(demo.run(), RUN_TIMEOUT_S)
+    # Every call's end was exported already; shutting down sends nothing new but waits
+    # for any export still in flight.
+    pipecat_grafana.shutdown(timeout_s=5)
+    summaries = demo.summaries
+    assert len(summaries) == CALLS
+    return export_to, summaries
+
+
+def test_every_metric_family_arrives_with_plausible_values(offline_calls):
+    receiver, summaries = offline_calls
+    assert {spec.name for spec in METRICS_MD_FAMILIES} <= receiver.names()
+    assert receiver.names() <= {spec.name for spec in m.ALL}
+    assert {p.resource["service.name"] for p in receiver.points()} == {SERVICE_NAME}
+
+    for summary in summaries:
+        call = summary.call_id
+        for spec in m.LATENCY:
+            series = [
+                p for p in receiver.latest(spec.name).values() if p.attributes[m.CALL_ID] == call
+            ]
+            assert series, f"{spec.name}: no series for call {call}"
+            for point in series:
+                assert point.value > 0, spec.name
+                low, high = PLAUSIBLE_MS
+                assert low <= point.min <= point.max < high, (spec.name, point.attributes)
+                assert point.min <= point.sum / point.value <= point.max, spec.name
+        # Each service answers once per turn at least.
+        for service_type, processor in SCRIPTED_SERVICES.items():
+            ttfb = receiver.total(m.TTFB.name, call_id=call, processor=processor)
+            assert ttfb >= TURNS, (service_type, ttfb)
+        # STT TTFB runs from the end of speech, which the VAD reports 0.2 s after it.
+        (stt_ttfb,) = [
+            p
+            for p in receiver.latest(m.TTFB.name).values()
+            if p.attributes[m.CALL_ID] == call and p.attributes[m.SERVICE_TYPE] == "stt"
+        ]
+        assert stt_ttfb.min >= 200
+
+        prompt = receiver.total(m.LLM_TOKENS.name, call_id=call, token_type="prompt")
+        completion = receiver.total(m.LLM_TOKENS.name, call_id=call, token_type="completion")
+        assert prompt > completion > 0
+        token_types = {
+            p.attributes[m.TOKEN_TYPE]
+            for p in receiver.latest(m.LLM_TOKENS.name).values()
+            if p.attributes[m.CALL_ID] == call
+        }
+        assert token_types <= set(m.TOKEN_TYPES)
+        # A few spoken sentences per turn, and a few seconds of the caller's audio.
+        assert 20 * TURNS < receiver.total(m.TTS_CHARACTERS.name, call_id=call) < 400 * TURNS
+        assert 0.5 * TURNS < receiver.total(m.STT_AUDIO.name, call_id=call) < 30 * TURNS
+        for service_type in SCRIPTED_SERVICES:
+            cost = receiver.total(m.COST.name, call_id=call, service_type=service_type)
+            assert 0 < cost < 1, (service_type, cost)
+
+    durations = receiver.latest(m.SESSION_DURATION.name).values()
+    assert {p.attributes[m.END_REASON] for p in durations} == {"ended"}
+    assert receiver.total(m.SESSION_DURATION.name, end_reason="ended") == CALLS
+    assert receiver.total(m.CALLS.name) == CALLS
+    assert receiver.total(m.CALLS_ACTIVE.name) == 0
+
+
+def test_receiver_totals_equal_the_summaries(offline_calls):
+    receiver, summaries = offline_calls
+
+    for summary in summaries:
+        call = summary.call_id
+        for token_type, count in summary.tokens.items():
+            got = receiver.total(m.LLM_TOKENS.name, call_id=call, token_type=token_type)
+            assert got == count, token_type
+        assert receiver.total(m.TTS_CHARACTERS.name, call_id=call) == summary.tts_characters
+        assert receiver.total(m.STT_AUDIO.name, call_id=call) == pytest.approx(
+            summary.stt_audio_seconds
+        )
+        assert summary.costs
+        for cost in summary.costs:
+            got = receiver.total(
+                m.COST.name, call_id=call, service_type=cost.service_type, model=cost.model
+            )
+            assert got == pytest.approx(cost.usd), cost
+        assert receiver.total(m.COST.name, call_id=call) == pytest.approx(summary.total_cost_usd)
+        assert summary.latency
+        for stats in summary.latency:
+            (spec,) = [s for s, name in SUMMARY_NAME.items() if name == stats.metric]
+            got = receiver.total(spec.name, call_id=call, processor=stats.processor)
+            assert got == stats.count, (stats.metric, stats.processor)
+        (duration,) = [
+            p
+            for p in receiver.latest(m.SESSION_DURATION.name).values()
+            if p.attributes[m.CALL_ID] == call
+        ]
+        assert duration.value == 1
+        assert duration.sum == pytest.approx(summary.duration_seconds, abs=0.01)
+
+    # Across calls: the fleet-wide series and the sums per label.
+    for token_type in {t for s in summaries for t in s.tokens}:
+        assert receiver.total(m.LLM_TOKENS.name, token_type=token_type) == sum(
+            s.tokens.get(token_type, 0) for s in summaries
+        )
+    assert receiver.total(m.TTS_CHARACTERS.name) == sum(s.tts_characters for s in summaries)
+    assert receiver.total(m.COST.name) == pytest.approx(sum(s.total_cost_usd for s in summaries))
+    assert receiver.total(m.CALLS.name) == len(summaries)
+    assert receiver.total(m.SESSION_DURATION.name) == len(summaries)
