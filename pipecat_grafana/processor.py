@@ -37,6 +37,14 @@ from pipecat_grafana.recorder import CallRecorder
 from pipecat_grafana.summary import CallSummary
 
 _NO_NAMES = FunctionNames(0)
+_errors_logged: set[str] = set()
+
+
+def error_once(message: str) -> None:
+    """Log a configuration error once per process, not once per call."""
+    if message not in _errors_logged:
+        _errors_logged.add(message)
+        logger.error(message)
 
 
 class _PipelineObserver(BaseObserver):
@@ -144,7 +152,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         except ValueError as e:
             if prices is not None and PRICE_FILE_ENV not in str(e):
                 raise
-            logger.error(f"pipecat-grafana: {e} Using the default prices and the prices= argument.")
+            error_once(f"pipecat-grafana: {e} Using the default prices and the prices= argument.")
             self._prices = PriceTable(overrides=prices, load_env=False)
         self._clock = time_source
         resource = export.default_resource(
@@ -158,7 +166,7 @@ class GrafanaMetricsExporter(FrameProcessor):
                 flush_timeout_s=flush_timeout_s,
             )
         except cfg.ConfigError as e:
-            logger.error(f"pipecat-grafana: metrics export is off: {e}")
+            error_once(f"pipecat-grafana: metrics export is off: {e}")
             config = cfg.ExportConfig(endpoint=None, call_id_label=call_id_label is not False)
         if meter_provider is not None:
             self._pipeline = export.provider_pipeline(meter_provider, config, resource)
@@ -321,7 +329,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         if recorder is None or self._summary is not None:
             return
         if recorder.started:
-            # Cancelled before a CancelFrame reached us, or cleaned up without either.
+            # No EndFrame or CancelFrame reached us if the worker was cancelled.
             recorder.end("cancelled")
             fleet = self._pipeline.fleet
             fleet.record(m.CALLS_ACTIVE, -1, {})

@@ -5,6 +5,7 @@ from loguru import logger
 
 import pipecat_grafana
 from pipecat_grafana import config as cfg
+from pipecat_grafana import processor, recorder
 from tests.helpers import MemoryMetrics
 from tests.otlp_receiver import OtlpReceiver
 
@@ -33,6 +34,9 @@ def clean_environment(monkeypatch):
     """Every test starts with none of our variables set and ends with every pipeline stopped."""
     for name in _OUR_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    # Warnings are logged once per process; each test is a process of its own here.
+    processor._errors_logged.clear()
+    recorder._warned.clear()
     yield
     pipecat_grafana.shutdown(timeout_s=2)
 

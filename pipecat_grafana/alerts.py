@@ -1,0 +1,306 @@
+"""Prometheus/Mimir alert rules for voice bots, built from the metric contract.
+
+The rules file loads into Grafana Cloud (``mimirtool rules load``, or Alerting > Alert
+rules > Import to Grafana-managed rules), Mimir, Prometheus and vmalert. Like the dashboard,
+every expression is built from ``instruments`` so that a renamed metric cannot leave an alert
+that never fires, and the alerts are rows of a table: adding one (the error rate, once
+``voice.errors.total`` is exported) is one more ``AlertRule`` in ``alert_rules``.
+
+Two choices make the rules work on every backend:
+
+- Grouping by both ``job`` and ``service_name`` (and ``instance`` and
+  ``service_instance_id``): Mimir fills the first of each pair, VictoriaMetrics the second,
+  and a label missing from a series groups as empty. Alerts name the service either way.
+- The hourly cost is ``max_over_time - min_over_time`` per series over the last hour, not
+  ``increase()``, which extrapolates past the end of short per-call series on Prometheus and
+  Mimir (see ``dashboard``).
+
+Example::
+
+    from pipecat_grafana.alerts import rules_yaml
+
+    Path("voice-bot-rules.yml").write_text(rules_yaml(budget_usd_per_hour=5))
+"""
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipecat_grafana import instruments as m
+
+__all__ = [
+    "DEFAULT_BUDGET_USD_PER_HOUR",
+    "DEFAULT_TTFA_P95_MS",
+    "DEFAULT_TTFB_P95_MS",
+    "GROUP_NAME",
+    "SHIPPED_RULES",
+    "AlertRule",
+    "alert_rules",
+    "build_rules",
+    "rules_yaml",
+]
+
+DEFAULT_TTFB_P95_MS = 2000.0
+"""TTFB p95 alert level, from the seed's ``TimeToFirstAudioSlow`` (``> 2000 ms for 5m``)."""
+DEFAULT_TTFA_P95_MS = 2000.0
+"""TTS time-to-first-audio p95 alert level, the same 2 s a caller starts to notice."""
+DEFAULT_BUDGET_USD_PER_HOUR = 10.0
+"""Estimated spend per hour, per service, above which the cost alert fires."""
+DEFAULT_SILENCE_MINUTES = 2.0
+"""Minutes without any metric from a process whose calls were active before the alert fires.
+The exporter sends every 10 s by default, so two minutes are a dozen missed exports."""
+
+GROUP_NAME = "pipecat-grafana"
+SHIPPED_RULES = Path(__file__).parent / "grafana" / "pipecat-voice-bot-rules.yml"
+"""The rule file as shipped in the package: ``build_rules()`` with its defaults."""
+
+SERVICE_LABELS = ("job", "service_name")
+"""``service.name``: ``job`` on Grafana Cloud (Mimir) and Prometheus, ``service_name`` on
+VictoriaMetrics. Both are grouped by; the one a backend lacks groups as empty."""
+INSTANCE_LABELS = ("instance", "service_instance_id")
+"""``service.instance.id`` (one bot process), likewise."""
+
+# The window latency quantiles are computed over, and how long they must stay high.
+LATENCY_WINDOW = "5m"
+LATENCY_FOR = "5m"
+# How far back the silence alert looks for calls that were active.
+ACTIVE_LOOKBACK = "15m"
+
+_SERVICE = "{{ $labels.job }}{{ $labels.service_name }}"
+_INSTANCE = "{{ $labels.instance }}{{ $labels.service_instance_id }}"
+
+
+def _value(fmt: str) -> str:
+    """A template printing the alert's value.
+
+    Prometheus, Mimir and vmalert give ``$value`` as a number; Grafana-managed rules
+    (imported into Grafana Alerting) give a string describing each query's value. Format
+    the number, print the string as it is, rather than garble it with ``printf``.
+    """
+    return (
+        '{{ if eq (printf "%T" $value) "float64" }}'
+        f'{{{{ printf "{fmt}" $value }}}}'
+        "{{ else }}{{ $value }}{{ end }}"
+    )
+
+
+_VALUE_MS = _value("%.0f")
+_VALUE_USD = _value("%.2f")
+_VALUE_COUNT = _value("%.0f")
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alert rule.
+
+    The expression is ``signal op threshold``, kept apart so that tests can run the signal
+    on its own and see it return data, whether the alert fires or not.
+
+    Parameters:
+        name: The alert's name.
+        signal: PromQL whose value is compared with the threshold.
+        threshold: The level the signal must exceed.
+        for_: How long the condition must hold before the alert fires.
+        severity: ``warning`` (look at it today) or ``critical`` (look at it now).
+        summary: One line, with Prometheus templates (``{{ $labels.x }}``, ``$value``).
+        description: What it means and what to look at.
+        group_by: The labels the signal's series carry (those the backend has).
+        op: The comparison.
+    """
+
+    name: str
+    signal: str
+    threshold: float
+    for_: str
+    severity: str
+    summary: str
+    description: str
+    group_by: tuple[str, ...]
+    op: str = ">"
+
+    @property
+    def expr(self) -> str:
+        """The rule's expression."""
+        return f"{self.signal} {self.op} {self.threshold:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as an entry of a Prometheus rule group."""
+        return {
+            "alert": self.name,
+            "expr": self.expr,
+            "for": self.for_,
+            "labels": {"severity": self.severity},
+            "annotations": {"summary": self.summary, "description": self.description},
+        }
+
+
+def _by(*labels: str) -> str:
+    return f"by ({', '.join(labels)})"
+
+
+def _latency_p95(spec: m.InstrumentSpec) -> str:
+    by = _by("le", *SERVICE_LABELS, m.PROCESSOR)
+    return (
+        f"histogram_quantile(0.95, sum {by} "
+        f"(rate({spec.prometheus_name}_bucket[{LATENCY_WINDOW}])))"
+    )
+
+
+def _check_positive(name: str, value: float) -> None:
+    # Written so that NaN is refused too; an infinite level would never fire.
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number, not {value!r}")
+
+
+def alert_rules(
+    *,
+    ttfb_p95_ms: float = DEFAULT_TTFB_P95_MS,
+    ttfa_p95_ms: float = DEFAULT_TTFA_P95_MS,
+    budget_usd_per_hour: float = DEFAULT_BUDGET_USD_PER_HOUR,
+    silence_minutes: float = DEFAULT_SILENCE_MINUTES,
+) -> tuple[AlertRule, ...]:
+    """The alert rules, with their levels.
+
+    The error-rate alert is not here yet: ``voice.errors.total`` is not exported yet.
+
+    Args:
+        ttfb_p95_ms: Alert when a processor's TTFB p95 over 5 minutes stays above this.
+        ttfa_p95_ms: Alert when a TTS's time-to-first-audio p95 stays above this.
+        budget_usd_per_hour: Alert when a service's estimated spend in the last hour
+            exceeds this.
+        silence_minutes: Alert when a process whose calls were active has sent nothing for
+            this long.
+
+    Returns:
+        The rules, in the order of the rule file.
+
+    Raises:
+        ValueError: A level is not a positive number.
+    """
+    for name, value in (
+        ("ttfb_p95_ms", ttfb_p95_ms),
+        ("ttfa_p95_ms", ttfa_p95_ms),
+        ("budget_usd_per_hour", budget_usd_per_hour),
+        ("silence_minutes", silence_minutes),
+    ):
+        _check_positive(name, value)
+    silence = f"{silence_minutes * 60:g}s"
+    by_process = _by(*SERVICE_LABELS, *INSTANCE_LABELS)
+    cost = m.COST.prometheus_name
+    active = m.CALLS_ACTIVE.prometheus_name
+    return (
+        AlertRule(
+            name="VoiceBotTTFBHigh",
+            signal=_latency_p95(m.TTFB),
+            threshold=ttfb_p95_ms,
+            for_=LATENCY_FOR,
+            severity="warning",
+            summary=f"{_SERVICE}: {{{{ $labels.processor }}}} TTFB p95 is {_VALUE_MS} ms",
+            description=(
+                f"The 95th percentile of time to first byte of {{{{ $labels.processor }}}} "
+                f"has been above {ttfb_p95_ms:g} ms for {LATENCY_FOR}: callers wait for "
+                "answers. Check the provider's status and the model, and the TTFB panel of "
+                "the Pipecat voice bot dashboard."
+            ),
+            group_by=(*SERVICE_LABELS, m.PROCESSOR),
+        ),
+        AlertRule(
+            name="VoiceBotTimeToFirstAudioHigh",
+            signal=_latency_p95(m.TTFA),
+            threshold=ttfa_p95_ms,
+            for_=LATENCY_FOR,
+            severity="warning",
+            summary=(
+                f"{_SERVICE}: {{{{ $labels.processor }}}} time to first audio p95 is {_VALUE_MS} ms"
+            ),
+            description=(
+                "The 95th percentile of the TTS's time to first audible audio (TTFB plus "
+                f"leading silence) of {{{{ $labels.processor }}}} has been above "
+                f"{ttfa_p95_ms:g} ms for {LATENCY_FOR}. Check the TTS provider and voice."
+            ),
+            group_by=(*SERVICE_LABELS, m.PROCESSOR),
+        ),
+        AlertRule(
+            name="VoiceBotMetricsMissing",
+            signal=(
+                f"(max {by_process} (last_over_time({active}[{ACTIVE_LOOKBACK}])) unless "
+                f"max {by_process} (count_over_time({active}[{silence}])))"
+            ),
+            threshold=0,
+            for_="1m",
+            severity="critical",
+            summary=f"{_SERVICE} {_INSTANCE}: no metrics while calls were active",
+            description=(
+                f"The process last reported {_VALUE_COUNT} active call(s) and has sent no "
+                f"metrics for {silence_minutes:g} minute(s): it crashed or hangs, or cannot "
+                "reach the OTLP endpoint (run `pipecat-grafana check` where it runs). A "
+                "process that exits with no call in progress does not fire this. Resolves "
+                f"{ACTIVE_LOOKBACK} after its last report."
+            ),
+            group_by=(*SERVICE_LABELS, *INSTANCE_LABELS),
+        ),
+        AlertRule(
+            name="VoiceBotCostOverBudget",
+            signal=(
+                f"sum {_by(*SERVICE_LABELS)} "
+                f"(max_over_time({cost}[1h]) - min_over_time({cost}[1h]))"
+            ),
+            threshold=budget_usd_per_hour,
+            for_="5m",
+            severity="warning",
+            summary=f"{_SERVICE}: ${_VALUE_USD} spent in the last hour",
+            description=(
+                "The estimated cost of the last hour (from the exporter's price table) is "
+                f"above the budget of ${budget_usd_per_hour:g} per hour. Check the cost "
+                "panels for the service and model, and the most expensive calls."
+            ),
+            group_by=SERVICE_LABELS,
+        ),
+    )
+
+
+def build_rules(*, namespace: str | None = None, **levels: float) -> dict[str, Any]:
+    """The rule file as a dict: one group, ``pipecat-grafana``.
+
+    Args:
+        namespace: A top-level ``namespace`` for ``mimirtool rules load``. Prometheus and
+            ``promtool`` refuse a file with one, so the default leaves it out.
+        **levels: The levels of ``alert_rules`` (``budget_usd_per_hour=5``, ...).
+
+    Returns:
+        ``{"groups": [...]}``, ready for YAML.
+
+    Raises:
+        ValueError: A level is not a positive number.
+    """
+    groups = [{"name": GROUP_NAME, "rules": [rule.to_dict() for rule in alert_rules(**levels)]}]
+    return {"namespace": namespace, "groups": groups} if namespace else {"groups": groups}
+
+
+def rules_yaml(*, namespace: str | None = None, **levels: float) -> str:
+    """The rule file as YAML text, with a header saying how it was made.
+
+    Args:
+        namespace: A top-level ``namespace`` for ``mimirtool rules load`` (see ``build_rules``).
+        **levels: The levels of ``alert_rules`` (``budget_usd_per_hour=5``, ...).
+
+    Returns:
+        The text of a Prometheus/Mimir rule file.
+
+    Raises:
+        ValueError: A level is not a positive number.
+    """
+    header = "".join(f"# {line}\n" for line in _header(levels))
+    rules = build_rules(namespace=namespace, **levels)
+    return header + yaml.safe_dump(rules, sort_keys=False, width=10_000, allow_unicode=True)
+
+
+def _header(levels: dict[str, float]) -> Iterator[str]:
+    yield "Alert rules for Pipecat voice bots, generated by `pipecat-grafana alerts`."
+    yield "Import into Grafana Cloud: Alerting > Alert rules > Import (see the README)."
+    if levels:
+        yield "Levels: " + ", ".join(f"{name}={value:g}" for name, value in levels.items())

@@ -1,0 +1,116 @@
+"""``pipecat-grafana alerts``: print or write the Prometheus/Mimir alert rules.
+
+The rules are built from the metric contract each time, with the levels given here, so they
+always match the metrics this version of the package exports.
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from pipecat_grafana import alerts
+
+EPILOG = (
+    """\
+examples:
+  pipecat-grafana alerts > voice-bot-rules.yml
+  pipecat-grafana alerts --out voice-bot-rules.yml --budget-usd-per-hour 5
+  pipecat-grafana alerts --ttfb-p95-ms 1500 --ttfa-p95-ms 800 --out voice-bot-rules.yml
+  promtool check rules voice-bot-rules.yml
+
+alerts:
+"""
+    + "".join(
+        f"  {rule.name:<30} {rule.severity:<9} {rule.op} {rule.threshold:g} for {rule.for_}\n"
+        for rule in alerts.alert_rules()
+    )
+    + """
+Import in Grafana Cloud: Alerting > Alert rules > More > Import to Grafana-managed rules,
+source "Prometheus YAML file". Or load them into the Mimir ruler with
+`mimirtool rules load` (write them with --namespace).
+"""
+)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``alerts`` subcommand."""
+    parser = subparsers.add_parser(
+        "alerts",
+        help="print or write the Prometheus/Mimir alert rules",
+        description="Print the alert rules for the exported metrics, or write them to a file.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out", metavar="FILE", type=Path, help="write the rules to FILE instead of printing them"
+    )
+    parser.add_argument(
+        "--budget-usd-per-hour",
+        type=_positive,
+        default=alerts.DEFAULT_BUDGET_USD_PER_HOUR,
+        metavar="USD",
+        help="alert when a service's estimated cost in the last hour exceeds this "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--ttfb-p95-ms",
+        type=_positive,
+        default=alerts.DEFAULT_TTFB_P95_MS,
+        metavar="MS",
+        help="alert when a processor's TTFB p95 stays above this for 5m (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--ttfa-p95-ms",
+        type=_positive,
+        default=alerts.DEFAULT_TTFA_P95_MS,
+        metavar="MS",
+        help="alert when a TTS's time to first audio p95 stays above this for 5m "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--silence-minutes",
+        type=_positive,
+        default=alerts.DEFAULT_SILENCE_MINUTES,
+        metavar="MIN",
+        help="alert when a process with active calls sends nothing for this long "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NAME",
+        help="add a top-level namespace, as `mimirtool rules load` wants "
+        "(promtool and Prometheus then refuse the file)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print or write the rules; returns the exit status."""
+    levels = {
+        name: value
+        for name, value, default in (
+            ("ttfb_p95_ms", args.ttfb_p95_ms, alerts.DEFAULT_TTFB_P95_MS),
+            ("ttfa_p95_ms", args.ttfa_p95_ms, alerts.DEFAULT_TTFA_P95_MS),
+            ("budget_usd_per_hour", args.budget_usd_per_hour, alerts.DEFAULT_BUDGET_USD_PER_HOUR),
+            ("silence_minutes", args.silence_minutes, alerts.DEFAULT_SILENCE_MINUTES),
+        )
+        if value != default
+    }
+    text = alerts.rules_yaml(namespace=args.namespace, **levels)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    args.out.write_text(text)
+    print(f"Wrote the alert rules to {args.out}.", file=sys.stderr)
+    return 0

@@ -1,0 +1,261 @@
+"""The alert rules: built from the contract, valid for promtool, and firing when they should.
+
+``promtool test rules`` runs each alert against synthetic series (built here from the
+instrument constants) and checks that it fires, with its labels and rendered annotations,
+and that it stays quiet otherwise. The end-to-end test runs the same expressions against real
+databases fed by the exporter.
+"""
+
+import math
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipecat_grafana import alerts, cli
+from pipecat_grafana import instruments as m
+from tests.backends import require_tools
+
+# --------------------------------------------------------------------------------------------
+# The rule file
+
+
+def test_shipped_rule_file_is_the_generated_one():
+    assert alerts.SHIPPED_RULES.read_text() == alerts.rules_yaml(), (
+        "pipecat_grafana/grafana/ is stale: run "
+        f"`pipecat-grafana alerts --out {alerts.SHIPPED_RULES.relative_to(Path.cwd())}`"
+    )
+
+
+def test_every_rule_has_a_for_a_severity_and_annotations():
+    (group,) = alerts.build_rules()["groups"]
+    assert group["name"] == alerts.GROUP_NAME
+    assert [rule["alert"] for rule in group["rules"]] == [r.name for r in alerts.alert_rules()]
+    for rule in group["rules"]:
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), rule
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule
+        assert set(rule["annotations"]) == {"summary", "description"}, rule
+        assert all(text.strip() for text in rule["annotations"].values()), rule
+
+
+def test_expressions_use_only_the_contracts_metrics():
+    known = {spec.prometheus_name for spec in m.ALL}
+    known |= {
+        f"{spec.prometheus_name}{suffix}"
+        for spec in m.ALL
+        if spec.kind is m.Kind.HISTOGRAM
+        for suffix in ("_bucket", "_sum", "_count")
+    }
+    for rule in alerts.alert_rules():
+        names = set(re.findall(r"\bvoice_\w+", rule.expr))
+        assert names, rule.expr
+        assert names <= known, (rule.name, names - known)
+
+
+def test_levels_are_parameters_with_the_seed_defaults():
+    assert alerts.DEFAULT_TTFB_P95_MS == 2000  # the seed's "> 2000 ms for 5m"
+    rules = {r.name: r for r in alerts.alert_rules(budget_usd_per_hour=5, ttfb_p95_ms=1500)}
+    assert rules["VoiceBotCostOverBudget"].expr.endswith(" > 5")
+    assert rules["VoiceBotTTFBHigh"].expr.endswith(" > 1500")
+    assert rules["VoiceBotTTFBHigh"].for_ == "5m"
+    assert "budget_usd_per_hour=5" in alerts.rules_yaml(budget_usd_per_hour=5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf])
+def test_a_level_that_is_not_a_positive_number_is_refused(bad):
+    with pytest.raises(ValueError, match="budget_usd_per_hour"):
+        alerts.alert_rules(budget_usd_per_hour=bad)
+
+
+def test_namespace_is_added_for_mimirtool_only_when_asked():
+    plain = yaml.safe_load(alerts.rules_yaml())
+    assert "namespace" not in plain
+    namespaced = yaml.safe_load(alerts.rules_yaml(namespace="voice-bot"))
+    assert namespaced == {"namespace": "voice-bot", **plain}
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def test_alerts_command_prints_the_rules(capsys):
+    assert cli.main(["alerts"]) == 0
+    assert capsys.readouterr().out == alerts.rules_yaml()
+
+
+def test_alerts_command_writes_the_file_with_levels(tmp_path, capsys):
+    out = tmp_path / "rules.yml"
+    assert cli.main(["alerts", "--out", str(out), "--budget-usd-per-hour", "5"]) == 0
+    assert out.read_text() == alerts.rules_yaml(budget_usd_per_hour=5)
+    assert capsys.readouterr().out == ""
+
+
+def test_alerts_command_refuses_a_bad_budget(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["alerts", "--budget-usd-per-hour", "-1"])
+    assert exit_info.value.code == 2
+    assert "positive" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# promtool
+
+
+def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    promtool = require_tools("promtool")["promtool"]
+    return subprocess.run(
+        [str(promtool), *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_promtool_checks_the_shipped_rules(tmp_path):
+    result = _promtool("check", "rules", str(alerts.SHIPPED_RULES), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alerts.alert_rules())} rules found" in result.stdout
+
+
+def test_promtool_checks_rules_with_other_levels(tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text(alerts.rules_yaml(budget_usd_per_hour=2.5, silence_minutes=0.5))
+    result = _promtool("check", "rules", str(rules), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _series(spec: m.InstrumentSpec, suffix: str = "", **labels: str) -> str:
+    inner = ", ".join(f'{key}="{value}"' for key, value in labels.items())
+    return f"{spec.prometheus_name}{suffix}{{{inner}}}"
+
+
+def _histogram(
+    spec: m.InstrumentSpec, per_minute: int, low: float, **labels: str
+) -> list[tuple[str, str]]:
+    """Input series of a histogram observing ``per_minute`` values a minute, all above ``low``
+    and at most the next bucket boundary."""
+    series = []
+    for le in [*spec.buckets, math.inf]:
+        step = per_minute if le > low else 0
+        le_text = "+Inf" if le == math.inf else f"{le:g}"
+        series.append((_series(spec, "_bucket", **labels, le=le_text), f"0+{step}x30"))
+    series.append((_series(spec, "_count", **labels), f"0+{per_minute}x30"))
+    return series
+
+
+def _render(template: str, labels: dict[str, str], value: float) -> str:
+    """Render the subset of Prometheus templating the annotations use."""
+    number = re.escape('{{ if eq (printf "%T" $value) "float64" }}{{ printf "%.') + r"(\d)"
+    number += re.escape('f" $value }}{{ else }}{{ $value }}{{ end }}')
+    text = re.sub(number, lambda g: f"{value:.{g[1]}f}", template)
+    return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda g: labels.get(g[1], ""), text)
+
+
+def _expected(rule: alerts.AlertRule, labels: dict[str, str], value: float) -> dict:
+    return {
+        "exp_labels": {**labels, "severity": rule.severity},
+        "exp_annotations": {
+            "summary": _render(rule.summary, labels, value),
+            "description": _render(rule.description, labels, value),
+        },
+    }
+
+
+RULES = {rule.name: rule for rule in alerts.alert_rules()}
+TTFB = RULES["VoiceBotTTFBHigh"]
+TTFA = RULES["VoiceBotTimeToFirstAudioHigh"]
+MISSING = RULES["VoiceBotMetricsMissing"]
+COST = RULES["VoiceBotCostOverBudget"]
+
+# A latency histogram whose every observation lies in (2000, 3000] ms has p95
+# 2000 + 0.95 * 1000 = 2950 ms; one in (100, 200] has p95 195 ms.
+SLOW_P95 = 2950.0
+
+# Each case: input series, and (minute, alert, expected firing alerts as (labels, value)).
+CASES = {
+    "ttfb on Grafana Cloud labels: slow LLM fires after 5m, fast STT never": (
+        [
+            *_histogram(m.TTFB, 60, 2000, job="bot", processor="SlowLLMService"),
+            *_histogram(m.TTFB, 60, 100, job="bot", processor="FastSTTService"),
+        ],
+        [
+            (4, TTFB, []),  # pending: high for less than 5 minutes
+            (10, TTFB, [({"job": "bot", "processor": "SlowLLMService"}, SLOW_P95)]),
+        ],
+    ),
+    "ttfb on VictoriaMetrics labels": (
+        _histogram(m.TTFB, 60, 2000, service_name="bot", processor="SlowLLMService"),
+        [(10, TTFB, [({"service_name": "bot", "processor": "SlowLLMService"}, SLOW_P95)])],
+    ),
+    "ttfa: slow TTS fires, fast TTS never": (
+        [
+            *_histogram(m.TTFA, 30, 2000, job="bot", processor="SlowTTSService"),
+            *_histogram(m.TTFA, 30, 100, job="bot", processor="FastTTSService"),
+        ],
+        [
+            (4, TTFA, []),
+            (10, TTFA, [({"job": "bot", "processor": "SlowTTSService"}, SLOW_P95)]),
+        ],
+    ),
+    "metrics missing: only the process that went silent with calls active": (
+        [
+            # Two calls active, then silence from minute 11 (a crash).
+            (_series(m.CALLS_ACTIVE, job="bot", instance="crashed"), "2x10"),
+            # Exits cleanly after its calls ended.
+            (_series(m.CALLS_ACTIVE, job="bot", instance="stopped"), "1x5 0x5"),
+            # Keeps reporting.
+            (_series(m.CALLS_ACTIVE, job="bot", instance="alive"), "3x40"),
+        ],
+        [
+            (11, MISSING, []),  # still within the silence window
+            (16, MISSING, [({"job": "bot", "instance": "crashed"}, 2)]),
+            (27, MISSING, []),  # 15 minutes after its last report: resolved
+        ],
+    ),
+    "cost: short per-call series add up exactly, a cheap service stays quiet": (
+        [
+            # Three calls of $4 each, one after the other: $12 in the hour.
+            (_series(m.COST, job="busy", call_id="c1", service_type="tts"), "0 4"),
+            (_series(m.COST, job="busy", call_id="c2", service_type="tts"), "_ _ 0 4"),
+            (_series(m.COST, job="busy", call_id="c3", service_type="tts"), "_ _ _ _ 0 4"),
+            # Fleet-wide series (call_id off): $0.05 a minute, $3 an hour.
+            (_series(m.COST, job="cheap", service_type="llm"), "0+0.05x90"),
+        ],
+        [
+            (4, COST, []),  # $8 so far
+            (12, COST, [({"job": "busy"}, 12)]),
+        ],
+    ),
+}
+
+
+def test_every_alert_has_a_promtool_case():
+    tested = {rule.name for _, checks in CASES.values() for _, rule, _ in checks}
+    assert tested == set(RULES)
+
+
+def test_promtool_unit_tests_show_each_alert_firing_and_not(tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text(alerts.rules_yaml())
+    tests = [
+        {
+            "name": name,
+            "interval": "1m",
+            "input_series": [{"series": series, "values": values} for series, values in inputs],
+            "alert_rule_test": [
+                {
+                    "eval_time": f"{minute}m",
+                    "alertname": rule.name,
+                    "exp_alerts": [_expected(rule, labels, value) for labels, value in firing],
+                }
+                for minute, rule, firing in checks
+            ],
+        }
+        for name, (inputs, checks) in CASES.items()
+    ]
+    unit_tests = tmp_path / "rules_test.yml"
+    unit_tests.write_text(
+        yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests})
+    )
+    result = _promtool("test", "rules", unit_tests.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout

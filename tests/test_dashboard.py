@@ -1,0 +1,220 @@
+"""The dashboard: built from the contract, importable and provisionable, every query valid.
+
+Fast checks of the JSON's structure and of every query's text; ``promtool`` parses every
+query. The end-to-end test runs the queries against real databases fed by the exporter.
+"""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipecat_grafana import cli, dashboard
+from pipecat_grafana import instruments as m
+from tests.backends import require_tools
+
+DASHBOARD = dashboard.build_dashboard()
+PANELS = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
+QUERIES = list(dashboard.panel_queries())
+SERVICE_FILTER = f'{dashboard.SERVICE_LABEL_VAR}=~"{dashboard.SERVICE_VAR}"'
+SELECTOR = re.compile(r"\b(voice_\w+)\{((?:\$\{\w+\}|[^{}])*)\}")  # ${variables} inside
+
+
+def _spec_of(name: str) -> m.InstrumentSpec:
+    for spec in m.ALL:
+        base = spec.prometheus_name
+        if name == base or (
+            spec.kind is m.Kind.HISTOGRAM
+            and name in (f"{base}_bucket", f"{base}_sum", f"{base}_count")
+        ):
+            return spec
+    raise AssertionError(f"{name} is not a metric of the contract")
+
+
+def test_shipped_dashboard_is_the_generated_one():
+    assert dashboard.SHIPPED_DASHBOARD.read_text() == dashboard.dashboard_json(), (
+        "pipecat_grafana/grafana/ is stale: run "
+        f"`pipecat-grafana dashboard --out {dashboard.SHIPPED_DASHBOARD.relative_to(Path.cwd())}`"
+    )
+
+
+def test_importable_and_provisionable_with_a_datasource_variable():
+    text = dashboard.dashboard_json()
+    assert "__inputs" not in DASHBOARD
+    assert "${DS_" not in text  # file provisioning would not resolve it
+    assert DASHBOARD["id"] is None and DASHBOARD["uid"] == dashboard.DASHBOARD_UID
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for panel in PANELS:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], panel["title"]
+    assert json.loads(text) == DASHBOARD
+
+
+def test_variables_service_model_and_call_id_default_to_all():
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert list(variables) == ["datasource", "service_label", "service", m.MODEL, m.CALL_ID]
+    assert variables["service_label"]["current"]["value"] == "job"
+    assert [o["value"] for o in variables["service_label"]["options"]] == list(
+        dashboard.SERVICE_LABELS
+    )
+    for name in ("service", m.MODEL, m.CALL_ID):
+        variable = variables[name]
+        assert variable["includeAll"] and variable["allValue"] == ".*", name
+        assert variable["current"]["value"] in ("$__all", ["$__all"]), name
+        assert variable["query"]["query"] == variable["definition"], name
+    assert variables["service"]["definition"].startswith(f"label_values({m.CALLS.prometheus_name}")
+    assert variables["service"]["definition"].endswith(", ${service_label})")
+    assert variables[m.CALL_ID]["definition"].endswith(f", {m.CALL_ID})")
+
+
+def test_service_label_can_default_to_service_name():
+    built = dashboard.build_dashboard(service_label="service_name")
+    (variable,) = [v for v in built["templating"]["list"] if v["name"] == "service_label"]
+    assert variable["current"]["value"] == "service_name"
+    with pytest.raises(ValueError, match="service_label"):
+        dashboard.build_dashboard(service_label='job"}')
+
+
+def test_every_panel_has_a_description_a_unit_and_thresholds():
+    for panel in PANELS:
+        defaults = panel["fieldConfig"]["defaults"]
+        assert len(panel["description"]) > 40, panel["title"]
+        assert defaults["unit"], panel["title"]
+        steps = defaults["thresholds"]["steps"]
+        assert steps[0]["value"] is None, panel["title"]
+        values = [step["value"] for step in steps[1:]]
+        assert values == sorted(values), panel["title"]
+        assert panel["targets"], panel["title"]
+
+
+def test_rows_and_panels_a_voice_team_needs():
+    rows = {row.title: {p.key for p in row.panels} for row in dashboard.ROWS}
+    assert list(rows) == ["Overview", "Latency", "Usage", "Cost", "Per call"]
+    assert {
+        "active-calls",
+        "calls-per-hour",
+        "average-call-duration",
+        "cost-per-call",
+        "cost-today",
+    } <= rows["Overview"]
+    latency = {q.query.expr for q in QUERIES if q.row == "Latency"}
+    for spec in m.LATENCY:
+        assert any(f"{spec.prometheus_name}_bucket" in expr for expr in latency), spec.name
+    for q in (0.5, 0.95, 0.99):
+        assert any(expr.startswith(f"histogram_quantile({q:g}, ") for expr in latency), q
+    assert {"tokens", "tts-characters", "stt-audio-minutes", "cache-read-share"} <= rows["Usage"]
+    assert {"cost-by-service", "projected-cost-per-day", "most-expensive-calls"} <= rows["Cost"]
+    assert {"call-cost", "call-duration", "call-tokens", "call-latency"} <= rows["Per call"]
+    (today,) = [p for p in PANELS if p["title"] == "Cost today"]
+    assert today["timeFrom"] == "now/d"
+
+
+def test_every_selector_uses_contract_names_and_the_right_filters():
+    for pq in QUERIES:
+        selectors = SELECTOR.findall(pq.query.expr)
+        assert selectors, pq.query.expr
+        for name, matchers in selectors:
+            spec = _spec_of(name)
+            where = f"{pq.panel.title}: {name}"
+            assert SERVICE_FILTER in matchers, where
+            assert (f'{m.CALL_ID}=~"{dashboard.CALL_ID_VAR}"' in matchers) == spec.per_call, where
+            assert (f'{m.MODEL}=~"{dashboard.MODEL_VAR}"' in matchers) == (
+                spec in (*m.LATENCY, m.LLM_TOKENS, m.TTS_CHARACTERS, m.STT_AUDIO, m.COST)
+            ), where
+
+
+def test_token_types_are_never_added_up():
+    tokens = m.LLM_TOKENS.prometheus_name
+    for pq in QUERIES:
+        if tokens in pq.query.expr:
+            assert m.TOKEN_TYPE in pq.query.labels or f'{m.TOKEN_TYPE}="' in pq.query.expr, (
+                pq.panel.title
+            )
+
+
+def test_totals_over_the_range_are_exact_for_short_series():
+    # increase() extrapolates past the end of per-call series on Prometheus and Mimir.
+    for pq in QUERIES:
+        assert "increase(" not in pq.query.expr, pq.panel.title
+        if dashboard.RANGE in pq.query.expr:
+            assert "max_over_time(" in pq.query.expr, pq.panel.title
+
+
+def test_panels_do_not_overlap():
+    taken: set[tuple[int, int]] = set()
+    for panel in DASHBOARD["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        cells = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
+        assert not cells & taken, panel["title"]
+        taken |= cells
+    assert [p["id"] for p in DASHBOARD["panels"]] == list(range(1, len(DASHBOARD["panels"]) + 1))
+
+
+def test_substitute_replaces_every_kind_of_variable():
+    values = {"a": "1", "__range": "1h", "__range_s": "3600", "service_label": "job"}
+    assert dashboard.substitute("x[$__range] / $__range_s ${service_label} $a", values) == (
+        "x[1h] / 3600 job 1"
+    )
+    with pytest.raises(KeyError):
+        dashboard.substitute("$missing", values)
+
+
+VALUES = {
+    "service_label": "job",
+    "service": ".*",
+    "model": ".*",
+    "call_id": ".*",
+    "__rate_interval": "1m",
+    "__range": "1h",
+    "__range_s": "3600",
+}
+
+
+def test_promtool_parses_every_query(tmp_path):
+    promtool = require_tools("promtool")["promtool"]
+    exprs = [dashboard.substitute(pq.query.expr, VALUES) for pq in QUERIES]
+    exprs += [dashboard.substitute(v.promql, VALUES) for v in dashboard.VARIABLES]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "queries.yml"
+    path.write_text(json.dumps(rules))  # JSON is YAML
+    result = subprocess.run(
+        [str(promtool), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
+
+
+def test_dashboard_command_prints_the_json(capsys):
+    assert cli.main(["dashboard"]) == 0
+    assert capsys.readouterr().out == dashboard.dashboard_json()
+
+
+def test_dashboard_command_writes_the_file(tmp_path, capsys):
+    out = tmp_path / "voice-bot.json"
+    assert cli.main(["dashboard", "--out", str(out), "--service-label", "service_name"]) == 0
+    assert out.read_text() == dashboard.dashboard_json(service_label="service_name")
+    assert capsys.readouterr().out == ""
+
+
+def test_dashboard_command_refuses_a_bad_label(capsys):
+    assert cli.main(["dashboard", "--service-label", "not a label"]) == 2
+    assert "service_label" in capsys.readouterr().err
