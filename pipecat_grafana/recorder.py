@@ -152,8 +152,7 @@ class CallRecorder:
         self._service_types: dict[str, str] = {}
         self._label_sets: dict[tuple, dict[str, str]] = {}
         self._tokens: dict[str, int] = {}
-        self._tts_characters = 0
-        self._stt_seconds = 0.0
+        self._usage: dict[m.InstrumentSpec, float] = {}
         self._latency: dict[tuple[str, str], LatencySketch] = {}
         self._costs: dict[tuple[str, str], float] = {}
         self._unpriced: set[str] = set()
@@ -203,19 +202,10 @@ class CallRecorder:
         elif isinstance(data, LLMUsageMetricsData):
             self._record_tokens(data)
         elif isinstance(data, TTSUsageMetricsData):
-            characters = self._usage(data, data.value, "TTS characters")
-            if characters is not None:
-                self._tts_characters += int(characters)
-                attributes = self._attributes(data, "tts", source)
-                self._meters.record(m.TTS_CHARACTERS, int(characters), attributes)
-                self._add_cost(attributes, self._prices.tts_cost(attributes[m.MODEL], characters))
+            self._record_usage(data, data.value, "tts", m.TTS_CHARACTERS, self._prices.tts_cost)
         elif isinstance(data, STTUsageMetricsData):
-            seconds = self._usage(data, data.value.audio_seconds, "STT audio seconds")
-            if seconds is not None:
-                self._stt_seconds += seconds
-                attributes = self._attributes(data, "stt", source)
-                self._meters.record(m.STT_AUDIO, seconds, attributes)
-                self._add_cost(attributes, self._prices.stt_cost(attributes[m.MODEL], seconds))
+            seconds = data.value.audio_seconds
+            self._record_usage(data, seconds, "stt", m.STT_AUDIO, self._prices.stt_cost)
         # Other (future) MetricsData types carry nothing we know how to read.
 
     def summary(self) -> CallSummary:
@@ -238,8 +228,8 @@ class CallRecorder:
             duration_seconds=self.duration,
             end_reason=self.end_reason or "in progress",
             tokens=dict(self._tokens),
-            tts_characters=self._tts_characters,
-            stt_audio_seconds=self._stt_seconds,
+            tts_characters=int(self._usage.get(m.TTS_CHARACTERS, 0)),
+            stt_audio_seconds=self._usage.get(m.STT_AUDIO, 0.0),
             latency=latency,
             costs=costs,
             total_cost_usd=sum(self._costs.values()),
@@ -301,19 +291,30 @@ class CallRecorder:
                 self._meters.record(m.LLM_TOKENS, count, {**attributes, m.TOKEN_TYPE: token_type})
         self._add_cost(attributes, self._prices.llm_cost(attributes[m.MODEL], counts))
 
-    def _usage(self, data: MetricsData, value: object, what: str) -> float | None:
+    def _record_usage(
+        self,
+        data: MetricsData,
+        value: object,
+        service_type: str,
+        spec: m.InstrumentSpec,
+        price: Callable[[str, float], float | None],
+    ) -> None:
+        """Record TTS characters or STT seconds, and their cost."""
         try:
             number = float(value)
         except (TypeError, ValueError):
             number = math.nan
         if not 0 <= number <= MAX_USAGE:
             warn_once(
-                f"usage:{what}",
-                f"dropped {what} of {value!r} from {processor_label(data.processor)}: "
+                f"usage:{spec.name}",
+                f"dropped {spec.name} of {value!r} from {processor_label(data.processor)}: "
                 "usage must be a non-negative number (logged once)",
             )
-            return None
-        return number
+            return
+        self._usage[spec] = self._usage.get(spec, 0) + number
+        attributes = self._attributes(data, service_type, None)
+        self._meters.record(spec, number, attributes)
+        self._add_cost(attributes, price(attributes[m.MODEL], number))
 
     def _add_cost(self, attributes: dict[str, str], usd: float | None) -> None:
         service_type, model = attributes[m.SERVICE_TYPE], attributes[m.MODEL]
