@@ -104,7 +104,10 @@ class CallMeters:
     Parameters:
         histograms: The histogram for each histogram spec of the contract.
         totals: The running totals the counters report.
-        attributes: Attributes added to every per-call point (``call_id`` or nothing).
+        attributes: Attributes added to every per-call measurement (``call_id`` when the
+            call shares instruments with others, else nothing).
+        labels: Attributes added to every point of the call's own provider when it is
+            exported (``call_id``).
         reader: The call's own reader when its series are exported per call.
         provider: The call's own provider, shut down when the call is dropped.
     """
@@ -112,6 +115,7 @@ class CallMeters:
     histograms: dict[InstrumentSpec, Any]
     totals: Totals
     attributes: dict[str, str]
+    labels: dict[str, str] = field(default_factory=dict)
     reader: InMemoryMetricReader | None = None
     provider: SdkMeterProvider | None = None
     exported: set[SeriesKey] = field(default_factory=set)
@@ -229,7 +233,7 @@ class ExportPipeline:
             exemplar_filter=_NO_EXEMPLARS,
         )
         meters = create_meters(provider.get_meter(METER_NAME, __version__))
-        meters.attributes, meters.reader, meters.provider = attributes, reader, provider
+        meters.labels, meters.reader, meters.provider = attributes, reader, provider
         with self._lock:
             self._calls[call_id] = meters
         return meters
@@ -314,7 +318,7 @@ class ExportPipeline:
                 ]
         with self._lock:
             for call in done:
-                self._calls.pop(call.attributes[instruments.CALL_ID], None)
+                self._calls.pop(call.labels[instruments.CALL_ID], None)
             waiters, self._fleet_waiters = self._fleet_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -363,7 +367,7 @@ class _MergingExporter(MetricExporter):
             # recorded values this collection may not hold, so it must be sent again.
             if call.ended_at is not None:
                 ended.append(call)
-            merged.add(call.reader.get_metrics_data(), call.exported, new_keys)
+            merged.add(call.reader.get_metrics_data(), call.exported, new_keys, call.labels)
         with self._pipeline._health as health:
             result = self._inner.export(
                 merged.metrics_data(self._pipeline._resource), timeout_millis=timeout_millis
@@ -400,8 +404,13 @@ class _Merged:
         data: MetricsData | None,
         seen: set[SeriesKey],
         new_keys: list[tuple[set[SeriesKey], SeriesKey]],
+        attributes: dict[str, str] | None = None,
     ) -> None:
-        """Add every point of ``data``, preceding the first of each new series with a zero."""
+        """Add every point of ``data``, preceding the first of each new series with a zero.
+
+        ``attributes`` (the call's ``call_id``) are added to every point here, once per
+        export, rather than to every measurement on the event loop.
+        """
         for resource_metrics in data.resource_metrics if data else ():
             for scope in resource_metrics.scope_metrics:
                 self._scope = self._scope or scope.scope
@@ -409,6 +418,8 @@ class _Merged:
                     self._metrics.setdefault(metric.name, metric)
                     points = self._points.setdefault(metric.name, [])
                     for point in metric.data.data_points:
+                        if attributes:
+                            point = replace(point, attributes={**point.attributes, **attributes})
                         if _starts_at_zero(metric):
                             key = (metric.name, frozenset(point.attributes.items()))
                             if key not in seen:
