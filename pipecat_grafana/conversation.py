@@ -168,8 +168,12 @@ class Conversation:
         elif isinstance(frame, ErrorFrame):
             self._error(frame, source)
         elif isinstance(frame, FunctionCallInProgressFrame):
-            self._calls_in_progress[frame.tool_call_id] = (frame.function_name, self._clock())
+            # Broadcast as two frames: the first marks the start.
+            started = (frame.function_name, self._clock())
+            self._calls_in_progress.setdefault(frame.tool_call_id, started)
         elif isinstance(frame, FunctionCallResultFrame):
+            if frame.properties is not None and frame.properties.is_final is False:
+                return  # a progress update of a long-running tool, not its result
             self._function_finished(frame.tool_call_id, "error" if frame.error else "ok")
         elif isinstance(frame, FunctionCallCancelFrame):
             self._function_finished(frame.tool_call_id, "cancelled")

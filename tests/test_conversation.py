@@ -181,3 +181,22 @@ async def test_function_names_are_bounded(memory_metrics):
 
     names = FunctionNames(2)
     assert [names(n) for n in ("a", "b", "c", "a")] == ["a", "b", m.OTHER, "a"]
+
+
+async def test_a_tool_call_ends_at_its_final_result_not_a_progress_update(memory_metrics):
+    from pipecat.frames.frames import FunctionCallResultProperties
+
+    clock = FakeClock()
+    exporter = GrafanaMetricsExporter(meter_provider=memory_metrics.provider, time_source=clock)
+    progress = FunctionCallResultProperties(is_final=False)
+    async with LiveCall([exporter]) as call:
+        t = Timeline(call, clock)
+        started = FunctionCallInProgressFrame("search", "call-9", {})
+        await t.at(1.0, started)
+        await t.at(1.1, FunctionCallInProgressFrame("search", "call-9", {}))  # the broadcast twin
+        await t.at(1.2, FunctionCallResultFrame("search", "call-9", {}, "50%", properties=progress))
+        await t.at(1.5, FunctionCallResultFrame("search", "call-9", {}, {"hits": 3}))
+        await call.end()
+    (latency,) = memory_metrics.points(m.FUNCTION_CALL_LATENCY.name)
+    assert latency.count == 1
+    assert latency.sum == pytest.approx(500)
