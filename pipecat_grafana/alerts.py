@@ -3,17 +3,25 @@
 The rules file loads into Grafana Cloud (``mimirtool rules load``, or Alerting > Alert
 rules > Import to Grafana-managed rules), Mimir, Prometheus and vmalert. Like the dashboard,
 every expression is built from ``instruments`` so that a renamed metric cannot leave an alert
-that never fires, and the alerts are rows of a table: adding one (the error rate, once
-``voice.errors.total`` is exported) is one more ``AlertRule`` in ``alert_rules``.
+that never fires, and the alerts are rows of a table: adding one is one more ``AlertRule`` in
+``alert_rules``. The levels of the error and rate-limit alerts follow the alert table of a
+production voice bot's monitoring set-up (``> 10/min for 3m`` for a service's errors,
+``> 5/min for 2m`` and ``> 20/min for 1m`` for its rate limits, ``p95 > 2000 ms for 5m`` for
+the time to first audio).
 
 Two choices make the rules work on every backend:
 
 - Grouping by both ``job`` and ``service_name`` (and ``instance`` and
   ``service_instance_id``): Mimir fills the first of each pair, VictoriaMetrics the second,
   and a label missing from a series groups as empty. Alerts name the service either way.
-- The hourly cost is ``max_over_time - min_over_time`` per series over the last hour, not
-  ``increase()``, which extrapolates past the end of short per-call series on Prometheus and
-  Mimir (see ``dashboard``).
+- The hourly cost and the error rates are ``max_over_time - min_over_time`` per series over
+  their window, summed, not ``increase()`` or ``rate()``: on Prometheus and Mimir those
+  extrapolate past the end of short per-call series, and VictoriaMetrics divides a series'
+  increase by the time it covers, so that one error in a call of six seconds reads as ten a
+  minute for as long as the window holds it. The difference is exact for a call that starts
+  in the window (its series is exported first with a zero); a longer series misses what it
+  counted between its last export before the window and its first in it, so the rates are
+  lower bounds (by one export interval in a window: 10 s in 5 minutes by default).
 
 Example::
 
@@ -34,8 +42,13 @@ from pipecat_grafana import instruments as m
 
 __all__ = [
     "DEFAULT_BUDGET_USD_PER_HOUR",
+    "DEFAULT_ERRORS_PER_MINUTE",
+    "DEFAULT_RATE_LIMIT_BURST_PER_MINUTE",
+    "DEFAULT_RATE_LIMITS_PER_MINUTE",
+    "DEFAULT_SILENCE_MINUTES",
     "DEFAULT_TTFA_P95_MS",
     "DEFAULT_TTFB_P95_MS",
+    "DEFAULT_TURN_LATENCY_P95_MS",
     "GROUP_NAME",
     "SHIPPED_RULES",
     "AlertRule",
@@ -53,6 +66,19 @@ DEFAULT_BUDGET_USD_PER_HOUR = 10.0
 DEFAULT_SILENCE_MINUTES = 2.0
 """Minutes without any metric from a process whose calls were active before the alert fires.
 The exporter sends every 10 s by default, so two minutes are a dozen missed exports."""
+DEFAULT_TURN_LATENCY_P95_MS = 2000.0
+"""Turn latency p95 alert level: the seed's ``TimeToFirstAudioSlow`` (``p95 > 2000 ms for
+5m``), which times what turn latency times, the caller's wait from falling silent to the
+bot's first audio."""
+DEFAULT_ERRORS_PER_MINUTE = 10.0
+"""Errors per minute of one processor above which the error-rate alert fires: the seed's
+``CartesiaTTSErrorRateHigh`` (``> 10/min for 3m``)."""
+DEFAULT_RATE_LIMITS_PER_MINUTE = 5.0
+"""Rate-limit errors per minute of one processor for the warning: the seed's
+``CartesiaTTSRateLimitHigh`` (``> 5/min for 2m``)."""
+DEFAULT_RATE_LIMIT_BURST_PER_MINUTE = 20.0
+"""Rate-limit errors per minute of one processor for the critical alert: the seed's
+``CartesiaTTSRateLimitCritical`` (``> 20/min for 1m``)."""
 
 GROUP_NAME = "pipecat-grafana"
 SHIPPED_RULES = Path(__file__).parent / "grafana" / "pipecat-voice-bot-rules.yml"
@@ -67,6 +93,13 @@ INSTANCE_LABELS = ("instance", "service_instance_id")
 # The window latency quantiles are computed over, and how long they must stay high.
 LATENCY_WINDOW = "5m"
 LATENCY_FOR = "5m"
+# The windows error rates are averaged over, in minutes: errors over five; rate limits come
+# in bursts, so over two (still a dozen exports at the default 10 s interval).
+ERRORS_WINDOW_MINUTES = 5
+ERRORS_FOR = "3m"
+RATE_LIMITS_WINDOW_MINUTES = 2
+RATE_LIMITS_FOR = "2m"
+RATE_LIMIT_BURST_FOR = "1m"
 # How far back the silence alert looks for calls that were active.
 ACTIVE_LOOKBACK = "15m"
 
@@ -91,6 +124,7 @@ def _value(fmt: str) -> str:
 _VALUE_MS = _value("%.0f")
 _VALUE_USD = _value("%.2f")
 _VALUE_COUNT = _value("%.0f")
+_VALUE_RATE = _value("%.1f")
 
 
 @dataclass(frozen=True)
@@ -142,11 +176,25 @@ def _by(*labels: str) -> str:
     return f"by ({', '.join(labels)})"
 
 
-def _latency_p95(spec: m.InstrumentSpec) -> str:
-    by = _by("le", *SERVICE_LABELS, m.PROCESSOR)
+def _latency_p95(spec: m.InstrumentSpec, *by: str) -> str:
     return (
-        f"histogram_quantile(0.95, sum {by} "
+        f"histogram_quantile(0.95, sum {_by('le', *SERVICE_LABELS, *by)} "
         f"(rate({spec.prometheus_name}_bucket[{LATENCY_WINDOW}])))"
+    )
+
+
+_BY_PROCESSOR = (*SERVICE_LABELS, m.SERVICE_TYPE, m.PROCESSOR)
+"""How error alerts group: one alert per service and processor, naming its service type."""
+
+
+def _errors_per_minute(minutes: int, **matchers: str) -> str:
+    """ErrorFrames per minute over the last ``minutes``, per service and processor."""
+    inner = ", ".join(f'{key}="{value}"' for key, value in matchers.items())
+    series = f"{m.ERRORS.prometheus_name}{{{inner}}}" if inner else m.ERRORS.prometheus_name
+    window = f"{minutes}m"
+    return (
+        f"sum {_by(*_BY_PROCESSOR)} "
+        f"(max_over_time({series}[{window}]) - min_over_time({series}[{window}])) / {minutes}"
     )
 
 
@@ -162,10 +210,12 @@ def alert_rules(
     ttfa_p95_ms: float = DEFAULT_TTFA_P95_MS,
     budget_usd_per_hour: float = DEFAULT_BUDGET_USD_PER_HOUR,
     silence_minutes: float = DEFAULT_SILENCE_MINUTES,
+    turn_latency_p95_ms: float = DEFAULT_TURN_LATENCY_P95_MS,
+    errors_per_minute: float = DEFAULT_ERRORS_PER_MINUTE,
+    rate_limits_per_minute: float = DEFAULT_RATE_LIMITS_PER_MINUTE,
+    rate_limit_burst_per_minute: float = DEFAULT_RATE_LIMIT_BURST_PER_MINUTE,
 ) -> tuple[AlertRule, ...]:
     """The alert rules, with their levels.
-
-    The error-rate alert is not here yet: ``voice.errors.total`` is not exported yet.
 
     Args:
         ttfb_p95_ms: Alert when a processor's TTFB p95 over 5 minutes stays above this.
@@ -174,6 +224,13 @@ def alert_rules(
             exceeds this.
         silence_minutes: Alert when a process whose calls were active has sent nothing for
             this long.
+        turn_latency_p95_ms: Alert when a service's turn latency p95 over 5 minutes (the
+            caller's wait for an answer) stays above this.
+        errors_per_minute: Alert when a processor's errors per minute (over 5 minutes)
+            stay above this for 3 minutes.
+        rate_limits_per_minute: Warn when a processor's rate-limit errors per minute (over
+            2 minutes) stay above this for 2 minutes.
+        rate_limit_burst_per_minute: Page when they stay above this for a minute.
 
     Returns:
         The rules, in the order of the rule file.
@@ -186,6 +243,10 @@ def alert_rules(
         ("ttfa_p95_ms", ttfa_p95_ms),
         ("budget_usd_per_hour", budget_usd_per_hour),
         ("silence_minutes", silence_minutes),
+        ("turn_latency_p95_ms", turn_latency_p95_ms),
+        ("errors_per_minute", errors_per_minute),
+        ("rate_limits_per_minute", rate_limits_per_minute),
+        ("rate_limit_burst_per_minute", rate_limit_burst_per_minute),
     ):
         _check_positive(name, value)
     silence = f"{silence_minutes * 60:g}s"
@@ -194,8 +255,23 @@ def alert_rules(
     active = m.CALLS_ACTIVE.prometheus_name
     return (
         AlertRule(
+            name="VoiceBotTurnLatencyHigh",
+            signal=_latency_p95(m.TURN_LATENCY),
+            threshold=turn_latency_p95_ms,
+            for_=LATENCY_FOR,
+            severity="warning",
+            summary=f"{_SERVICE}: turn latency p95 is {_VALUE_MS} ms",
+            description=(
+                "The 95th percentile of the callers' wait from falling silent to the bot's "
+                f"first audio has been above {turn_latency_p95_ms:g} ms for {LATENCY_FOR}. "
+                "The 'Where turn latency goes' panel of the Pipecat voice bot dashboard shows "
+                "which part grew (transcription, LLM, tool calls, speech synthesis, ...)."
+            ),
+            group_by=SERVICE_LABELS,
+        ),
+        AlertRule(
             name="VoiceBotTTFBHigh",
-            signal=_latency_p95(m.TTFB),
+            signal=_latency_p95(m.TTFB, m.PROCESSOR),
             threshold=ttfb_p95_ms,
             for_=LATENCY_FOR,
             severity="warning",
@@ -210,7 +286,7 @@ def alert_rules(
         ),
         AlertRule(
             name="VoiceBotTimeToFirstAudioHigh",
-            signal=_latency_p95(m.TTFA),
+            signal=_latency_p95(m.TTFA, m.PROCESSOR),
             threshold=ttfa_p95_ms,
             for_=LATENCY_FOR,
             severity="warning",
@@ -223,6 +299,59 @@ def alert_rules(
                 f"{ttfa_p95_ms:g} ms for {LATENCY_FOR}. Check the TTS provider and voice."
             ),
             group_by=(*SERVICE_LABELS, m.PROCESSOR),
+        ),
+        AlertRule(
+            name="VoiceBotErrorRateHigh",
+            signal=_errors_per_minute(ERRORS_WINDOW_MINUTES),
+            threshold=errors_per_minute,
+            for_=ERRORS_FOR,
+            severity="warning",
+            summary=(
+                f"{_SERVICE}: {{{{ $labels.processor }}}} reports {_VALUE_RATE} errors per minute"
+            ),
+            description=(
+                f"{{{{ $labels.processor }}}} ({{{{ $labels.service_type }}}}) has pushed more "
+                f"than {errors_per_minute:g} ErrorFrames per minute for {ERRORS_FOR}. Check the "
+                "error panels of the Pipecat voice bot dashboard for the error type, the bot's "
+                "logs for the messages, and the provider's status."
+            ),
+            group_by=_BY_PROCESSOR,
+        ),
+        AlertRule(
+            name="VoiceBotRateLimited",
+            signal=_errors_per_minute(RATE_LIMITS_WINDOW_MINUTES, error_type="rate_limit"),
+            threshold=rate_limits_per_minute,
+            for_=RATE_LIMITS_FOR,
+            severity="warning",
+            summary=(
+                f"{_SERVICE}: {{{{ $labels.processor }}}} is rate limited {_VALUE_RATE} times "
+                "per minute"
+            ),
+            description=(
+                f"The provider of {{{{ $labels.processor }}}} ({{{{ $labels.service_type }}}}) "
+                f"has refused more than {rate_limits_per_minute:g} requests per minute for "
+                f"{RATE_LIMITS_FOR} (429 Too Many Requests): callers hear the bot late or not "
+                "at all. Raise the account's limits or concurrency, or spread the load."
+            ),
+            group_by=_BY_PROCESSOR,
+        ),
+        AlertRule(
+            name="VoiceBotRateLimitBurst",
+            signal=_errors_per_minute(RATE_LIMITS_WINDOW_MINUTES, error_type="rate_limit"),
+            threshold=rate_limit_burst_per_minute,
+            for_=RATE_LIMIT_BURST_FOR,
+            severity="critical",
+            summary=(
+                f"{_SERVICE}: {{{{ $labels.processor }}}} is rate limited {_VALUE_RATE} times "
+                "per minute"
+            ),
+            description=(
+                f"The provider of {{{{ $labels.processor }}}} ({{{{ $labels.service_type }}}}) "
+                f"has refused more than {rate_limit_burst_per_minute:g} requests per minute "
+                f"for {RATE_LIMIT_BURST_FOR}: calls are failing now. Shed load or fail over to "
+                "another provider or account."
+            ),
+            group_by=_BY_PROCESSOR,
         ),
         AlertRule(
             name="VoiceBotMetricsMissing",

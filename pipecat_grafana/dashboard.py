@@ -348,6 +348,33 @@ _PER_CALL_NOTE = (
     "With All, the panel adds up every call of the range. Needs the exporter's call_id label "
     "(PIPECAT_GRAFANA_CALL_ID_LABEL, on by default)."
 )
+_OUTCOME = "outcome"
+"""The call attribute the conversation panels read: the application declares it with
+``GrafanaMetricsExporter(call_attributes={"outcome": [...]})`` and sets it per call."""
+_RESOLVED = "resolved"
+_ERRORS_BY_SERVICE = (m.SERVICE_TYPE, m.PROCESSOR)
+_FUNCTION_CALLS_BY = (m.FUNCTION, m.STATUS)
+_DEMO_NOTE = "`pipecat-grafana demo` makes one of each per call."
+
+
+def _per_call(total: str) -> str:
+    """A range total divided by the calls that ended in the range."""
+    return f"{total} / {range_total(_CALLS_ENDED[0], suffix=_CALLS_ENDED[1])}"
+
+
+def _or_zero(expr: str, like: str) -> str:
+    """``expr``, or 0 where it has no series but ``like`` has.
+
+    A counter never incremented is never exported: none counted is zero, not "No data".
+    """
+    return f"({expr} or 0 * {like})"
+
+
+def _share(part: str, whole: str) -> str:
+    """``part / whole`` of two range totals; 0 when nothing of ``whole`` is ``part``."""
+    return f"{_or_zero(part, whole)} / {whole}"
+
+
 _CALL_LINK = (
     "Show this call",
     f"/d/{DASHBOARD_UID}/?var-{m.CALL_ID}=${{__data.fields.{m.CALL_ID}}}"
@@ -448,6 +475,255 @@ ROWS: tuple[Row, ...] = (
                 (Query(f"sum({selector(m.CALLS_ACTIVE)})", "active calls"),),
                 width=24,
                 height=6,
+            ),
+        ),
+    ),
+    Row(
+        "Conversation",
+        (
+            Panel(
+                "turn-latency",
+                "Turn latency",
+                "timeseries",
+                "ms",
+                "The callers' wait from falling silent to the bot's first audio (Pipecat's "
+                f"UserBotLatencyObserver), p50/p95/p99 over {RATE_INTERVAL}, from "
+                f"`{m.TURN_LATENCY.prometheus_name}_bucket` (interpolated within histogram "
+                "buckets). Dashed lines: the thresholds; red is the turn latency alert's level.",
+                tuple(
+                    Query(quantile(q, m.TURN_LATENCY, ()), f"p{q * 100:g}")
+                    for q in (0.5, 0.95, 0.99)
+                ),
+                thresholds=(
+                    (alerts.DEFAULT_TURN_LATENCY_P95_MS / 2, "orange"),
+                    (alerts.DEFAULT_TURN_LATENCY_P95_MS, "red"),
+                ),
+                width=12,
+            ),
+            Panel(
+                "turn-latency-breakdown",
+                "Where turn latency goes",
+                "bargauge",
+                "ms",
+                "Average milliseconds per answered turn spent on each part of the wait "
+                "(endpointing wait, transcription, turn detection, LLM inference, tool calls, "
+                "speech synthesis, ...), from Pipecat's latency breakdown, over the dashboard's "
+                "range. The parts add up to the average turn latency. "
+                f"`{m.TURN_CONTRIBUTION.prometheus_name}` / "
+                f"`{m.TURN_LATENCY.prometheus_name}_count`. {_EXACT}",
+                (
+                    _instant(
+                        f"{range_total(m.TURN_CONTRIBUTION, (m.CONTRIBUTION,))} / on() "
+                        f"group_left() {range_total(m.TURN_LATENCY, suffix='_count')}",
+                        "{{contribution}}",
+                        (m.CONTRIBUTION,),
+                    ),
+                ),
+                thresholds=((500.0, "orange"), (1000.0, "red")),
+                width=12,
+            ),
+            Panel(
+                "turns-per-call",
+                "Turns per call",
+                "stat",
+                "short",
+                "Turns the bot answered during the dashboard's range, interrupted or not, per "
+                f"call that ended in it (`{m.TURNS.prometheus_name}`).",
+                (_instant(_per_call(range_total(m.TURNS))),),
+                base_color="blue",
+                width=4,
+                height=6,
+                decimals=1,
+            ),
+            Panel(
+                "interruptions-per-call",
+                "Interruptions per call",
+                "stat",
+                "short",
+                "Times a caller started speaking while the bot was speaking (barge-ins; not "
+                "Pipecat's InterruptionFrame, which starts every user turn), per call that "
+                f"ended during the dashboard's range (`{m.INTERRUPTIONS.prometheus_name}`). "
+                "Frequent barge-ins: answers too long or too slow.",
+                (
+                    _instant(
+                        _per_call(
+                            _or_zero(
+                                range_total(m.INTERRUPTIONS),
+                                range_total(_CALLS_ENDED[0], suffix=_CALLS_ENDED[1]),
+                            )
+                        )
+                    ),
+                ),
+                thresholds=((2.0, "orange"), (4.0, "red")),
+                width=4,
+                height=6,
+                decimals=2,
+            ),
+            Panel(
+                "interrupted-turns",
+                "Interrupted turns",
+                "stat",
+                "percentunit",
+                "Share of the bot's answers the caller talked over, during the dashboard's "
+                f'range (`{m.TURNS.prometheus_name}` with interrupted="true").',
+                (_instant(_share(range_total(m.TURNS, interrupted="true"), range_total(m.TURNS))),),
+                thresholds=((0.15, "orange"), (0.3, "red")),
+                width=4,
+                height=6,
+            ),
+            Panel(
+                "resolution-rate",
+                "Resolution rate",
+                "stat",
+                "percentunit",
+                f"Share of the calls that ended during the dashboard's range with "
+                f'{_OUTCOME}="{_RESOLVED}" (`{m.CALLS_ENDED.prometheus_name}`). Calls whose '
+                f"outcome was never set count as not resolved. Needs the {_OUTCOME} call "
+                'attribute: GrafanaMetricsExporter(call_attributes={"outcome": ["resolved", '
+                "...]}) and set_call_attributes(outcome=...). Thresholds: adjust to your goals.",
+                (
+                    _instant(
+                        _share(
+                            range_total(m.CALLS_ENDED, **{_OUTCOME: _RESOLVED}),
+                            range_total(m.CALLS_ENDED),
+                        )
+                    ),
+                ),
+                base_color="red",
+                thresholds=((0.6, "orange"), (0.8, "green")),
+                width=4,
+                height=6,
+            ),
+            Panel(
+                "calls-by-outcome",
+                "Calls by outcome",
+                "bargauge",
+                "short",
+                "Calls that ended during the dashboard's range, by the outcome the application "
+                f"set (`{m.CALLS_ENDED.prometheus_name}`; unset: the call ended before it was "
+                "set). Counts every call of the selected services, whichever call is chosen. "
+                f"{_EXACT}",
+                (
+                    _instant(
+                        range_total(m.CALLS_ENDED, (_OUTCOME,)), f"{{{{{_OUTCOME}}}}}", (_OUTCOME,)
+                    ),
+                ),
+                base_color="blue",
+                width=8,
+                height=6,
+            ),
+        ),
+    ),
+    Row(
+        "Errors and tool calls",
+        (
+            Panel(
+                "errors-per-minute-by-service",
+                "Errors per minute by service",
+                "timeseries",
+                "short",
+                f"ErrorFrames per minute over {RATE_INTERVAL} by service type and processor "
+                f"(`{m.ERRORS.prometheus_name}`). The red line is the error-rate alert's level "
+                "(per processor).",
+                (
+                    Query(
+                        f"{rate(m.ERRORS, _ERRORS_BY_SERVICE)} * 60",
+                        "{{service_type}} {{processor}}",
+                        _ERRORS_BY_SERVICE,
+                    ),
+                ),
+                thresholds=((alerts.DEFAULT_ERRORS_PER_MINUTE, "red"),),
+                width=8,
+            ),
+            Panel(
+                "errors-per-minute-by-type",
+                "Errors per minute by type",
+                "timeseries",
+                "short",
+                f"ErrorFrames per minute over {RATE_INTERVAL} by error type: rate_limit (HTTP "
+                "429 and the like), timeout, other. Dashed lines: the rate-limit alerts' "
+                "levels (per processor).",
+                (
+                    Query(
+                        f"{rate(m.ERRORS, (m.ERROR_TYPE,))} * 60",
+                        "{{error_type}}",
+                        (m.ERROR_TYPE,),
+                    ),
+                ),
+                thresholds=(
+                    (alerts.DEFAULT_RATE_LIMITS_PER_MINUTE, "orange"),
+                    (alerts.DEFAULT_RATE_LIMIT_BURST_PER_MINUTE, "red"),
+                ),
+                width=8,
+            ),
+            Panel(
+                "errors",
+                "Errors by service and type",
+                "bargauge",
+                "short",
+                "ErrorFrames during the dashboard's range by service type and error type. "
+                f"{_EXACT}",
+                (
+                    _instant(
+                        range_total(m.ERRORS, (m.SERVICE_TYPE, m.ERROR_TYPE)),
+                        "{{service_type}} {{error_type}}",
+                        (m.SERVICE_TYPE, m.ERROR_TYPE),
+                    ),
+                ),
+                base_color="orange",
+                width=8,
+            ),
+            Panel(
+                "tool-call-latency",
+                "Tool-call latency by function",
+                "timeseries",
+                "ms",
+                "Time from a tool call's start to its result (the handler's work, which the "
+                f"caller waits through), p50/p95 per function over {RATE_INTERVAL}, from "
+                f"`{m.FUNCTION_CALL_LATENCY.prometheus_name}_bucket`.",
+                tuple(
+                    Query(
+                        quantile(q, m.FUNCTION_CALL_LATENCY, (m.FUNCTION,)),
+                        f"{{{{{m.FUNCTION}}}}} p{q * 100:g}",
+                        (m.FUNCTION,),
+                    )
+                    for q in (0.5, 0.95)
+                ),
+                thresholds=((1000.0, "orange"), (2000.0, "red")),
+                width=8,
+            ),
+            Panel(
+                "tool-calls-per-minute",
+                "Tool calls per minute by status",
+                "timeseries",
+                "short",
+                f"Tool calls that finished, per minute over {RATE_INTERVAL}, by function and "
+                "status: ok, error (the handler failed), cancelled (an interruption or a "
+                f"timeout) (`{m.FUNCTION_CALLS.prometheus_name}`).",
+                (
+                    Query(
+                        f"{rate(m.FUNCTION_CALLS, _FUNCTION_CALLS_BY)} * 60",
+                        "{{function}} {{status}}",
+                        _FUNCTION_CALLS_BY,
+                    ),
+                ),
+                width=8,
+            ),
+            Panel(
+                "tool-calls",
+                "Tool calls by function and status",
+                "bargauge",
+                "short",
+                f"Tool calls that finished during the dashboard's range. {_EXACT}",
+                (
+                    _instant(
+                        range_total(m.FUNCTION_CALLS, _FUNCTION_CALLS_BY),
+                        "{{function}} {{status}}",
+                        _FUNCTION_CALLS_BY,
+                    ),
+                ),
+                base_color="blue",
+                width=8,
             ),
         ),
     ),
@@ -818,8 +1094,9 @@ def build_dashboard(*, service_label: str = SERVICE_LABELS[0]) -> dict[str, Any]
         "uid": DASHBOARD_UID,
         "title": DASHBOARD_TITLE,
         "description": (
-            "Latency, usage and estimated cost of Pipecat voice bots, per call, exported by "
-            "pipecat-grafana over OTLP. Generated by `pipecat-grafana dashboard`."
+            "Turn latency, barge-ins, errors, tool calls, outcomes, service latency, usage "
+            "and estimated cost of Pipecat voice bots, per call, exported by pipecat-grafana "
+            "over OTLP. Generated by `pipecat-grafana dashboard`."
         ),
         "tags": ["pipecat", "voice", "opentelemetry"],
         "editable": True,

@@ -18,36 +18,55 @@ providers built on Pipecat's service base classes, so every metric is measured
 and sent by Pipecat's own code: TTFB, processing time, TTFA, TTFAT, text
 aggregation, LLM, STT and TTS usage, and the smart-turn prediction.
 
+A call also has what real calls have besides questions and answers, so that the
+conversation metrics have something to show. Unless ``incidents=False``, on one
+turn the LLM looks the caller's account up with a tool call, run by Pipecat's own
+function-calling machinery; on one turn the caller talks over the bot's answer,
+which Pipecat's VAD and turn strategy turn into an interruption; and the TTS
+provider refuses one request with ``429 Too Many Requests``, which the service
+reports as an ``ErrorFrame`` (Pipecat classifies it as a rate limit) before it
+retries and speaks the sentence. Which turns, like everything else, follows from
+the seed.
+
 Time is compressed: audio streams in and plays out fifty times faster than real
 time, while the scripted provider latencies stay of the order of real ones, so a
-call of four turns takes about six seconds. ``speed`` scales all of it; at 0.05 a
+call of four turns takes about seven seconds. ``speed`` scales all of it; at 0.05 a
 turn takes a few tenths of a second, most of it the pipeline's own work on the
 audio frames.
 
 Example::
 
     await run_offline_call(turns=3, observers=[MetricsLogObserver()])
+    await run_offline_call(turns=3, incidents=False)  # questions and answers only
 """
 
 import asyncio
+import contextlib
+import json
 import math
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from loguru import logger
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.vad.vad_analyzer import VAD_STOP_SECS, VADAnalyzer
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     EndWorkerFrame,
+    ErrorFrame,
     Frame,
+    FunctionCallFromLLM,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
+    InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -68,7 +87,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.services.llm_service import LLMService
+from pipecat.services.llm_service import FunctionCallParams, LLMService
 from pipecat.services.settings import LLMSettings, STTSettings, TTSSettings
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
@@ -85,6 +104,8 @@ __all__ = [
     "DEFAULT_LLM_MODEL",
     "DEFAULT_STT_MODEL",
     "DEFAULT_TTS_MODEL",
+    "TOOL_NAME",
+    "TTSRateLimitError",
     "run_offline_call",
     "run_offline_calls",
 ]
@@ -133,6 +154,30 @@ _INTERIM_EVERY_SECS = 0.5
 _HANG_UP_SECS = 0.5
 # The longest the caller waits for the bot to answer before hanging up.
 _REPLY_TIMEOUT_SECS = 30.0
+
+# Incidents, in seconds at speed 1.0 like the latencies above.
+_TOOL_SECS = (0.15, 0.4)  # the account backend behind the bot's tool
+_BARGE_IN_AFTER_SECS = (0.5, 1.0)  # the bot's speech (audio time) before the caller talks over it
+_RETRY_AFTER_SECS = (0.2, 0.4)  # the TTS provider's Retry-After when it refuses a request
+# The longest the line holds the bot's audio for a caller talking over it (wall time).
+_HOLD_SECS = 10.0
+
+TOOL_NAME = "lookup_account"
+"""The bot's one tool, which the LLM calls on one turn of every call with incidents."""
+_TOOL = FunctionSchema(
+    name=TOOL_NAME,
+    description="Look up the caller's account: plan, balance, next bill and line status.",
+    properties={"question": {"type": "string", "description": "What the caller wants to know."}},
+    required=["question"],
+)
+# What the account backend answers; the bot's scripted answer is worded from it.
+_ACCOUNT = {
+    "account": "NW-20417",
+    "plan": "Unlimited talk and text, 10 GB",
+    "balance_usd": 12.40,
+    "next_bill_due": "the 5th",
+    "line_status": "active",
+}
 
 _SYSTEM_PROMPT = (
     "You are Ava, the voice assistant of Northwind Mobile. Answer in one to three short "
@@ -225,6 +270,28 @@ def _pick_exchanges(turns: int, rng: random.Random) -> list[_Exchange]:
     while len(exchanges) < turns:
         exchanges.extend(rng.sample(_EXCHANGES, min(len(_EXCHANGES), turns - len(exchanges))))
     return exchanges
+
+
+@dataclass(frozen=True)
+class _Incidents:
+    """What happens in a call besides questions and answers. Turns count from 0."""
+
+    tool_call_turn: int | None = None
+    """The turn the LLM answers by calling the tool first, then from its result."""
+    barge_in_turn: int | None = None
+    """The turn whose question the caller asks while the bot still answers the one before
+    (a call of one turn has none)."""
+    rate_limited_answer: int | None = None
+    """The answer whose first TTS request the provider refuses with 429 Too Many Requests."""
+
+
+def _plan_incidents(turns: int, rng: random.Random) -> _Incidents:
+    """Draw which turns a call's incidents happen on: one of each."""
+    return _Incidents(
+        tool_call_turn=rng.randrange(turns),
+        barge_in_turn=rng.randrange(1, turns) if turns > 1 else None,
+        rate_limited_answer=rng.randrange(turns),
+    )
 
 
 def _uniform(rng: random.Random, bounds: tuple[float, float], speed: float) -> float:
@@ -460,6 +527,13 @@ class ScriptedLLMService(LLMService):
     ``prompt_tokens`` is gross of the cache, ``cache_read_input_tokens`` is 0 on
     the first request and afterwards the prefix the previous request sent (in
     128-token blocks, as OpenAI caches), and ``reasoning_tokens`` is 0.
+
+    On the turns in ``tool_call_turns`` the first inference answers with a call of
+    the tool ``TOOL_NAME`` instead, as OpenAI streams one: TTFB and TTFAT end at the
+    chunk naming the function, the arguments stream in, and the call goes to
+    Pipecat's ``run_function_calls``. Pipecat runs the registered handler, the
+    assistant aggregator adds the call and its result to the context and runs the
+    LLM again, and that inference speaks the turn's answer.
     """
 
     def __init__(
@@ -469,15 +543,18 @@ class ScriptedLLMService(LLMService):
         rng: random.Random,
         speed: float = 1.0,
         model: str = DEFAULT_LLM_MODEL,
+        tool_call_turns: Collection[int] = (),
         **kwargs: Any,
     ):
         """Initialize the service.
 
         Args:
-            replies: The bot's answers, one per inference, in order.
-            rng: Source of the scripted latencies.
+            replies: The bot's answers, one per turn, in order.
+            rng: Source of the scripted latencies and tool call IDs.
             speed: Scale of the latencies.
             model: The model name reported with the metrics.
+            tool_call_turns: Turns (from 0) the LLM calls ``TOOL_NAME`` on before
+                answering; the handler must be registered with ``register_function``.
             **kwargs: Passed on to ``LLMService``.
         """
         super().__init__(
@@ -499,7 +576,7 @@ class ScriptedLLMService(LLMService):
         self._replies = list(replies)
         self._rng = rng
         self._speed = speed
-        self._inferences = 0
+        self._tool_call_turns = frozenset(tool_call_turns)
         self._previous_prompt_tokens = 0
 
     def can_generate_metrics(self) -> bool:
@@ -521,21 +598,18 @@ class ScriptedLLMService(LLMService):
             await self.push_frame(frame, direction)
 
     async def _stream_reply(self, context: LLMContext):
-        reply = self._replies[min(self._inferences, len(self._replies) - 1)]
-        self._inferences += 1
-        prompt_tokens = 3 + sum(
-            4 + _count_tokens(str(message.get("content", "")))
-            for message in context.get_messages()
-            if isinstance(message, dict)
-        )
-        usage = LLMTokenUsage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=_count_tokens(reply),
-            total_tokens=prompt_tokens + _count_tokens(reply),
-            cache_read_input_tokens=self._previous_prompt_tokens // 128 * 128,
-            reasoning_tokens=0,
-        )
-        self._previous_prompt_tokens = prompt_tokens
+        messages = [message for message in context.get_messages() if isinstance(message, dict)]
+        # The turn is the caller's question count, whatever was said or called in between.
+        users = [i for i, message in enumerate(messages) if message.get("role") == "user"]
+        turn = max(len(users) - 1, 0)
+        asked = users[-1] if users else 0
+        question = str(messages[asked].get("content", "")) if users else ""
+        called = any("tool_calls" in message for message in messages[asked:])
+        if turn in self._tool_call_turns and not called:
+            await self._call_tool(context, messages, question)
+            return
+        reply = self._replies[min(turn, len(self._replies) - 1)]
+        usage = self._usage(messages, completion=reply)
 
         await self.start_ttfb_metrics()
         await asyncio.sleep(_uniform(self._rng, _LLM_TTFB_SECS, self._speed))
@@ -549,6 +623,92 @@ class ScriptedLLMService(LLMService):
         # off by an interruption reports none.
         await self.start_llm_usage_metrics(usage)
 
+    async def _call_tool(self, context: LLMContext, messages: list[dict], question: str):
+        arguments = {"question": question}
+        call = json.dumps({"name": TOOL_NAME, "arguments": json.dumps(arguments)})
+        usage = self._usage(messages, completion=call)
+        tool_call_id = f"call_{self._rng.getrandbits(96):024x}"
+
+        await self.start_ttfb_metrics()
+        await asyncio.sleep(_uniform(self._rng, _LLM_TTFB_SECS, self._speed))
+        await self.stop_ttfb_metrics()
+        await asyncio.sleep(_uniform(self._rng, _LLM_FIRST_TOKEN_SECS, self._speed))
+        # The chunk naming the function: a turn that only calls a tool has no answer
+        # text, so the call is the answer, as Pipecat's OpenAI service measures it.
+        await self.stop_ttfat_metrics()
+        for _ in _TOKEN_PATTERN.findall(json.dumps(arguments)):
+            await asyncio.sleep(_uniform(self._rng, _LLM_TOKEN_SECS, self._speed))
+        await self.start_llm_usage_metrics(usage)
+        await self.run_function_calls(
+            [
+                FunctionCallFromLLM(
+                    function_name=TOOL_NAME,
+                    tool_call_id=tool_call_id,
+                    arguments=arguments,
+                    context=context,
+                )
+            ]
+        )
+
+    def _usage(self, messages: list[dict], *, completion: str) -> LLMTokenUsage:
+        prompt_tokens = 3 + sum(
+            # An assistant's tool call has no content; its call counts instead.
+            4 + _count_tokens(str(message.get("content") or message.get("tool_calls") or ""))
+            for message in messages
+        )
+        usage = LLMTokenUsage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=_count_tokens(completion),
+            total_tokens=prompt_tokens + _count_tokens(completion),
+            cache_read_input_tokens=self._previous_prompt_tokens // 128 * 128,
+            reasoning_tokens=0,
+        )
+        self._previous_prompt_tokens = prompt_tokens
+        return usage
+
+
+class AccountLookup:
+    """The handler of the bot's tool: a scripted account backend.
+
+    Registered with ``llm.register_function(TOOL_NAME, AccountLookup(...))``, it
+    answers after a scripted latency, the way an application's handler awaits its
+    CRM, through ``params.result_callback``.
+    """
+
+    def __init__(self, *, rng: random.Random, speed: float = 1.0):
+        """Initialize the handler.
+
+        Args:
+            rng: Source of the backend's latencies.
+            speed: Scale of the latencies.
+        """
+        self._rng = rng
+        self._speed = speed
+
+    async def __call__(self, params: FunctionCallParams) -> None:
+        """Look the account up and hand the result to Pipecat."""
+        await asyncio.sleep(_uniform(self._rng, _TOOL_SECS, self._speed))
+        await params.result_callback(dict(_ACCOUNT))
+
+
+class TTSRateLimitError(Exception):
+    """What a TTS provider's HTTP client raises for ``429 Too Many Requests``.
+
+    Pipecat reads ``status_code`` off the exception of an ``ErrorFrame`` and
+    classifies the error as ``ErrorCategory.RATE_LIMIT``.
+    """
+
+    status_code = 429
+
+    def __init__(self, retry_after_secs: float):
+        """Initialize the error.
+
+        Args:
+            retry_after_secs: The provider's ``Retry-After``, in seconds.
+        """
+        super().__init__(f"429 Too Many Requests (retry after {retry_after_secs:.2f} s)")
+        self.retry_after_secs = retry_after_secs
+
 
 class ScriptedTTSService(TTSService):
     """An HTTP-style TTS provider that speaks any text in a synthetic voice.
@@ -556,7 +716,12 @@ class ScriptedTTSService(TTSService):
     Set up like Pipecat's OpenAI TTS: the base class opens one audio context per
     bot turn (one TTFB, to the first audio), times each sentence as processing and
     measures TTFA through the provider's leading silence. Usage is the sentence's
-    characters, reported when the request is made.
+    characters, reported when a request is accepted.
+
+    The provider refuses the first request of each answer in ``rate_limited_answers``
+    with ``429 Too Many Requests``. The service reports it as Pipecat's HTTP services
+    report a failed request, with an ``ErrorFrame`` carrying the exception, waits
+    for the ``Retry-After`` and asks again, so the sentence is still spoken, later.
     """
 
     def __init__(
@@ -565,6 +730,7 @@ class ScriptedTTSService(TTSService):
         rng: random.Random,
         speed: float = 1.0,
         model: str = DEFAULT_TTS_MODEL,
+        rate_limited_answers: Collection[int] = (),
         **kwargs: Any,
     ):
         """Initialize the service.
@@ -573,6 +739,8 @@ class ScriptedTTSService(TTSService):
             rng: Source of the scripted latencies and of the voice's variations.
             speed: Scale of the latencies.
             model: The model name reported with the metrics.
+            rate_limited_answers: Answers (from 0, counting only those with speech)
+                whose first request the provider refuses with 429.
             **kwargs: Passed on to ``TTSService``.
         """
         super().__init__(
@@ -584,6 +752,9 @@ class ScriptedTTSService(TTSService):
         self._rng = rng
         self._np_rng = np.random.default_rng(rng.getrandbits(64))
         self._speed = speed
+        self._rate_limited_answers = frozenset(rate_limited_answers)
+        self._answers = 0
+        self._context_id: str | None = None
 
     def can_generate_metrics(self) -> bool:
         """Report metrics, as every hosted TTS service does."""
@@ -591,8 +762,19 @@ class ScriptedTTSService(TTSService):
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Synthesize a sentence and stream it back in 100 ms frames."""
+        # Each answer has an audio context of its own.
+        refuse = False
+        if context_id != self._context_id:
+            self._context_id = context_id
+            refuse = self._answers in self._rate_limited_answers
+            self._answers += 1
+        try:
+            await self._request(refuse=refuse)
+        except TTSRateLimitError as e:
+            yield ErrorFrame(error=f"TTS request refused: {e}", exception=e)
+            await asyncio.sleep(e.retry_after_secs)
+            await self._request(refuse=False)
         await self.start_tts_usage_metrics(text)
-        await asyncio.sleep(_uniform(self._rng, _TTS_TTFB_SECS, self._speed))
         audio = _voice(
             max(0.3, len(text) / _TTS_CHARS_PER_SEC),
             self.sample_rate,
@@ -606,14 +788,57 @@ class ScriptedTTSService(TTSService):
                 audio[start : start + frame_bytes], self.sample_rate, 1, context_id=context_id
             )
 
+    async def _request(self, *, refuse: bool) -> None:
+        """Wait for the provider to accept a request (its TTFB), or to refuse it.
+
+        Raises:
+            TTSRateLimitError: The provider refused the request.
+        """
+        await asyncio.sleep(_uniform(self._rng, _TTS_TTFB_SECS, self._speed))
+        if refuse:
+            raise TTSRateLimitError(_uniform(self._rng, _RETRY_AFTER_SECS, self._speed))
+
+
+class _Line:
+    """What both ends of the offline phone line share: whether the caller talks over the bot.
+
+    Time compression plays an answer of several seconds in a few milliseconds, sooner
+    than the pipeline hears the first words of a caller who talks over it; on a real
+    line the answer would still be playing, and Pipecat would interrupt it. So while
+    the caller talks over the bot, the line holds the bot's audio until the
+    interruption reaches the output transport (or ``_HOLD_SECS`` at most).
+    """
+
+    def __init__(self):
+        self._clear = asyncio.Event()
+        self._clear.set()
+
+    def talk_over(self) -> None:
+        """The caller starts talking over the bot: hold the bot's audio."""
+        self._clear.clear()
+
+    def interrupted(self) -> None:
+        """The pipeline interrupted the bot (or the caller stopped): let audio play."""
+        self._clear.set()
+
+    async def wait_clear(self) -> None:
+        """Wait, before playing the bot's audio, while the caller talks over it."""
+        if not self._clear.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._clear.wait(), _HOLD_SECS)
+
 
 class OfflineInputTransport(BaseInputTransport):
     """The caller's side of the line: speaks the script, one turn per bot answer.
 
     Streams each utterance as 20 ms ``InputAudioRawFrame`` chunks (a lead-in of
-    silence, the voice, trailing silence), waits for the bot to stop speaking,
-    pauses, and speaks the next. After the bot's last answer the caller hangs
-    up, which ends the call with an ``EndFrame``.
+    silence, the voice, trailing silence), waits for the bot to answer and stop
+    speaking, pauses, and speaks the next. After the bot's last answer the caller
+    hangs up, which ends the call with an ``EndFrame``.
+
+    On the turns in ``barge_in_turns`` the caller does not wait: a moment after the
+    bot starts answering the previous question, the caller asks the next one over
+    it, and Pipecat's VAD and user turn strategy interrupt the bot.
     """
 
     def __init__(
@@ -623,6 +848,8 @@ class OfflineInputTransport(BaseInputTransport):
         utterances: Sequence[str],
         rng: random.Random,
         speed: float = 1.0,
+        barge_in_turns: Collection[int] = (),
+        line: _Line | None = None,
         **kwargs: Any,
     ):
         """Initialize the transport.
@@ -632,6 +859,9 @@ class OfflineInputTransport(BaseInputTransport):
             utterances: What the caller says, one per turn.
             rng: Source of the pauses and of the voice's variations.
             speed: Scale of the pauses and of the audio's pace.
+            barge_in_turns: Turns (from 1, as turn 0 has no answer before it) the
+                caller starts while the bot is still speaking.
+            line: What this end shares with the output transport.
             **kwargs: Passed on to ``BaseInputTransport``.
         """
         super().__init__(params, **kwargs)
@@ -639,7 +869,10 @@ class OfflineInputTransport(BaseInputTransport):
         self._rng = rng
         self._np_rng = np.random.default_rng(rng.getrandbits(64))
         self._speed = speed
+        self._barge_in_turns = frozenset(barge_in_turns)
+        self._line = line or _Line()
         self._pacer = _Pacer()
+        self._bot_started = asyncio.Event()
         self._bot_stopped = asyncio.Event()
         self._caller_task: asyncio.Task | None = None
 
@@ -658,20 +891,34 @@ class OfflineInputTransport(BaseInputTransport):
             self._caller_task = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
-        """Listen for the bot to stop speaking, and pass every frame on."""
+        """Listen for the bot to start and stop speaking, and pass every frame on."""
         await super().process_frame(frame, direction)
-        if isinstance(frame, BotStoppedSpeakingFrame):
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_stopped.clear()
+            self._bot_started.set()
+        elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_stopped.set()
 
     async def _call(self):
-        for turn, utterance in enumerate(self._utterances, start=1):
-            await asyncio.sleep(_uniform(self._rng, _THINK_SECS, self._speed))
-            self._bot_stopped.clear()
+        for turn, utterance in enumerate(self._utterances):
+            barge_in = turn in self._barge_in_turns
+            if barge_in:
+                # Let the bot say a few words of its answer first, at the audio's pace.
+                await asyncio.sleep(
+                    _uniform(self._rng, _BARGE_IN_AFTER_SECS, self._speed) / _AUDIO_SPEEDUP
+                )
+                self._line.talk_over()
+            else:
+                await asyncio.sleep(_uniform(self._rng, _THINK_SECS, self._speed))
+            self._bot_started.clear()
             await self._speak(utterance)
-            try:
-                await asyncio.wait_for(self._bot_stopped.wait(), _REPLY_TIMEOUT_SECS)
-            except TimeoutError:
-                logger.warning(f"{self}: no answer to turn {turn}, hanging up")
+            # The bot answers: it starts speaking after the caller's question, and
+            # then, unless the caller talks over it, stops.
+            if not await self._wait_for_bot(self._bot_started, turn):
+                break
+            if turn + 1 not in self._barge_in_turns and not await self._wait_for_bot(
+                self._bot_stopped, turn
+            ):
                 break
         # The line stays open for a moment after the bot's goodbye. Nothing
         # transcribes that audio, so the STT reports its usage when it stops.
@@ -681,6 +928,14 @@ class OfflineInputTransport(BaseInputTransport):
         await self._audio_in_queue.join()
         self._caller_task = None
         await self.push_frame(EndWorkerFrame(reason="caller hung up"))
+
+    async def _wait_for_bot(self, event: asyncio.Event, turn: int) -> bool:
+        try:
+            await asyncio.wait_for(event.wait(), _REPLY_TIMEOUT_SECS)
+        except TimeoutError:
+            logger.warning(f"{self}: no answer to turn {turn + 1}, hanging up")
+            return False
+        return True
 
     async def _speak(self, utterance: str):
         sample_rate = self.sample_rate
@@ -708,17 +963,32 @@ class OfflineInputTransport(BaseInputTransport):
 class OfflineOutputTransport(BaseOutputTransport):
     """The bot's side of the line: plays its audio to nobody, at the call's pace."""
 
-    def __init__(self, params: TransportParams, *, speed: float = 1.0, **kwargs: Any):
+    def __init__(
+        self,
+        params: TransportParams,
+        *,
+        speed: float = 1.0,
+        line: _Line | None = None,
+        **kwargs: Any,
+    ):
         """Initialize the transport.
 
         Args:
             params: Transport parameters; audio output must be enabled.
             speed: Scale of the playback time.
+            line: What this end shares with the input transport.
             **kwargs: Passed on to ``BaseOutputTransport``.
         """
         super().__init__(params, **kwargs)
         self._speed = speed
         self._pacer = _Pacer()
+        self._line = line or _Line()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Let the bot's audio go on once Pipecat interrupts it; pass every frame on."""
+        if isinstance(frame, InterruptionFrame):
+            self._line.interrupted()
+        await super().process_frame(frame, direction)
 
     async def start(self, frame: StartFrame):
         """Open the line once the pipeline starts."""
@@ -727,6 +997,7 @@ class OfflineOutputTransport(BaseOutputTransport):
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         """Take as long to play a chunk as the call's pace says."""
+        await self._line.wait_clear()
         secs = _audio_secs(frame.audio, frame.sample_rate, frame.num_channels)
         await self._pacer.wait(secs * self._speed / _AUDIO_SPEEDUP)
         return True
@@ -741,6 +1012,7 @@ class OfflineTransport(BaseTransport):
         utterances: Sequence[str],
         rng: random.Random,
         speed: float = 1.0,
+        barge_in_turns: Collection[int] = (),
         **kwargs: Any,
     ):
         """Initialize the transport.
@@ -749,6 +1021,7 @@ class OfflineTransport(BaseTransport):
             utterances: What the caller says, one per turn.
             rng: Source of the caller's pauses and voice.
             speed: Scale of the pauses and of the audio's pace.
+            barge_in_turns: Turns (from 1) the caller starts while the bot is speaking.
             **kwargs: Passed on to ``BaseTransport``.
         """
         super().__init__(**kwargs)
@@ -759,10 +1032,19 @@ class OfflineTransport(BaseTransport):
             # No extra second of silence after the bot's last words.
             audio_out_end_silence_secs=0,
         )
+        line = _Line()
         self._input = OfflineInputTransport(
-            params, utterances=utterances, rng=rng, speed=speed, name=self._input_name
+            params,
+            utterances=utterances,
+            rng=rng,
+            speed=speed,
+            barge_in_turns=barge_in_turns,
+            line=line,
+            name=self._input_name,
         )
-        self._output = OfflineOutputTransport(params, speed=speed, name=self._output_name)
+        self._output = OfflineOutputTransport(
+            params, speed=speed, line=line, name=self._output_name
+        )
 
     def input(self) -> OfflineInputTransport:
         """The caller's audio, into the pipeline."""
@@ -792,12 +1074,19 @@ async def run_offline_call(
     llm_model: str = DEFAULT_LLM_MODEL,
     stt_model: str = DEFAULT_STT_MODEL,
     tts_model: str = DEFAULT_TTS_MODEL,
+    incidents: bool = True,
 ) -> None:
     """Run one scripted call through a real Pipecat pipeline, to its end.
 
     The caller speaks ``turns`` times; the bot answers each time. The call ends
     with an ``EndFrame`` once the bot has answered the last turn, and this
     returns when the pipeline has finished.
+
+    With ``incidents`` (the default) the call also has, on turns the seed picks:
+    one tool call (``TOOL_NAME``) before an answer, one barge-in (the caller asks
+    a question while the bot still answers the one before; a call of one turn has
+    none), and one TTS request refused with 429 and retried. The same seed gives
+    the same call without them when ``incidents`` is False.
 
     Args:
         turns: How many times the caller speaks.
@@ -815,6 +1104,8 @@ async def run_offline_call(
         llm_model: The model name the LLM reports with its metrics.
         stt_model: The model name the STT reports with its metrics.
         tts_model: The model name the TTS reports with its metrics.
+        incidents: Whether the call has its tool call, barge-in and rate-limited
+            TTS request.
 
     Raises:
         ValueError: If ``turns`` is less than 1 or ``speed`` is not positive.
@@ -829,22 +1120,40 @@ async def run_offline_call(
         # how the others' interleave with it.
         return random.Random(rng.getrandbits(64))
 
+    # Generators in the order they always had, so that a seed's call without
+    # incidents stays the call it was before there were any.
+    transport_rng, stt_rng, llm_rng, tts_rng, turn_rng = (service_rng() for _ in range(5))
+    plan = _plan_incidents(turns, service_rng()) if incidents else _Incidents()
+
+    def turns_of(turn: int | None) -> tuple[int, ...]:
+        return () if turn is None else (turn,)
+
     transport = OfflineTransport(
-        utterances=[exchange.user for exchange in exchanges], rng=service_rng(), speed=speed
+        utterances=[exchange.user for exchange in exchanges],
+        rng=transport_rng,
+        speed=speed,
+        barge_in_turns=turns_of(plan.barge_in_turn),
     )
     stt = ScriptedSTTService(
         transcripts=[exchange.user for exchange in exchanges],
-        rng=service_rng(),
+        rng=stt_rng,
         speed=speed,
         model=stt_model,
     )
     llm = ScriptedLLMService(
         replies=[exchange.bot for exchange in exchanges],
-        rng=service_rng(),
+        rng=llm_rng,
         speed=speed,
         model=llm_model,
+        tool_call_turns=turns_of(plan.tool_call_turn),
     )
-    tts = ScriptedTTSService(rng=service_rng(), speed=speed, model=tts_model)
+    llm.register_function(TOOL_NAME, AccountLookup(rng=service_rng(), speed=speed))
+    tts = ScriptedTTSService(
+        rng=tts_rng,
+        speed=speed,
+        model=tts_model,
+        rate_limited_answers=turns_of(plan.rate_limited_answer),
+    )
 
     context = LLMContext(
         messages=[
@@ -852,7 +1161,8 @@ async def run_offline_call(
                 "role": "system",
                 "content": f"{_SYSTEM_PROMPT}\n\nKnowledge base:\n{_KNOWLEDGE_BASE}",
             }
-        ]
+        ],
+        tools=ToolsSchema(standard_tools=[_TOOL]),
     )
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
@@ -861,7 +1171,7 @@ async def run_offline_call(
             user_turn_strategies=UserTurnStrategies(
                 stop=[
                     TurnAnalyzerUserTurnStopStrategy(
-                        turn_analyzer=ScriptedTurnAnalyzer(rng=service_rng(), speed=speed)
+                        turn_analyzer=ScriptedTurnAnalyzer(rng=turn_rng, speed=speed)
                     )
                 ]
             ),
@@ -907,12 +1217,13 @@ async def run_offline_calls(
     llm_model: str = DEFAULT_LLM_MODEL,
     stt_model: str = DEFAULT_STT_MODEL,
     tts_model: str = DEFAULT_TTS_MODEL,
+    incidents: bool = True,
 ) -> None:
     """Run several scripted calls at once, each through its own pipeline.
 
     Each call gets processors and observers of its own, made by the factories,
-    as each call of a deployed bot builds its own pipeline. A call that fails
-    cancels the others.
+    as each call of a deployed bot builds its own pipeline: call ``i``'s are the
+    ``i``-th the factories make. A call that fails cancels the others.
 
     Example::
 
@@ -931,6 +1242,8 @@ async def run_offline_calls(
         llm_model: The model name the LLMs report with their metrics.
         stt_model: The model name the STTs report with their metrics.
         tts_model: The model name the TTSs report with their metrics.
+        incidents: Whether each call has its tool call, barge-in and rate-limited
+            TTS request (see ``run_offline_call``).
 
     Raises:
         ValueError: If ``calls`` or ``turns`` is less than 1 or ``speed`` is not
@@ -953,5 +1266,6 @@ async def run_offline_calls(
                     llm_model=llm_model,
                     stt_model=stt_model,
                     tts_model=tts_model,
+                    incidents=incidents,
                 )
             )

@@ -63,6 +63,35 @@ def test_levels_are_parameters_with_the_seed_defaults():
     assert "budget_usd_per_hour=5" in alerts.rules_yaml(budget_usd_per_hour=5)
 
 
+def test_conversation_alerts_follow_the_seeds_alert_table():
+    # Seed 001: TimeToFirstAudioSlow p95 > 2000ms for 5m (warning), a TTS's error rate
+    # > 10/min for 3m (warning), rate limits > 5/min for 2m (warning), > 20/min for 1m
+    # (critical).
+    defaults = {r.name: r for r in alerts.alert_rules()}
+    expected = {
+        "VoiceBotTurnLatencyHigh": (2000, "5m", "warning"),
+        "VoiceBotErrorRateHigh": (10, "3m", "warning"),
+        "VoiceBotRateLimited": (5, "2m", "warning"),
+        "VoiceBotRateLimitBurst": (20, "1m", "critical"),
+    }
+    for name, (threshold, for_, severity) in expected.items():
+        rule = defaults[name]
+        assert (rule.threshold, rule.for_, rule.severity) == (threshold, for_, severity), name
+    assert m.TURN_LATENCY.prometheus_name in defaults["VoiceBotTurnLatencyHigh"].expr
+    for name in ("VoiceBotRateLimited", "VoiceBotRateLimitBurst"):
+        assert 'error_type="rate_limit"' in defaults[name].expr
+    assert "error_type" not in defaults["VoiceBotErrorRateHigh"].expr
+    levels = {
+        "turn_latency_p95_ms": 1500,
+        "errors_per_minute": 3,
+        "rate_limits_per_minute": 2,
+        "rate_limit_burst_per_minute": 8,
+    }
+    rules = {r.name: r for r in alerts.alert_rules(**levels)}
+    for name, level in zip(expected, levels.values(), strict=True):
+        assert rules[name].expr.endswith(f" > {level}"), name
+
+
 @pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf])
 def test_a_level_that_is_not_a_positive_number_is_refused(bad):
     with pytest.raises(ValueError, match="budget_usd_per_hour"):
@@ -90,6 +119,18 @@ def test_alerts_command_writes_the_file_with_levels(tmp_path, capsys):
     assert cli.main(["alerts", "--out", str(out), "--budget-usd-per-hour", "5"]) == 0
     assert out.read_text() == alerts.rules_yaml(budget_usd_per_hour=5)
     assert capsys.readouterr().out == ""
+
+
+def test_alerts_command_takes_the_conversation_levels(capsys):
+    args = ["--turn-latency-p95-ms", "1500", "--errors-per-minute", "3"]
+    args += ["--rate-limits-per-minute", "2", "--rate-limit-burst-per-minute", "8"]
+    assert cli.main(["alerts", *args]) == 0
+    assert capsys.readouterr().out == alerts.rules_yaml(
+        turn_latency_p95_ms=1500,
+        errors_per_minute=3,
+        rate_limits_per_minute=2,
+        rate_limit_burst_per_minute=8,
+    )
 
 
 def test_alerts_command_refuses_a_bad_budget(capsys):
@@ -161,17 +202,132 @@ def _expected(rule: alerts.AlertRule, labels: dict[str, str], value: float) -> d
 
 
 RULES = {rule.name: rule for rule in alerts.alert_rules()}
+TURN_LATENCY = RULES["VoiceBotTurnLatencyHigh"]
 TTFB = RULES["VoiceBotTTFBHigh"]
 TTFA = RULES["VoiceBotTimeToFirstAudioHigh"]
+ERRORS = RULES["VoiceBotErrorRateHigh"]
+RATE_LIMITED = RULES["VoiceBotRateLimited"]
+RATE_LIMIT_BURST = RULES["VoiceBotRateLimitBurst"]
 MISSING = RULES["VoiceBotMetricsMissing"]
 COST = RULES["VoiceBotCostOverBudget"]
+
+
+# Error counters are sampled about as often as the exporter exports (every 10 s by default):
+# the error alerts' windows are short, and what they see depends on the samples a window holds.
+# Every 9 s, so that no sample falls on a window's edge at a whole minute, where Prometheus 2
+# (windows closed on the left) and 3 (open) would disagree.
+EXPORT_INTERVAL_S = 9
+
+
+def _errors(
+    per_minute: int, processor: str, service_type: str, error_type: str, **labels: str
+) -> tuple[str, str]:
+    """A counter of one processor's ErrorFrames growing by ``per_minute`` a minute, for 15
+    minutes, sampled every ``EXPORT_INTERVAL_S``."""
+    labels |= {"processor": processor, "service_type": service_type, "error_type": error_type}
+    step = per_minute * EXPORT_INTERVAL_S / 60
+    return (
+        _series(m.ERRORS, fatal="false", **labels),
+        f"0+{step:g}x{15 * 60 // EXPORT_INTERVAL_S}",
+    )
+
+
+def _per_minute_seen(per_minute: float, window_minutes: int, minute: int) -> float:
+    """What an error alert sees at ``minute`` of a counter growing by ``per_minute``: the
+    increase between the first and last samples of its window, a little short of the window."""
+    now, window = minute * 60, window_minutes * 60
+    first = max(((now - window) // EXPORT_INTERVAL_S + 1) * EXPORT_INTERVAL_S, 0)
+    last = now // EXPORT_INTERVAL_S * EXPORT_INTERVAL_S
+    return per_minute * (last - first) / 60 / window_minutes
+
 
 # A latency histogram whose every observation lies in (2000, 3000] ms has p95
 # 2000 + 0.95 * 1000 = 2950 ms; one in (100, 200] has p95 195 ms.
 SLOW_P95 = 2950.0
 
-# Each case: input series, and (minute, alert, expected firing alerts as (labels, value)).
+# Each case: input series, (minute, alert, expected firing alerts as (labels, value)), and
+# optionally the input series' sampling interval (1m otherwise).
 CASES = {
+    "turn latency: a slow service fires after 5m, a fast one never": (
+        [
+            *_histogram(m.TURN_LATENCY, 20, 2000, job="slow-bot"),
+            *_histogram(m.TURN_LATENCY, 20, 100, job="fast-bot"),
+        ],
+        [
+            (4, TURN_LATENCY, []),
+            (10, TURN_LATENCY, [({"job": "slow-bot"}, SLOW_P95)]),
+        ],
+    ),
+    "error rate: summed over a processor's calls and error types, after 3m": (
+        [
+            # Three calls of a failing TTS, 5 errors a minute each: 15 a minute.
+            _errors(5, "BrokenTTS", "tts", "other", job="bot", call_id="c1"),
+            _errors(5, "BrokenTTS", "tts", "timeout", job="bot", call_id="c2"),
+            _errors(5, "BrokenTTS", "tts", "rate_limit", job="bot", call_id="c3"),
+            # A flaky LLM, under the level.
+            _errors(4, "FlakyLLM", "llm", "other", job="bot", call_id="c1"),
+        ],
+        [
+            (5, ERRORS, []),  # pending: above the level since minute 4
+            (
+                10,
+                ERRORS,
+                [
+                    (
+                        {"job": "bot", "processor": "BrokenTTS", "service_type": "tts"},
+                        _per_minute_seen(15, alerts.ERRORS_WINDOW_MINUTES, 10),
+                    )
+                ],
+            ),
+        ],
+        f"{EXPORT_INTERVAL_S}s",
+    ),
+    "rate limits: a burst pages after 1m, a trickle only warns, other errors never": (
+        [
+            _errors(30, "BusyTTS", "tts", "rate_limit", service_name="bot"),
+            _errors(8, "BusyLLM", "llm", "rate_limit", service_name="bot"),
+            _errors(40, "NoisySTT", "stt", "other", service_name="bot"),
+        ],
+        [
+            (2, RATE_LIMITED, []),  # pending: the TTS since minute 1, the LLM since 2
+            (2, RATE_LIMIT_BURST, []),  # pending: the TTS since minute 2
+            (
+                3,
+                RATE_LIMIT_BURST,
+                [
+                    (
+                        {"service_name": "bot", "processor": "BusyTTS", "service_type": "tts"},
+                        _per_minute_seen(30, alerts.RATE_LIMITS_WINDOW_MINUTES, 3),
+                    )
+                ],
+            ),
+            (
+                10,
+                RATE_LIMITED,
+                [
+                    (
+                        {"service_name": "bot", "processor": "BusyLLM", "service_type": "llm"},
+                        _per_minute_seen(8, alerts.RATE_LIMITS_WINDOW_MINUTES, 10),
+                    ),
+                    (
+                        {"service_name": "bot", "processor": "BusyTTS", "service_type": "tts"},
+                        _per_minute_seen(30, alerts.RATE_LIMITS_WINDOW_MINUTES, 10),
+                    ),
+                ],
+            ),
+            (
+                10,
+                RATE_LIMIT_BURST,
+                [
+                    (
+                        {"service_name": "bot", "processor": "BusyTTS", "service_type": "tts"},
+                        _per_minute_seen(30, alerts.RATE_LIMITS_WINDOW_MINUTES, 10),
+                    )
+                ],
+            ),
+        ],
+        f"{EXPORT_INTERVAL_S}s",
+    ),
     "ttfb on Grafana Cloud labels: slow LLM fires after 5m, fast STT never": (
         [
             *_histogram(m.TTFB, 60, 2000, job="bot", processor="SlowLLMService"),
@@ -229,7 +385,7 @@ CASES = {
 
 
 def test_every_alert_has_a_promtool_case():
-    tested = {rule.name for _, checks in CASES.values() for _, rule, _ in checks}
+    tested = {rule.name for _, checks, *_ in CASES.values() for _, rule, _ in checks}
     assert tested == set(RULES)
 
 
@@ -239,7 +395,7 @@ def test_promtool_unit_tests_show_each_alert_firing_and_not(tmp_path):
     tests = [
         {
             "name": name,
-            "interval": "1m",
+            "interval": interval[0] if interval else "1m",
             "input_series": [{"series": series, "values": values} for series, values in inputs],
             "alert_rule_test": [
                 {
@@ -250,7 +406,7 @@ def test_promtool_unit_tests_show_each_alert_firing_and_not(tmp_path):
                 for minute, rule, firing in checks
             ],
         }
-        for name, (inputs, checks) in CASES.items()
+        for name, (inputs, checks, *interval) in CASES.items()
     ]
     unit_tests = tmp_path / "rules_test.yml"
     unit_tests.write_text(

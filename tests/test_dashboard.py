@@ -94,7 +94,15 @@ def test_every_panel_has_a_description_a_unit_and_thresholds():
 
 def test_rows_and_panels_a_voice_team_needs():
     rows = {row.title: {p.key for p in row.panels} for row in dashboard.ROWS}
-    assert list(rows) == ["Overview", "Latency", "Usage", "Cost", "Per call"]
+    assert list(rows) == [
+        "Overview",
+        "Conversation",
+        "Errors and tool calls",
+        "Latency",
+        "Usage",
+        "Cost",
+        "Per call",
+    ]
     assert {
         "active-calls",
         "calls-per-hour",
@@ -112,6 +120,41 @@ def test_rows_and_panels_a_voice_team_needs():
     assert {"call-cost", "call-duration", "call-tokens", "call-latency"} <= rows["Per call"]
     (today,) = [p for p in PANELS if p["title"] == "Cost today"]
     assert today["timeFrom"] == "now/d"
+
+
+def test_conversation_rows_show_every_conversation_instrument():
+    rows = {row.title: {p.key for p in row.panels} for row in dashboard.ROWS}
+    assert {
+        "turn-latency",
+        "turn-latency-breakdown",
+        "turns-per-call",
+        "interruptions-per-call",
+        "interrupted-turns",
+        "resolution-rate",
+        "calls-by-outcome",
+    } <= rows["Conversation"]
+    assert {
+        "errors-per-minute-by-service",
+        "errors-per-minute-by-type",
+        "errors",
+        "tool-call-latency",
+        "tool-calls-per-minute",
+        "tool-calls",
+    } <= rows["Errors and tool calls"]
+    exprs = [q.query.expr for q in QUERIES if q.row in ("Conversation", "Errors and tool calls")]
+    for spec in (*m.CONVERSATION, m.CALLS_ENDED):
+        assert any(spec.prometheus_name in expr for expr in exprs), spec.name
+    turn_latency = [q.query.expr for q in QUERIES if q.panel.key == "turn-latency"]
+    assert [expr.split(",")[0] for expr in turn_latency] == [
+        f"histogram_quantile({q:g}" for q in (0.5, 0.95, 0.99)
+    ]
+
+
+def test_shares_and_per_call_averages_show_zero_rather_than_no_data():
+    # A counter that was never incremented is never exported: no barge-in is 0, not "No data".
+    for key in ("interruptions-per-call", "interrupted-turns", "resolution-rate"):
+        (query,) = [q.query for q in QUERIES if q.panel.key == key]
+        assert " or 0 * " in query.expr, key
 
 
 def test_every_selector_uses_contract_names_and_the_right_filters():

@@ -1,4 +1,9 @@
-"""The offline call runs a real Pipecat pipeline whose metrics come from Pipecat's own code."""
+"""The offline call runs a real Pipecat pipeline whose metrics come from Pipecat's own code.
+
+Two calls of the same seed: one with its incidents (a tool call, a barge-in, a rate-limited
+TTS request), whose frames must show Pipecat's own handling of each, and one without, whose
+metrics are counted exactly.
+"""
 
 import asyncio
 from collections import Counter
@@ -7,11 +12,19 @@ from typing import TypeVar
 import pytest
 import pytest_asyncio
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     EndFrame,
+    ErrorFrame,
     Frame,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
     InputAudioRawFrame,
+    InterruptionFrame,
     MetricsFrame,
+    TranscriptionFrame,
     TTSTextFrame,
+    UserStartedSpeakingFrame,
 )
 from pipecat.metrics.metrics import (
     LLMUsageMetricsData,
@@ -27,11 +40,14 @@ from pipecat.metrics.metrics import (
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.utils.errors import ErrorCategory
 
 from pipecat_grafana.demo import (
     DEFAULT_LLM_MODEL,
     DEFAULT_STT_MODEL,
     DEFAULT_TTS_MODEL,
+    TOOL_NAME,
+    TTSRateLimitError,
     run_offline_call,
     run_offline_calls,
 )
@@ -61,19 +77,54 @@ VAD_STOP_SECS = 0.2
 M = TypeVar("M", bound=MetricsData)
 
 
+CONVERSATION_FRAMES = (
+    UserStartedSpeakingFrame,
+    InterruptionFrame,
+    TranscriptionFrame,
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    ErrorFrame,
+)
+
+
 class CallRecorder(BaseObserver):
-    """Sees each frame once: the metrics, and the sentences the bot spoke."""
+    """Sees each frame once: the metrics, the sentences the bot spoke, the conversation."""
 
     def __init__(self):
         super().__init__(observe_every_push=False)
         self.metrics: list[MetricsData] = []
         self.spoken: list[str] = []
+        self.conversation: list[Frame] = []
+        self._siblings: set[int] = set()
 
     async def on_push_frame(self, data: FramePushed):
-        if isinstance(data.frame, MetricsFrame):
-            self.metrics.extend(data.frame.data)
-        elif isinstance(data.frame, TTSTextFrame):
-            self.spoken.append(data.frame.text)
+        frame = data.frame
+        if isinstance(frame, MetricsFrame):
+            self.metrics.extend(frame.data)
+        elif isinstance(frame, TTSTextFrame):
+            self.spoken.append(frame.text)
+        elif isinstance(frame, CONVERSATION_FRAMES) and frame.id not in self._siblings:
+            # A broadcast frame travels both ways as two frames: keep the first.
+            if frame.broadcast_sibling_id is not None:
+                self._siblings.add(frame.broadcast_sibling_id)
+            self.conversation.append(frame)
+
+    def of_type(self, cls: type[Frame]) -> list:
+        return [frame for frame in self.conversation if isinstance(frame, cls)]
+
+    def barge_ins(self) -> list[int]:
+        """Where in ``conversation`` the caller started speaking while the bot was speaking."""
+        speaking, found = False, []
+        for index, frame in enumerate(self.conversation):
+            if isinstance(frame, BotStartedSpeakingFrame):
+                speaking = True
+            elif isinstance(frame, BotStoppedSpeakingFrame):
+                speaking = False
+            elif isinstance(frame, UserStartedSpeakingFrame) and speaking:
+                found.append(index)
+        return found
 
 
 class EndOfPipeline(FrameProcessor):
@@ -122,21 +173,101 @@ class Call:
         self.end = end
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def call() -> Call:
+async def _run_call(*, incidents: bool) -> Call:
     recorder = CallRecorder()
     end = EndOfPipeline()
     await asyncio.wait_for(
         run_offline_call(
-            turns=TURNS, processors=[end], observers=[recorder], speed=SPEED, seed=SEED
+            turns=TURNS,
+            processors=[end],
+            observers=[recorder],
+            speed=SPEED,
+            seed=SEED,
+            incidents=incidents,
         ),
         CALL_TIMEOUT_SECS,
     )
     return Call(recorder, end)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def call() -> Call:
+    """A call of questions and answers only, whose metrics are counted exactly."""
+    return await _run_call(incidents=False)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def incident_call() -> Call:
+    """The same call with its incidents, as `pipecat-grafana demo` runs it."""
+    return await _run_call(incidents=True)
+
+
 def test_the_call_ends_with_an_end_frame(call: Call):
     assert call.end.ended
+
+
+def test_a_call_without_incidents_has_none(call: Call):
+    assert not call.recorder.of_type(ErrorFrame)
+    assert not call.recorder.of_type(FunctionCallInProgressFrame)
+    assert not call.recorder.barge_ins()
+
+
+# --------------------------------------------------------------------------------------------
+# Incidents, through Pipecat's own code paths
+
+
+def test_the_llm_calls_the_tool_and_answers_from_its_result(incident_call: Call):
+    recorder = incident_call.recorder
+    (started,) = recorder.of_type(FunctionCallInProgressFrame)
+    (result,) = recorder.of_type(FunctionCallResultFrame)
+    assert started.function_name == result.function_name == TOOL_NAME
+    assert result.tool_call_id == started.tool_call_id
+    assert started.arguments["question"] in [t.text for t in recorder.of_type(TranscriptionFrame)]
+    assert result.error is None
+    assert result.result["balance_usd"] == 12.40
+    # The tool call is an inference of its own; the answer from its result is another.
+    llm_ttfb = from_service(measured(recorder.metrics, TTFBMetricsData), "ScriptedLLMService")
+    assert len(llm_ttfb) == TURNS + 1
+    after = recorder.conversation[recorder.conversation.index(result) :]
+    assert any(isinstance(frame, BotStartedSpeakingFrame) for frame in after)
+
+
+def test_the_caller_barges_in_and_pipecat_interrupts_the_bot(incident_call: Call):
+    recorder = incident_call.recorder
+    (barge_in,) = recorder.barge_ins()
+    after = recorder.conversation[barge_in:]
+    # Pipecat's user turn strategy interrupts the bot, which stops before answering again.
+    assert isinstance(after[1], InterruptionFrame)
+    stopped = next(i for i, f in enumerate(after) if isinstance(f, BotStoppedSpeakingFrame))
+    started = next(i for i, f in enumerate(after) if isinstance(f, BotStartedSpeakingFrame))
+    assert stopped < started
+    # Every question is still answered: one transcript and one answer per turn.
+    assert len(recorder.of_type(TranscriptionFrame)) == TURNS
+    assert len(recorder.of_type(BotStartedSpeakingFrame)) == TURNS
+
+
+def test_the_tts_is_rate_limited_once_and_speaks_the_sentence_anyway(incident_call: Call):
+    recorder = incident_call.recorder
+    (error,) = recorder.of_type(ErrorFrame)
+    assert error.category is ErrorCategory.RATE_LIMIT
+    assert error.processor.name.startswith("ScriptedTTSService")
+    assert isinstance(error.exception, TTSRateLimitError)
+    assert error.exception.status_code == 429
+    assert not error.fatal
+    # The refused request is retried: every answer gets its audio and one TTFB.
+    tts_ttfb = from_service(measured(recorder.metrics, TTFBMetricsData), "ScriptedTTSService")
+    assert len(tts_ttfb) == TURNS
+    # Every spoken sentence was billed once, the refused request not at all; the answer
+    # the caller talked over was billed for sentences it never got to speak.
+    billed = iter(m.value for m in measured(recorder.metrics, TTSUsageMetricsData))
+    assert all(len(sentence) in billed for sentence in recorder.spoken)
+
+
+def test_incidents_leave_the_script_as_the_seed_wrote_it(call: Call, incident_call: Call):
+    def transcripts(c: Call) -> list[str]:
+        return [frame.text for frame in c.recorder.of_type(TranscriptionFrame)]
+
+    assert transcripts(incident_call) == transcripts(call)
 
 
 @pytest.mark.parametrize("cls", EXPECTED_TYPES, ids=lambda cls: cls.__name__)
@@ -277,6 +408,23 @@ async def test_a_seed_makes_a_call_repeatable():
     assert await spoken(7) == first
 
 
+async def test_a_seed_makes_the_incidents_repeatable():
+    async def incidents(seed: int) -> list[tuple[str, str]]:
+        recorder = CallRecorder()
+        await asyncio.wait_for(
+            run_offline_call(turns=2, observers=[recorder], speed=SPEED, seed=seed),
+            CALL_TIMEOUT_SECS,
+        )
+        # Which question the tool is called for, and which sentence the 429 delays.
+        (started,) = recorder.of_type(FunctionCallInProgressFrame)
+        (error,) = recorder.of_type(ErrorFrame)
+        assert len(recorder.barge_ins()) == 1
+        return [(started.arguments["question"], str(error.exception)), *map(str, recorder.spoken)]
+
+    first = await incidents(3)
+    assert await incidents(3) == first
+
+
 async def test_concurrent_calls_each_finish_with_their_own_processors():
     ends: list[EndOfPipeline] = []
 
@@ -292,7 +440,9 @@ async def test_concurrent_calls_each_finish_with_their_own_processors():
     assert len(ends) == 2
     for end in ends:
         assert end.ended
-        assert len(measured(end.metrics, LLMUsageMetricsData)) == 2
+        # Two answers, and the tool call before one of them.
+        llm_ttfb = from_service(measured(end.metrics, TTFBMetricsData), "ScriptedLLMService")
+        assert len(llm_ttfb) == 3
         assert len(of_type(end.metrics, TurnMetricsData)) == 2
 
 

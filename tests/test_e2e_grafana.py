@@ -11,14 +11,17 @@ OTLP/HTTP into two real backends run from ``.tools/`` on 127.0.0.1:
 
 Each backend receives two services at once: one exporting with the ``call_id`` label, one
 without. Each service runs three complete calls and holds a fourth open (so that the calls
-gauge ends at one, as when a bot process dies mid-call). Then every panel query and every
-alert expression runs against the database, Grafana's variables substituted, and must return
-data of the expected shape; the totals must agree with the exporters' call summaries.
+gauge ends at one, as when a bot process dies mid-call). The calls are the demo's, incidents
+included: each has a tool call, a barge-in, a rate-limited TTS request and an outcome, so that
+the conversation panels have data. Then every panel query and every alert expression runs
+against the database, Grafana's variables substituted, and must return data of the expected
+shape; the totals must agree with the exporters' call summaries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import os
 import tempfile
@@ -40,6 +43,7 @@ from pipecat.workers.runner import WorkerRunner
 import pipecat_grafana
 from pipecat_grafana import CallSummary, GrafanaMetricsExporter, alerts, dashboard, demo
 from pipecat_grafana import instruments as m
+from pipecat_grafana.commands.demo import CALL_ATTRIBUTES, scripted_outcome
 from pipecat_grafana.config import OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
 from tests.backends import PrometheusWithAgent, VictoriaMetrics
 
@@ -183,15 +187,23 @@ def _exporter(service: str, call_id_label: bool) -> GrafanaMetricsExporter:
         call_id_label=call_id_label,
         export_interval_s=EXPORT_INTERVAL_S,
         flush_timeout_s=1,
+        call_attributes=CALL_ATTRIBUTES,
     )
+
+
+def _seed(index: int) -> int:
+    return 100 * index
 
 
 async def _workload() -> dict[str, list[CallSummary]]:
     exporters: dict[str, list[GrafanaMetricsExporter]] = {service: [] for service in SERVICES}
 
-    def factory(service: str):
+    def factory(service: str, seed: int):
+        seeds = itertools.count(seed)  # call i of run_offline_calls has seed + i
+
         def make() -> list[GrafanaMetricsExporter]:
             exporter = _exporter(service, SERVICES[service])
+            exporter.set_call_attributes(outcome=scripted_outcome(next(seeds)))
             exporters[service].append(exporter)
             return [exporter]
 
@@ -208,8 +220,8 @@ async def _workload() -> dict[str, list[CallSummary]]:
                         calls=CALLS,
                         turns=TURNS,
                         speed=SPEED,
-                        seed=100 * index,
-                        processors_factory=factory(service),
+                        seed=_seed(index),
+                        processors_factory=factory(service, _seed(index)),
                     )
                     for index, service in enumerate(SERVICES)
                 )
@@ -410,6 +422,66 @@ def test_totals_agree_with_the_call_summaries(loaded: Loaded, service: str) -> N
     assert not wrong, wrong
 
 
+def _sum(counts: list[dict[str, int]]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for c in counts:
+        total.update(c)
+    return total
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+def test_conversation_totals_agree_with_the_call_summaries(loaded: Loaded, service: str) -> None:
+    summaries = loaded.summaries[service]
+    assert len(summaries) == CALLS
+    values = loaded.values(service)
+
+    def result(key: str) -> list[dict[str, Any]]:
+        return loaded.run(_panel_query(key), values)
+
+    def total(spec: m.InstrumentSpec, suffix: str = "") -> float:
+        query = dashboard.Query(dashboard.range_total(spec, suffix=suffix), instant=True)
+        return _one(loaded.run(query, values))
+
+    turns = sum(s.turns for s in summaries)
+    interruptions = sum(s.interruptions for s in summaries)
+    latency_count = sum(s.turn_latency.count for s in summaries)
+    latency_sum = sum(s.turn_latency.avg_ms * s.turn_latency.count for s in summaries)
+    errors = _sum([s.errors for s in summaries])
+    function_calls = _sum([s.function_calls for s in summaries])
+    outcomes = Counter(s.attributes["outcome"] for s in summaries)
+    # The workload has every incident, so no panel passes by showing zero.
+    assert interruptions and errors and function_calls and latency_count
+
+    checks = {
+        "turns-per-call": (_one(result("turns-per-call")), turns / CALLS),
+        "interruptions-per-call": (_one(result("interruptions-per-call")), interruptions / CALLS),
+        # Every barge-in of these calls interrupts an answer.
+        "interrupted-turns": (_one(result("interrupted-turns")), interruptions / turns),
+        "resolution-rate": (_one(result("resolution-rate")), outcomes["resolved"] / CALLS),
+        "turn latency count": (total(m.TURN_LATENCY, "_count"), latency_count),
+        "tool-call latency count": (
+            total(m.FUNCTION_CALL_LATENCY, "_count"),
+            sum(function_calls.values()),
+        ),
+    }
+    report = {key: f"{actual:.10g} vs {truth:.10g}" for key, (actual, truth) in checks.items()}
+    print(f"{loaded.layout.name} {service} conversation: {report}")
+    wrong = {k: report[k] for k, (actual, truth) in checks.items() if not _agrees(actual, truth)}
+    assert not wrong, wrong
+
+    by_outcome = _by(result("calls-by-outcome"), "outcome")
+    assert by_outcome == {(outcome,): count for outcome, count in outcomes.items()}
+    by_type = _by(result("errors"), m.SERVICE_TYPE, m.ERROR_TYPE)
+    assert by_type == {("tts", error_type): n for error_type, n in errors.items()}
+    by_status = _by(result("tool-calls"), m.FUNCTION, m.STATUS)
+    assert by_status == {(function, "ok"): n for function, n in function_calls.items()}
+    # Where turn latency goes: the parts add up to the average turn latency (to within the
+    # microseconds between the breakdown's clock readings and the latency's).
+    parts = _by(result("turn-latency-breakdown"), m.CONTRIBUTION)
+    assert set(parts) <= {(key,) for key in (*m.CONTRIBUTIONS, m.OTHER)}
+    assert sum(parts.values()) == pytest.approx(latency_sum / latency_count, rel=1e-3)
+
+
 def test_per_call_view_follows_the_chosen_call(loaded: Loaded) -> None:
     per_call = [pq for pq in dashboard.panel_queries() if pq.row == "Per call"]
     assert per_call
@@ -430,6 +502,17 @@ def test_per_call_view_follows_the_chosen_call(loaded: Loaded) -> None:
         assert not wrong, (summary.call_id, wrong)
         tokens = _by(results[("call-tokens", "A")], m.TOKEN_TYPE)
         assert tokens == {(t,): n for t, n in summary.tokens.items()}
+        # The conversation panels follow the chosen call too.
+        conversation = {
+            "turns-per-call": summary.turns,
+            "interruptions-per-call": summary.interruptions,
+        }
+        for key, truth in conversation.items():
+            assert _one(loaded.run(_panel_query(key), values)) == truth, (summary.call_id, key)
+        errors = _by(loaded.run(_panel_query("errors"), values), m.ERROR_TYPE)
+        assert errors == {(t,): n for t, n in summary.errors.items()}
+        tool_calls = _by(loaded.run(_panel_query("tool-calls"), values), m.FUNCTION)
+        assert tool_calls == {(f,): n for f, n in summary.function_calls.items()}
         # The call's latency p95s: one per processor that reported each metric.
         processors = {stats.processor for stats in summary.latency}
         for result in (v for (key, _), v in results.items() if key == "call-latency"):
@@ -479,7 +562,9 @@ def test_alert_signals_return_data_of_their_shape(loaded: Loaded) -> None:
         assert shipped[rule.name]["expr"] == rule.expr
         result = loaded.backend.query(rule.signal, time=_when(loaded, rule))
         assert result, f"{rule.name}: no data: {rule.signal}"
-        expected = set(rule.group_by) & (loaded.layout.present | {m.PROCESSOR})
+        # The grouping labels, less the service and instance labels this backend lacks.
+        absent = set(alerts.SERVICE_LABELS + alerts.INSTANCE_LABELS) - loaded.layout.present
+        expected = set(rule.group_by) - absent
         for series in result:
             assert _labels(series) == expected, (rule.name, series)
             assert all(math.isfinite(v) for v in _numbers(series)), (rule.name, series)
@@ -490,13 +575,22 @@ def test_alerts_fire_on_a_hair_trigger_and_stay_quiet_at_their_defaults(loaded: 
     shipped = _shipped_rules()
     hair_trigger = {
         rule.name: rule
-        for rule in alerts.alert_rules(ttfb_p95_ms=1e-6, ttfa_p95_ms=1e-6, budget_usd_per_hour=1e-6)
+        for rule in alerts.alert_rules(
+            ttfb_p95_ms=1e-6,
+            ttfa_p95_ms=1e-6,
+            budget_usd_per_hour=1e-6,
+            turn_latency_p95_ms=1e-6,
+            errors_per_minute=1e-6,
+            rate_limits_per_minute=1e-6,
+            rate_limit_burst_per_minute=1e-6,
+        )
     }
     for rule in alerts.alert_rules():
         when = _when(loaded, rule)
         fired = loaded.backend.query(hair_trigger[rule.name].expr, time=when)
         assert {s["metric"].get(label) for s in fired} == set(SERVICES), (rule.name, fired)
-        # The healthy workload: fast, cheap, and its metrics arrived.
+        # The workload: fast, cheap, one rate-limited request per call (far below the error
+        # and rate-limit levels), and its metrics arrived.
         assert loaded.backend.query(shipped[rule.name]["expr"], time=loaded.t_eval) == [], rule.name
 
 

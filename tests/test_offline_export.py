@@ -1,17 +1,20 @@
 """The offline call, exported to a local OTLP receiver: every metric family arrives, and adds up.
 
 This is what a user sees in Grafana after `pipecat-grafana demo` or `python example_bot.py`
-without keys: the calls run through real Pipecat pipelines, the real exporter sends them over
+without keys: the calls run through real Pipecat pipelines, with their incidents (a tool call,
+a barge-in, a rate-limited TTS request) and outcome, the real exporter sends them over
 OTLP/HTTP, and what the receiver decodes must match the summaries the exporters logged.
 """
 
 import asyncio
+from collections import Counter
 
 import pytest
 
 import pipecat_grafana
 from pipecat_grafana import instruments as m
-from pipecat_grafana.commands.demo import SERVICE_NAME, OfflineDemo
+from pipecat_grafana.commands.demo import SERVICE_NAME, OfflineDemo, scripted_outcome
+from pipecat_grafana.demo import TOOL_NAME
 from pipecat_grafana.summary import CallSummary
 from tests.otlp_receiver import OtlpReceiver
 
@@ -34,6 +37,9 @@ METRICS_MD_FAMILIES = (
     m.CALLS,
     m.CALLS_ACTIVE,
 )
+# What the offline calls have besides: each has a tool call, a barge-in, a rate-limited TTS
+# request and an outcome.
+CONVERSATION_FAMILIES = (*m.CONVERSATION, m.CALLS_ENDED)
 # The summary names each latency after its instrument: voice.<name>.milliseconds.
 SUMMARY_NAME = {spec: spec.name.split(".")[1] for spec in m.LATENCY}
 SCRIPTED_SERVICES = {
@@ -60,6 +66,7 @@ async def offline_calls(export_to) -> tuple[OtlpReceiver, list[CallSummary]]:
 def test_every_metric_family_arrives_with_plausible_values(offline_calls):
     receiver, summaries = offline_calls
     assert {spec.name for spec in METRICS_MD_FAMILIES} <= receiver.names()
+    assert {spec.name for spec in CONVERSATION_FAMILIES} <= receiver.names()
     assert receiver.names() <= {spec.name for spec in m.ALL}
     assert {p.resource["service.name"] for p in receiver.points()} == {SERVICE_NAME}
 
@@ -110,6 +117,50 @@ def test_every_metric_family_arrives_with_plausible_values(offline_calls):
     assert receiver.total(m.CALLS_ACTIVE.name) == 0
 
 
+def test_each_call_has_its_incidents_and_outcome_and_exports_them(offline_calls):
+    receiver, summaries = offline_calls
+    for i, summary in enumerate(summaries):
+        assert (summary.turns, summary.interruptions) == (TURNS, 1)
+        assert summary.turn_latency is not None and summary.turn_latency.count == TURNS
+        assert summary.errors == {"rate_limit": 1}
+        assert summary.function_calls == {TOOL_NAME: 1}
+        # Call i of the demo has the seed SEED + i.
+        assert summary.attributes == {"outcome": scripted_outcome(SEED + i)}
+
+    for summary in summaries:
+        call = summary.call_id
+        assert receiver.total(m.TURNS.name, call_id=call) == summary.turns
+        assert receiver.total(m.TURNS.name, call_id=call, interrupted="true") == 1
+        assert receiver.total(m.INTERRUPTIONS.name, call_id=call) == summary.interruptions
+        for error_type, count in summary.errors.items():
+            got = receiver.total(m.ERRORS.name, call_id=call, error_type=error_type)
+            assert got == count, error_type
+        (error,) = [
+            p for p in receiver.latest(m.ERRORS.name).values() if p.attributes[m.CALL_ID] == call
+        ]
+        assert error.attributes[m.PROCESSOR] == "ScriptedTTSService"
+        assert error.attributes[m.SERVICE_TYPE] == "tts"
+        assert error.attributes[m.FATAL] == "false"
+        for function, count in summary.function_calls.items():
+            got = receiver.total(m.FUNCTION_CALLS.name, call_id=call, function=function)
+            assert got == count, function
+            assert (
+                receiver.total(m.FUNCTION_CALLS.name, call_id=call, function=function, status="ok")
+                == count
+            )
+        (latency,) = [
+            p
+            for p in receiver.latest(m.TURN_LATENCY.name).values()
+            if p.attributes[m.CALL_ID] == call
+        ]
+        assert latency.value == summary.turn_latency.count
+        assert latency.sum == pytest.approx(summary.turn_latency.avg_ms * latency.value)
+        # Pipecat's breakdown accounts for the whole of each turn's latency (to within the
+        # microseconds between its clock readings and the latency's).
+        contributions = receiver.total(m.TURN_CONTRIBUTION.name, call_id=call)
+        assert contributions == pytest.approx(latency.sum, rel=1e-3)
+
+
 def test_receiver_totals_equal_the_summaries(offline_calls):
     receiver, summaries = offline_calls
 
@@ -131,8 +182,13 @@ def test_receiver_totals_equal_the_summaries(offline_calls):
         assert receiver.total(m.COST.name, call_id=call) == pytest.approx(summary.total_cost_usd)
         assert summary.latency
         for stats in summary.latency:
-            (spec,) = [s for s, name in SUMMARY_NAME.items() if name == stats.metric]
-            got = receiver.total(spec.name, call_id=call, processor=stats.processor)
+            if stats.metric == "function_call":  # per function, not per processor
+                got = receiver.total(
+                    m.FUNCTION_CALL_LATENCY.name, call_id=call, function=stats.processor
+                )
+            else:
+                (spec,) = [s for s, name in SUMMARY_NAME.items() if name == stats.metric]
+                got = receiver.total(spec.name, call_id=call, processor=stats.processor)
             assert got == stats.count, (stats.metric, stats.processor)
         (duration,) = [
             p
@@ -143,6 +199,11 @@ def test_receiver_totals_equal_the_summaries(offline_calls):
         assert duration.sum == pytest.approx(summary.duration_seconds, abs=0.01)
 
     # Across calls: the fleet-wide series and the sums per label.
+    outcomes = Counter(s.attributes["outcome"] for s in summaries)
+    for outcome, count in outcomes.items():
+        got = receiver.total(m.CALLS_ENDED.name, outcome=outcome, end_reason="ended")
+        assert got == count, outcome
+    assert receiver.total(m.CALLS_ENDED.name) == len(summaries)
     for token_type in {t for s in summaries for t in s.tokens}:
         assert receiver.total(m.LLM_TOKENS.name, token_type=token_type) == sum(
             s.tokens.get(token_type, 0) for s in summaries

@@ -17,6 +17,7 @@ examples:
   pipecat-grafana alerts > voice-bot-rules.yml
   pipecat-grafana alerts --out voice-bot-rules.yml --budget-usd-per-hour 5
   pipecat-grafana alerts --ttfb-p95-ms 1500 --ttfa-p95-ms 800 --out voice-bot-rules.yml
+  pipecat-grafana alerts --turn-latency-p95-ms 1500 --errors-per-minute 5 > voice-bot-rules.yml
   promtool check rules voice-bot-rules.yml
 
 alerts:
@@ -79,6 +80,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default: %(default)g)",
     )
     parser.add_argument(
+        "--turn-latency-p95-ms",
+        type=_positive,
+        default=alerts.DEFAULT_TURN_LATENCY_P95_MS,
+        metavar="MS",
+        help="alert when a service's turn latency p95 (the caller's wait for the bot's first "
+        "audio) stays above this for 5m (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--errors-per-minute",
+        type=_positive,
+        default=alerts.DEFAULT_ERRORS_PER_MINUTE,
+        metavar="N",
+        help="alert when a processor's errors per minute stay above this for 3m "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--rate-limits-per-minute",
+        type=_positive,
+        default=alerts.DEFAULT_RATE_LIMITS_PER_MINUTE,
+        metavar="N",
+        help="warn when a processor's rate-limit errors per minute stay above this for 2m "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--rate-limit-burst-per-minute",
+        type=_positive,
+        default=alerts.DEFAULT_RATE_LIMIT_BURST_PER_MINUTE,
+        metavar="N",
+        help="page (critical) when a processor's rate-limit errors per minute stay above this "
+        "for 1m (default: %(default)g)",
+    )
+    parser.add_argument(
         "--silence-minutes",
         type=_positive,
         default=alerts.DEFAULT_SILENCE_MINUTES,
@@ -104,6 +137,22 @@ def run(args: argparse.Namespace) -> int:
             ("ttfa_p95_ms", args.ttfa_p95_ms, alerts.DEFAULT_TTFA_P95_MS),
             ("budget_usd_per_hour", args.budget_usd_per_hour, alerts.DEFAULT_BUDGET_USD_PER_HOUR),
             ("silence_minutes", args.silence_minutes, alerts.DEFAULT_SILENCE_MINUTES),
+            (
+                "turn_latency_p95_ms",
+                args.turn_latency_p95_ms,
+                alerts.DEFAULT_TURN_LATENCY_P95_MS,
+            ),
+            ("errors_per_minute", args.errors_per_minute, alerts.DEFAULT_ERRORS_PER_MINUTE),
+            (
+                "rate_limits_per_minute",
+                args.rate_limits_per_minute,
+                alerts.DEFAULT_RATE_LIMITS_PER_MINUTE,
+            ),
+            (
+                "rate_limit_burst_per_minute",
+                args.rate_limit_burst_per_minute,
+                alerts.DEFAULT_RATE_LIMIT_BURST_PER_MINUTE,
+            ),
         )
         if value != default
     }

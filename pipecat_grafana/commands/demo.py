@@ -8,6 +8,11 @@ Pipecat's own base classes) with the seed bot's observers and exporter, and is
 what ``example_bot.py`` runs when no API keys are set. With ``--calls`` and
 ``--rounds`` it is a load generator for the dashboard.
 
+Each call has what the dashboard's conversation panels show (a tool call, a
+barge-in, a rate-limited TTS request; ``--no-incidents`` leaves them out) and ends
+with an outcome, as an application declares and sets it: mostly ``resolved``,
+sometimes ``escalated`` or ``abandoned``, drawn from the call's seed.
+
 Ctrl-C ends the calls the way a hang-up would: the pipelines are cancelled, so
 each exporter records the call as ``cancelled``, logs its summary and exports its
 final values; the process then exits with status 130. A second Ctrl-C quits at once.
@@ -15,10 +20,12 @@ final values; the process then exits with status 130. A second Ctrl-C quits at o
 
 import argparse
 import asyncio
+import itertools
 import math
+import random
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from loguru import logger
 from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
@@ -43,12 +50,20 @@ DEFAULT_ROUNDS = 1
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 
+OUTCOMES = ("resolved", "escalated", "abandoned")
+"""The values of the offline calls' ``outcome`` attribute, as the seed bot would declare them."""
+CALL_ATTRIBUTES = {"outcome": OUTCOMES}
+"""The call attributes the offline calls' exporters declare (``call_attributes=``)."""
+_OUTCOME_WEIGHTS = (0.75, 0.15, 0.10)
+
 EXAMPLES = """\
 examples:
-  pipecat-grafana demo                      one call of 4 turns (about 6 s)
+  pipecat-grafana demo                      one call of 4 turns (about 7 s)
   pipecat-grafana demo --turns 8 --calls 5  5 concurrent calls of 8 turns
   pipecat-grafana demo --calls 10 --rounds 0 --speed 2
                                             10 calls at a time, at half pace, until Ctrl-C
+  pipecat-grafana demo --no-incidents       questions and answers only: no tool call,
+                                            barge-in or rate-limited TTS request
   pipecat-grafana demo --verbose            also log every metric (MetricsLogObserver)
 
 Metrics go where the exporter would send them: GRAFANA_CLOUD_OTLP_ENDPOINT,
@@ -58,12 +73,28 @@ Test the connection first with `pipecat-grafana check`.
 """
 
 
+def scripted_outcome(seed: int | None) -> str:
+    """The outcome the offline call with ``seed`` ends with: mostly ``resolved``.
+
+    Args:
+        seed: The call's seed; ``None`` draws a different outcome every time.
+
+    Returns:
+        One of ``OUTCOMES``.
+    """
+    rng = random.Random(None if seed is None else f"outcome:{seed}")
+    return rng.choices(OUTCOMES, weights=_OUTCOME_WEIGHTS)[0]
+
+
 class OfflineDemo:
     """Offline calls, each with the seed bot's metrics logger and Grafana exporter.
 
     Each call gets a ``MetricsLogObserver`` and a ``GrafanaMetricsExporter``
     configured as the seed bot's (``gpt-4o``, ``gladia``, ``cartesia``,
-    ``voice-rag-bot``), so what arrives in Grafana looks like the real bot's.
+    ``voice-rag-bot``), so what arrives in Grafana looks like the real bot's. The
+    exporter declares the ``outcome`` call attribute (``CALL_ATTRIBUTES``), and each
+    call sets it (``scripted_outcome``) as an application does once it knows how the
+    call went.
 
     Example::
 
@@ -81,6 +112,7 @@ class OfflineDemo:
         rounds: int = DEFAULT_ROUNDS,
         speed: float = 1.0,
         seed: int | None = None,
+        incidents: bool = True,
     ):
         """Describe the calls to run.
 
@@ -92,6 +124,8 @@ class OfflineDemo:
             speed: Scale of every scripted delay (2 is half the pace).
             seed: Seed of the first call's script and latencies; ``None`` for
                 different calls every time.
+            incidents: Whether each call has a tool call, a barge-in and a
+                rate-limited TTS request (see ``pipecat_grafana.demo``).
 
         Raises:
             ValueError: A count is out of range or ``speed`` is not positive.
@@ -109,6 +143,7 @@ class OfflineDemo:
         self.rounds = rounds
         self.speed = speed
         self.seed = seed
+        self.incidents = incidents
         self._exporters: list[GrafanaMetricsExporter] = []
         self._summaries: list[CallSummary] = []
 
@@ -127,25 +162,37 @@ class OfflineDemo:
             await run_offline_calls(
                 calls=self.calls,
                 turns=self.turns,
-                processors_factory=self._processors,
+                processors_factory=self._processors_factory(seed),
                 observers_factory=lambda: [MetricsLogObserver()],
                 speed=self.speed,
                 seed=seed,
                 llm_model=DEFAULT_LLM_MODEL,
                 stt_model=DEFAULT_STT_MODEL,
                 tts_model=DEFAULT_TTS_MODEL,
+                incidents=self.incidents,
             )
             # Keep the summaries, not the finished pipelines: a load run can last hours.
             self._summaries, self._exporters = self.summaries, []
             round_number += 1
 
-    def _processors(self) -> Sequence[GrafanaMetricsExporter]:
+    def _processors_factory(
+        self, seed: int | None
+    ) -> Callable[[], Sequence[GrafanaMetricsExporter]]:
+        # Call i of a round has the seed seed + i, and the i-th processors made.
+        seeds = itertools.repeat(None) if seed is None else itertools.count(seed)
+        return lambda: self._processors(next(seeds))
+
+    def _processors(self, seed: int | None) -> Sequence[GrafanaMetricsExporter]:
         exporter = GrafanaMetricsExporter(
             llm_model=DEFAULT_LLM_MODEL,
             stt_model=DEFAULT_STT_MODEL,
             tts_model=DEFAULT_TTS_MODEL,
             service_name=SERVICE_NAME,
+            call_attributes=CALL_ATTRIBUTES,
         )
+        # The script knows how the call ends; a bot sets it when it knows (a request
+        # done, a transfer to an agent, a hang-up), any time before the call ends.
+        exporter.set_call_attributes(outcome=scripted_outcome(seed))
         self._exporters.append(exporter)
         return [exporter]
 
@@ -205,6 +252,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
+    parser.add_argument(
+        "--no-incidents",
+        dest="incidents",
+        action="store_false",
+        help="questions and answers only: no tool call, barge-in or rate-limited TTS request",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -219,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             speed=args.speed,
             seed=args.seed,
+            incidents=args.incidents,
         ),
         verbose=args.verbose,
     )
