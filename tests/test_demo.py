@@ -415,11 +415,12 @@ async def test_a_seed_makes_the_incidents_repeatable():
             run_offline_call(turns=2, observers=[recorder], speed=SPEED, seed=seed),
             CALL_TIMEOUT_SECS,
         )
-        # Which question the tool is called for, and which sentence the 429 delays.
+        # Which question the tool is called for, and which sentence the 429 delays. What the
+        # bot gets to say before the barge-in cuts it off depends on timing, so it is left out.
         (started,) = recorder.of_type(FunctionCallInProgressFrame)
         (error,) = recorder.of_type(ErrorFrame)
         assert len(recorder.barge_ins()) == 1
-        return [(started.arguments["question"], str(error.exception)), *map(str, recorder.spoken)]
+        return [(started.arguments["question"], str(error.exception))]
 
     first = await incidents(3)
     assert await incidents(3) == first

@@ -90,6 +90,6 @@ async def test_threads_and_requests_per_interval_do_not_grow_with_calls(export_t
     # One periodic reader thread and one flush thread for the whole process.
     assert threads_1 - before <= 2
     assert threads_100 == threads_1
-    # About one request per 500 ms interval whatever the number of calls.
-    assert 3 <= requests_1 <= 5
-    assert 3 <= requests_100 <= 5
+    # About one request per 500 ms interval, whatever the number of calls.
+    assert 2 <= requests_1 <= 5
+    assert 2 <= requests_100 <= requests_1 + 1
