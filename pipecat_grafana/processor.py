@@ -56,6 +56,20 @@ class _PipelineObserver(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed):
         self._exporter._observe(data.frame, data.source)
+        # Pipecat's latency observer rides on this one: every observer of a worker is
+        # sent every frame at every processor it passes, so each one costs the pipeline.
+        await self._exporter._latency_observer.on_push_frame(data)
+
+    async def on_pipeline_started(self):
+        await self._exporter._latency_observer.on_pipeline_started()
+
+    async def setup(self, task_manager):
+        await super().setup(task_manager)
+        await self._exporter._latency_observer.setup(task_manager)
+
+    async def cleanup(self):
+        await self._exporter._latency_observer.cleanup()
+        await super().cleanup()
 
 
 class GrafanaMetricsExporter(FrameProcessor):
@@ -247,7 +261,6 @@ class GrafanaMetricsExporter(FrameProcessor):
         )
         self._summary = None
         worker.add_observer(self._observer)
-        worker.add_observer(self._latency_observer)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Watch the call's start and end; pass every frame on unchanged."""
