@@ -1,4 +1,4 @@
-"""The process-wide export pipeline: one reader, one thread, every call's series.
+"""The process-wide export pipeline: one reader and one flush thread for every call's series.
 
 Why not one ``MeterProvider`` with a ``call_id`` attribute? The SDK keeps every
 attribute set it has seen for the life of the provider: a process serving
@@ -261,7 +261,6 @@ class ExportPipeline:
         config: ExportConfig,
         resource: Resource,
         *,
-        exporter: MetricExporter | None = None,
         meter_provider: MeterProvider | None = None,
     ):
         """Create the pipeline.
@@ -269,8 +268,6 @@ class ExportPipeline:
         Args:
             config: Where and how often to export.
             resource: The resource (``service.name``, ...) every series carries.
-            exporter: The exporter to send with (OTLP/HTTP built from ``config`` by
-                default); ignored with ``meter_provider``.
             meter_provider: The application's provider: record into it instead of
                 exporting, and leave its lifetime to the application.
         """
@@ -289,7 +286,7 @@ class ExportPipeline:
         elif config.enabled:
             session = OutcomeSession()
             self._health = ExportHealth(config.endpoint, session)
-            exporter = exporter or build_exporter(config, session)
+            exporter = build_exporter(config, session)
             self._reader = PeriodicExportingMetricReader(
                 _MergingExporter(exporter, self),
                 export_interval_millis=config.export_interval_s * 1000,
