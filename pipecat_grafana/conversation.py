@@ -12,7 +12,6 @@ its breakdown are Pipecat's own (``UserBotLatencyObserver``), recorded as given.
 """
 
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -29,8 +28,8 @@ from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, Measur
 from pipecat.utils.errors import ErrorCategory
 
 from pipecat_grafana import instruments as m
-from pipecat_grafana.export import CallMeters
-from pipecat_grafana.recorder import label, processor_label, service_type_of
+from pipecat_grafana.aggregation import CallMeters
+from pipecat_grafana.labels import BoundedLabel, processor_label, service_type_of
 from pipecat_grafana.stats import LatencySketch
 
 UNSET = "unset"
@@ -73,35 +72,29 @@ def check_call_attributes(declared: Mapping[str, Sequence[str]]) -> dict[str, tu
     return checked
 
 
-class FunctionNames:
-    """Bounds the ``function`` label: the first ``limit`` names seen, then ``other``."""
+def checked_attributes(
+    declared: Mapping[str, tuple[str, ...]], attributes: Mapping[str, object]
+) -> dict[str, str]:
+    """Call attributes an application sets, checked against the declared ones.
 
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._names: set[str] = set()
-
-    def __call__(self, name: str) -> str:
-        """The label value for function ``name``."""
-        name = label(name)
-        if name in self._names:
-            return name
-        if len(self._names) < self._limit:
-            self._names.add(name)
-            return name
-        return m.OTHER
-
-
-_shared_names: FunctionNames | None = None
-_shared_names_lock = threading.Lock()
-
-
-def shared_function_names(limit: int) -> FunctionNames:
-    """The process-wide bound on the ``function`` label; the first limit set wins."""
-    global _shared_names
-    with _shared_names_lock:
-        if _shared_names is None:
-            _shared_names = FunctionNames(limit)
-        return _shared_names
+    Raises:
+        ValueError: An attribute was not declared, or its value is not allowed.
+    """
+    checked = {}
+    for name, value in attributes.items():
+        allowed = declared.get(name)
+        if allowed is None:
+            names = ", ".join(declared) or "none"
+            raise ValueError(
+                f"call attribute {name!r} was not declared (declared: {names}); "
+                "declare it with GrafanaMetricsExporter(call_attributes={...})"
+            )
+        if str(value) not in allowed:
+            raise ValueError(
+                f"call attribute {name}={value!r} is not one of the declared values {list(allowed)}"
+            )
+        checked[name] = str(value)
+    return checked
 
 
 class Conversation:
@@ -111,7 +104,7 @@ class Conversation:
         meters: Where points go.
         models: The configured model per service type.
         declared: The call attributes the application may set, with allowed values.
-        function_names: The process-wide bound on function names.
+        function_names: The bound on the ``function`` label.
         time_source: Clock in seconds, for tool-call durations.
     """
 
@@ -120,7 +113,7 @@ class Conversation:
         *,
         meters: CallMeters,
         declared: Mapping[str, tuple[str, ...]],
-        function_names: FunctionNames,
+        function_names: BoundedLabel,
         time_source: Callable[[], float] = time.time,
     ):
         self._meters = meters
@@ -141,20 +134,7 @@ class Conversation:
 
     def set_attributes(self, **attributes: str) -> None:
         """Set declared call attributes (validated against the declared values)."""
-        for name, value in attributes.items():
-            allowed = self._declared.get(name)
-            if allowed is None:
-                declared = ", ".join(self._declared) or "none"
-                raise ValueError(
-                    f"call attribute {name!r} was not declared (declared: {declared}); "
-                    "declare it with GrafanaMetricsExporter(call_attributes={...})"
-                )
-            if str(value) not in allowed:
-                raise ValueError(
-                    f"call attribute {name}={value!r} is not one of the declared values "
-                    f"{list(allowed)}"
-                )
-            self.attributes[name] = str(value)
+        self.attributes.update(checked_attributes(self._declared, attributes))
 
     def observe(self, frame: object, source: object) -> None:
         """Follow one frame, at its first push."""
@@ -181,7 +161,7 @@ class Conversation:
     def latency_measured(self, seconds: float) -> None:
         """Record one user-to-bot latency from ``UserBotLatencyObserver``."""
         value = seconds * 1000
-        if 0 <= value <= 3_600_000:
+        if 0 <= value <= m.MAX_LATENCY_MS:
             self.turn_latency.add(value)
             self._meters.record(m.TURN_LATENCY, value, {})
 

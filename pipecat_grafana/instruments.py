@@ -40,6 +40,9 @@ LATENCY_BUCKETS_MS = (
     5000.0,
     10000.0,
 )
+# A latency over an hour is a broken measurement, not a slow call: it is dropped,
+# never recorded (and the summary's percentile sketch is sized by this bound).
+MAX_LATENCY_MS = 3_600_000.0
 SESSION_BUCKETS_S = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 
 

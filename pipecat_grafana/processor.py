@@ -26,25 +26,12 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, F
 from pipecat_grafana import config as cfg
 from pipecat_grafana import export
 from pipecat_grafana import instruments as m
-from pipecat_grafana.conversation import (
-    Conversation,
-    FunctionNames,
-    check_call_attributes,
-    shared_function_names,
-)
+from pipecat_grafana.conversation import check_call_attributes, checked_attributes
+from pipecat_grafana.labels import once, process_bound
 from pipecat_grafana.pricing import PRICE_FILE_ENV, Price, PriceTable
 from pipecat_grafana.recorder import CallRecorder
+from pipecat_grafana.resource import default_resource
 from pipecat_grafana.summary import CallSummary
-
-_NO_NAMES = FunctionNames(0)
-_errors_logged: set[str] = set()
-
-
-def error_once(message: str) -> None:
-    """Log a configuration error once per process, not once per call."""
-    if message not in _errors_logged:
-        _errors_logged.add(message)
-        logger.error(message)
 
 
 class _PipelineObserver(BaseObserver):
@@ -75,7 +62,7 @@ class _PipelineObserver(BaseObserver):
 class GrafanaMetricsExporter(FrameProcessor):
     """Exports every metric of its pipeline to Grafana over OTLP, tagged per call.
 
-    Add it once, anywhere in the pipeline (the seed puts it after the metrics
+    Add it once, anywhere in the pipeline (for example last, after the metrics
     logger); it counts the metrics of every processor exactly once, passes every
     frame on unchanged, and at the end of the call logs a summary and exports
     the call's final values. Configure where metrics go with the Grafana Cloud
@@ -166,10 +153,10 @@ class GrafanaMetricsExporter(FrameProcessor):
         except ValueError as e:
             if prices is not None and PRICE_FILE_ENV not in str(e):
                 raise
-            error_once(f"pipecat-grafana: {e} Using the default prices and the prices= argument.")
+            once.error(f"pipecat-grafana: {e} Using the default prices and the prices= argument.")
             self._prices = PriceTable(overrides=prices, load_env=False)
         self._clock = time_source
-        resource = export.default_resource(
+        resource = default_resource(
             service_name, service_version=service_version, environment=environment
         )
         self._service_name = str(resource.attributes["service.name"])
@@ -180,7 +167,7 @@ class GrafanaMetricsExporter(FrameProcessor):
                 flush_timeout_s=flush_timeout_s,
             )
         except cfg.ConfigError as e:
-            error_once(f"pipecat-grafana: metrics export is off: {e}")
+            once.error(f"pipecat-grafana: metrics export is off: {e}")
             config = cfg.ExportConfig(endpoint=None, call_id_label=call_id_label is not False)
         if meter_provider is not None:
             self._pipeline = export.provider_pipeline(meter_provider, config, resource)
@@ -226,13 +213,10 @@ class GrafanaMetricsExporter(FrameProcessor):
             ValueError: An attribute was not declared, or its value is not allowed.
         """
         if self._recorder is None:
-            probe = Conversation(
-                meters=self._pipeline.fleet, declared=self._declared, function_names=_NO_NAMES
-            )
-            probe.set_attributes(**attributes)  # validate now, apply when the call opens
-            self._pending_attributes.update(probe.attributes)
+            # Checked now, applied when the call opens.
+            self._pending_attributes.update(checked_attributes(self._declared, attributes))
         else:
-            self._recorder.conversation.set_attributes(**attributes)
+            self._recorder.set_attributes(**attributes)
 
     async def setup(self, setup: FrameProcessorSetup):
         """Open the call and start observing every metric of the worker's pipeline."""
@@ -242,21 +226,16 @@ class GrafanaMetricsExporter(FrameProcessor):
     def _open_call(self, worker) -> None:
         # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
         call_id = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
-        meters = self._pipeline.open_call(call_id)
-        conversation = Conversation(
-            meters=meters,
-            declared=self._declared,
-            function_names=shared_function_names(self._max_function_names),
-            time_source=self._clock,
-        )
-        conversation.set_attributes(**self._pending_attributes)
         self._recorder = CallRecorder(
             call_id=call_id,
             service_name=self._service_name,
             models=self._models,
-            meters=meters,
+            meters=self._pipeline.open_call(call_id),
+            fleet=self._pipeline.fleet,
             prices=self._prices,
-            conversation=conversation,
+            declared=self._declared,
+            attributes=self._pending_attributes,
+            function_names=process_bound(m.FUNCTION, self._max_function_names),
             time_source=self._clock,
         )
         self._summary = None
@@ -288,15 +267,15 @@ class GrafanaMetricsExporter(FrameProcessor):
             for data in frame.data:
                 self._safely(recorder.record, data, source)
         else:
-            self._safely(recorder.conversation.observe, frame, source)
+            self._safely(recorder.observe, frame, source)
 
     async def _on_latency(self, observer, seconds: float) -> None:
         if self._recorder is not None and self._summary is None:
-            self._safely(self._recorder.conversation.latency_measured, seconds)
+            self._safely(self._recorder.latency_measured, seconds)
 
     async def _on_breakdown(self, observer, breakdown) -> None:
         if self._recorder is not None and self._summary is None:
-            self._safely(self._recorder.conversation.latency_breakdown, breakdown)
+            self._safely(self._recorder.latency_breakdown, breakdown)
 
     @staticmethod
     def _safely(record: Callable, what, *args) -> None:
@@ -311,9 +290,6 @@ class GrafanaMetricsExporter(FrameProcessor):
         if self._recorder is None or self._recorder.started:
             return
         self._recorder.start()
-        fleet = self._pipeline.fleet
-        fleet.record(m.CALLS, 1, {})
-        fleet.record(m.CALLS_ACTIVE, 1, {})
         config = self._pipeline.config
         logger.info(
             "\n".join(
@@ -341,14 +317,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         recorder = self._recorder
         if recorder is None or self._summary is not None:
             return
-        if recorder.started:
-            # No EndFrame or CancelFrame reached us if the worker was cancelled.
-            recorder.end("cancelled")
-            fleet = self._pipeline.fleet
-            fleet.record(m.CALLS_ACTIVE, -1, {})
-            attributes = recorder.conversation.ended_attributes(recorder.end_reason)
-            fleet.record(m.CALLS_ENDED, 1, attributes)
-        self._summary = recorder.summary()
+        self._summary = recorder.finish()
         final_export = self._pipeline.close_call(recorder.meters)
         if recorder.started:
             logger.info("\n" + self._summary.format())

@@ -2,23 +2,21 @@
 
 The recorder runs on the event loop for every metric a pipeline reports, so it
 does no I/O and nothing that can block: it validates a value, updates in-memory
-OTel aggregations and the call's running totals. What Pipecat reports is
-translated as ``METRICS.md`` says: seconds to milliseconds (turn metrics are
-already in ms), the initial zero TTFB/processing values skipped, the mirrored
+aggregations and the call's running totals. It owns the call's ``Conversation``
+(turns, errors, tool calls) and counts the call in the fleet-wide call series.
+What Pipecat reports is translated into the units of the contract
+(``instruments.py``): seconds to milliseconds (turn metrics are already in ms), the initial zero TTFB/processing values skipped, the mirrored
 ``ttfb`` of TTFA/TTFAT not counted again, tokens normalised to gross input.
 A value we cannot trust is dropped with one warning, never raised.
 """
 
-import functools
 import math
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from loguru import logger
+from pipecat.frames.frames import Frame
 from pipecat.metrics.metrics import (
     LLMUsageMetricsData,
     MetricsData,
@@ -31,30 +29,21 @@ from pipecat.metrics.metrics import (
     TTSUsageMetricsData,
     TurnMetricsData,
 )
+from pipecat.observers.user_bot_latency_observer import LatencyBreakdown
 from pipecat.processors.frame_processor import FrameProcessor
-from pipecat.services.llm_service import LLMService
-from pipecat.services.stt_service import STTService
-from pipecat.services.tts_service import TTSService
 
 from pipecat_grafana import instruments as m
-from pipecat_grafana.export import CallMeters
-from pipecat_grafana.pricing import PriceTable, TokenCounts
+from pipecat_grafana.aggregation import CallMeters
+from pipecat_grafana.conversation import Conversation
+from pipecat_grafana.labels import BoundedLabel, label, once, processor_label, service_type_of
+from pipecat_grafana.pricing import PriceTable
 from pipecat_grafana.stats import LatencySketch
 from pipecat_grafana.summary import CallSummary, LatencyStats, ServiceCost
+from pipecat_grafana.tokens import TokenCounts
 
-if TYPE_CHECKING:
-    from pipecat_grafana.conversation import Conversation
-
-# Grafana Cloud rejects label values over 2048 characters; names this long are
-# mistakes, so keep them short enough to read.
-MAX_LABEL_LENGTH = 128
-# A latency over an hour or a single report of more than this many tokens,
-# characters or seconds is a broken measurement, not a slow call.
-MAX_LATENCY_MS = 3_600_000.0
+# A single report of more than this many tokens, characters or seconds is a
+# broken measurement, not a long call.
 MAX_USAGE = 100_000_000
-
-_SUFFIX = re.compile(r"#\d+$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -86,45 +75,21 @@ _IMPLIED_SERVICE = {
     TTFAMetricsData: "tts",
     STTUsageMetricsData: "stt",
 }
-_SERVICE_CLASSES = ((LLMService, "llm"), (STTService, "stt"), (TTSService, "tts"))
-
-_warned: set[str] = set()
-
-
-def warn_once(key: str, message: str) -> None:
-    """Log ``message`` the first time ``key`` is seen in this process."""
-    if key in _warned or len(_warned) > 10_000:
-        return
-    _warned.add(key)
-    logger.warning(f"pipecat-grafana: {message}")
-
-
-@functools.lru_cache(maxsize=4096)
-def label(value: object) -> str:
-    """A label value any backend accepts: valid UTF-8, no control characters, bounded."""
-    text = str(value) if value is not None else ""
-    text = _CONTROL.sub("?", text.encode("utf-8", "replace").decode("utf-8")).strip()
-    if len(text) > MAX_LABEL_LENGTH:
-        text = text[: MAX_LABEL_LENGTH - 3] + "..."
-    return text or "unknown"
-
-
-@functools.lru_cache(maxsize=4096)
-def processor_label(name: str) -> str:
-    """``OpenAILLMService#7`` -> ``OpenAILLMService``: the counter grows across calls."""
-    return label(_SUFFIX.sub("", name or ""))
 
 
 class CallRecorder:
-    """Records one call's metrics into its meters and keeps its summary figures.
+    """Records one call's metrics and conversation into its meters, and keeps its summary.
 
     Parameters:
         call_id: The call's ID.
         service_name: The service name the call is exported under.
         models: The configured model per service type (``llm``, ``stt``, ``tts``).
-        meters: Where points go.
+        meters: Where the call's points go.
+        fleet: Where the process-wide call counters go.
         prices: The price table for cost estimates.
-        conversation: The call's turns, errors, tool calls and attributes.
+        declared: The call attributes the application may set, with allowed values.
+        attributes: Call attributes set before the call opened.
+        function_names: The bound on the ``function`` label.
         time_source: Clock in seconds (wall time).
     """
 
@@ -135,19 +100,30 @@ class CallRecorder:
         service_name: str,
         models: dict[str, str | None],
         meters: CallMeters,
+        fleet: CallMeters,
         prices: PriceTable,
-        conversation: "Conversation",
+        declared: Mapping[str, tuple[str, ...]],
+        attributes: Mapping[str, str],
+        function_names: BoundedLabel,
         time_source: Callable[[], float] = time.time,
     ):
         self.call_id = call_id
-        self.conversation = conversation
+        self._conversation = Conversation(
+            meters=meters,
+            declared=declared,
+            function_names=function_names,
+            time_source=time_source,
+        )
+        self._conversation.set_attributes(**attributes)
         self._service_name = service_name
         self._models = models
         self._meters = meters
+        self._fleet = fleet
         self._prices = prices
         self._clock = time_source
         self._started: float | None = None
         self._ended: float | None = None
+        self._finished = False
         self.end_reason: str | None = None
         self._service_types: dict[str, str] = {}
         self._label_sets: dict[tuple, dict[str, str]] = {}
@@ -168,9 +144,11 @@ class CallRecorder:
         return self._started is not None
 
     def start(self) -> None:
-        """Mark the call started (at ``StartFrame``)."""
+        """Mark the call started (at ``StartFrame``) and count it in the fleet."""
         if self._started is None:
             self._started = self._clock()
+            self._fleet.record(m.CALLS, 1, {})
+            self._fleet.record(m.CALLS_ACTIVE, 1, {})
 
     def end(self, reason: str) -> float:
         """Mark the call ended and record its duration once.
@@ -181,9 +159,35 @@ class CallRecorder:
         if self._ended is None:
             self._ended = self._clock()
             self.end_reason = reason
-            self.conversation.end()
+            self._conversation.end()
             self._meters.record(m.SESSION_DURATION, self.duration, {m.END_REASON: reason})
         return self.duration
+
+    def finish(self) -> CallSummary:
+        """End the call (as cancelled, if nothing ended it), count it ended; the final summary."""
+        if self._started is not None and not self._finished:
+            self._finished = True
+            self.end("cancelled")  # no EndFrame or CancelFrame reached us: the worker was cancelled
+            self._fleet.record(m.CALLS_ACTIVE, -1, {})
+            ended = self._conversation.ended_attributes(self.end_reason)
+            self._fleet.record(m.CALLS_ENDED, 1, ended)
+        return self.summary()
+
+    def set_attributes(self, **attributes: str) -> None:
+        """Set declared call attributes (validated against the declared values)."""
+        self._conversation.set_attributes(**attributes)
+
+    def observe(self, frame: Frame, source: FrameProcessor | None) -> None:
+        """Follow one conversation frame (speaking, errors, tool calls), at its first push."""
+        self._conversation.observe(frame, source)
+
+    def latency_measured(self, seconds: float) -> None:
+        """Record one user-to-bot latency from ``UserBotLatencyObserver``."""
+        self._conversation.latency_measured(seconds)
+
+    def latency_breakdown(self, breakdown: LatencyBreakdown) -> None:
+        """Record where a turn's latency went."""
+        self._conversation.latency_breakdown(breakdown)
 
     @property
     def duration(self) -> float:
@@ -210,7 +214,7 @@ class CallRecorder:
 
     def summary(self) -> CallSummary:
         """The call's summary so far (final once the call has ended)."""
-        talk = self.conversation
+        talk = self._conversation
         latency = [_stats(metric, name, sketch) for (metric, name), sketch in self._latency.items()]
         latency += [_stats("function_call", f, s) for f, s in talk.function_latency.items()]
         costs = [
@@ -253,11 +257,11 @@ class CallRecorder:
             value = math.nan
         if value == 0 and latency.skip_zero:
             return
-        if not 0 <= value <= MAX_LATENCY_MS:
-            warn_once(
+        if not 0 <= value <= m.MAX_LATENCY_MS:
+            once.warning(
                 f"latency:{latency.name}:{processor_label(data.processor)}",
                 f"dropped a {latency.name} of {value!r} ms from {processor_label(data.processor)}: "
-                f"latencies must be between 0 and {MAX_LATENCY_MS:g} ms (logged once)",
+                f"latencies must be between 0 and {m.MAX_LATENCY_MS:g} ms (logged once)",
             )
             return
         attributes = self._attributes(data, None, source)
@@ -271,13 +275,13 @@ class CallRecorder:
     def _record_tokens(self, data: LLMUsageMetricsData) -> None:
         counts, problem = TokenCounts.from_usage(data.value)
         if problem:
-            warn_once(
+            once.warning(
                 f"tokens:{processor_label(data.processor)}",
                 f"token usage from {processor_label(data.processor)}: {problem} (logged once)",
             )
         fields = counts.model_dump()
         if any(v is not None and v > MAX_USAGE for v in fields.values()):
-            warn_once(
+            once.warning(
                 "tokens:absurd",
                 f"dropped a token report over {MAX_USAGE} tokens from "
                 f"{processor_label(data.processor)} (logged once)",
@@ -305,7 +309,7 @@ class CallRecorder:
         except (TypeError, ValueError):
             number = math.nan
         if not 0 <= number <= MAX_USAGE:
-            warn_once(
+            once.warning(
                 f"usage:{spec.name}",
                 f"dropped {spec.name} of {value!r} from {processor_label(data.processor)}: "
                 "usage must be a non-negative number (logged once)",
@@ -321,7 +325,7 @@ class CallRecorder:
         if usd is None:
             name = f"{service_type}:{model}"
             self._unpriced.add(name)
-            warn_once(
+            once.warning(
                 f"unpriced:{name}",
                 f"no price for {service_type} model {model!r}: its cost is reported as unpriced. "
                 "Add it with the prices= argument or PIPECAT_GRAFANA_PRICES_FILE.",
@@ -372,12 +376,3 @@ def _stats(metric: str, processor: str, sketch: LatencySketch) -> LatencyStats:
         p50_ms=sketch.quantile(0.5),
         p95_ms=sketch.quantile(0.95),
     )
-
-
-def service_type_of(processor: object, name: str | None) -> str:
-    """``llm``, ``stt``, ``tts`` by the processor's class, else by its name, else ``other``."""
-    kind = next((t for c, t in _SERVICE_CLASSES if isinstance(processor, c)), None)
-    if kind is None:
-        upper = (name or "").upper()
-        kind = next((t for t in ("llm", "stt", "tts") if t.upper() in upper), "other")
-    return kind

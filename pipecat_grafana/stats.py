@@ -9,13 +9,15 @@ the number of values.
 
 import math
 
+from pipecat_grafana.instruments import MAX_LATENCY_MS
+
 _RELATIVE_ACCURACY = 0.01
 _GAMMA = (1 + _RELATIVE_ACCURACY) / (1 - _RELATIVE_ACCURACY)
 _LOG_GAMMA = math.log(_GAMMA)
 # Values below this (in ms) share the lowest bucket: 1 µs is below anything a
 # pipeline can measure. With the 1 h cap on latencies this bounds the buckets.
 _MIN_VALUE = 0.001
-_MAX_BUCKETS = math.ceil(math.log(3_600_000 / _MIN_VALUE) / _LOG_GAMMA) + 1
+_MAX_BUCKETS = math.ceil(math.log(MAX_LATENCY_MS / _MIN_VALUE) / _LOG_GAMMA) + 1
 
 
 class LatencySketch:

@@ -1,7 +1,7 @@
 """The call summary: a typed record of one call, and its log block.
 
-The summary is what a person reads at the end of a call (in the log, like the
-seed's "Call Summary" block) and what an application receives through the
+The summary is what a person reads at the end of a call (the "Call Summary"
+block in the log) and what an application receives through the
 ``on_call_summary`` event to store or forward. Every figure in it is the same
 figure that was exported for the call.
 """

@@ -5,7 +5,7 @@ from loguru import logger
 
 import pipecat_grafana
 from pipecat_grafana import config as cfg
-from pipecat_grafana import processor, recorder
+from pipecat_grafana.labels import once
 from tests.helpers import MemoryMetrics
 from tests.otlp_receiver import OtlpReceiver
 
@@ -35,8 +35,7 @@ def clean_environment(monkeypatch):
     for name in _OUR_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     # Warnings are logged once per process; each test is a process of its own here.
-    processor._errors_logged.clear()
-    recorder._warned.clear()
+    once.clear()
     yield
     pipecat_grafana.shutdown(timeout_s=2)
 

@@ -28,7 +28,8 @@ from pipecat.tests.utils import run_test
 
 from pipecat_grafana import GrafanaMetricsExporter
 from pipecat_grafana import instruments as m
-from pipecat_grafana.pricing import PriceTable, TokenCounts
+from pipecat_grafana.pricing import PriceTable
+from pipecat_grafana.tokens import TokenCounts
 from tests.helpers import Reporter, Trigger, metric, run_pipeline
 
 ALL_TYPES = [

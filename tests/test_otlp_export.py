@@ -138,7 +138,7 @@ async def test_ten_thousand_calls_keep_memory_and_exported_series_flat(export_to
     def retained() -> tuple[int, int]:
         gc.collect()
         objects = sum(isinstance(o, export.CallMeters) for o in gc.get_objects())
-        return len(pipeline._snapshot()), objects
+        return len(pipeline.calls()), objects
 
     calls_before, objects_before = retained()
     series_per_export_before = _series_in_last_request(receiver)

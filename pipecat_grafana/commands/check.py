@@ -26,15 +26,16 @@ from opentelemetry.sdk.resources import Resource
 
 from pipecat_grafana import __version__
 from pipecat_grafana import config as cfg
-from pipecat_grafana.export import METER_NAME, default_resource
+from pipecat_grafana.export import METER_NAME
 from pipecat_grafana.instruments import Kind, prometheus_name
-from pipecat_grafana.transport import (
+from pipecat_grafana.otlp import (
     ExportHealth,
     Outcome,
     OutcomeSession,
-    build_exporter,
+    build_client,
     explain,
 )
+from pipecat_grafana.resource import default_resource
 
 CHECK_METRIC = "pipecat_grafana.check"
 CHECK_UNIT = "{check}"
@@ -169,7 +170,7 @@ def send_test_metric(
         How the request ended, and how long it took, in seconds.
     """
     session = _FirstAnswer(timeout_s)
-    exporter = build_exporter(config, session)
+    exporter = build_client(config, session)
     data = _test_metric(resource)
 
     def export() -> None:

@@ -1,4 +1,4 @@
-"""Talking to the OTLP endpoint: the exporter, and plain words for its failures.
+"""Talking to the OTLP endpoint: the HTTP client, and plain words for its failures.
 
 The OTel exporter retries (429, 502-504, with ``Retry-After``), batches and
 times out by itself, and logs every failed attempt. That log says "code: 401"
@@ -74,8 +74,8 @@ class OutcomeSession(requests.Session):
         return response
 
 
-def build_exporter(config: ExportConfig, session: OutcomeSession | None = None):
-    """The OTLP/HTTP protobuf exporter for ``config``.
+def build_client(config: ExportConfig, session: OutcomeSession | None = None):
+    """The OTLP/HTTP protobuf client (the SDK's ``OTLPMetricExporter``) for ``config``.
 
     Timeout, compression, certificate and any headers not built here come from the
     standard ``OTEL_EXPORTER_OTLP_*`` variables, read by the exporter itself.
