@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipecat_grafana import alerts, cli
+from pipecat_grafana import cli
 from pipecat_grafana import instruments as m
+from pipecat_grafana.grafana import alerts
 from tests.backends import require_tools
 
 # --------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipecat_grafana import cli, dashboard
+from pipecat_grafana import cli
 from pipecat_grafana import instruments as m
+from pipecat_grafana.grafana import dashboard
 from tests.backends import require_tools
 
 DASHBOARD = dashboard.build_dashboard()
