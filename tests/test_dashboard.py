@@ -81,6 +81,23 @@ def test_service_label_can_default_to_service_name():
         dashboard.build_dashboard(service_label='job"}')
 
 
+def test_links_open_the_dashboard_they_are_in_with_its_filters():
+    # Imported under another UID, a link to the shipped UID would open nothing, or another copy.
+    links = [
+        (panel["title"], link["url"])
+        for panel in PANELS
+        for link in panel["fieldConfig"]["defaults"].get("links", [])
+    ]
+    assert "Most expensive calls" in {title for title, _ in links}
+    carried = [v["name"] for v in DASHBOARD["templating"]["list"] if v["name"] != m.CALL_ID]
+    assert m.MODEL in carried
+    for title, url in links:
+        assert url.startswith("/d/${__dashboard.uid}/"), (title, url)
+        assert dashboard.DASHBOARD_UID not in url, (title, url)
+        for name in carried:
+            assert f"${{{name}:queryparam}}" in url, (title, name)
+
+
 def test_every_panel_has_a_description_a_unit_and_thresholds():
     for panel in PANELS:
         defaults = panel["fieldConfig"]["defaults"]

@@ -23,7 +23,6 @@ from typing import Any
 from pipecat_grafana import instruments as m
 from pipecat_grafana.grafana.panels import (
     CALLS_ENDED,
-    DASHBOARD_UID,
     LATENCY_PANELS,
     ROWS,
     LatencyPanel,
@@ -83,6 +82,7 @@ __all__ = [
     "substitute",
 ]
 
+DASHBOARD_UID = "pipecat-voice-bot"
 DASHBOARD_TITLE = "Pipecat voice bot"
 SHIPPED_DASHBOARD = Path(__file__).parent / "pipecat-voice-bot.json"
 """The dashboard as shipped in the package: ``build_dashboard()`` with its defaults."""

@@ -25,7 +25,6 @@ from pipecat_grafana.instruments import InstrumentSpec
 
 __all__ = [
     "CALLS_ENDED",
-    "DASHBOARD_UID",
     "LATENCY_PANELS",
     "LatencyPanel",
     "Panel",
@@ -35,8 +34,6 @@ __all__ = [
     "Row",
     "panel_queries",
 ]
-
-DASHBOARD_UID = "pipecat-voice-bot"
 
 
 @dataclass(frozen=True)
@@ -301,9 +298,11 @@ def _share(part: str, whole: str) -> str:
 
 _CALL_LINK = (
     "Show this call",
-    f"/d/{DASHBOARD_UID}/?var-{m.CALL_ID}=${{__data.fields.{m.CALL_ID}}}"
+    # This dashboard, whatever UID it was imported under, with the call chosen and the
+    # other filters and the time range kept.
+    f"/d/${{__dashboard.uid}}/?var-{m.CALL_ID}=${{__data.fields.{m.CALL_ID}}}"
     "&${datasource:queryparam}&${service_label:queryparam}&${service:queryparam}"
-    "&${__url_time_range}",
+    "&${model:queryparam}&${__url_time_range}",
 )
 
 ROWS: tuple[Row, ...] = (
