@@ -13,7 +13,8 @@ Two choices make the rules work on every backend:
 
 - Grouping by both ``job`` and ``service_name`` (and ``instance`` and
   ``service_instance_id``): Mimir fills the first of each pair, VictoriaMetrics the second,
-  and a label missing from a series groups as empty. Alerts name the service either way.
+  and a label missing from a series groups as empty. Alerts name the service with whichever
+  of the pair the alert has.
 - The hourly cost and the error rates are ``max_over_time - min_over_time`` per series over
   their window, summed, not ``increase()`` or ``rate()``: on Prometheus and Mimir those
   extrapolate past the end of short per-call series, and VictoriaMetrics divides a series'
@@ -107,8 +108,18 @@ RATE_LIMIT_BURST_FOR = "1m"
 # How far back the silence alert looks for calls that were active.
 ACTIVE_LOOKBACK = "15m"
 
-_SERVICE = "{{ $labels.job }}{{ $labels.service_name }}"
-_INSTANCE = "{{ $labels.instance }}{{ $labels.service_instance_id }}"
+
+def _present(labels: tuple[str, ...]) -> str:
+    """A template printing those of ``labels`` the alert has.
+
+    A backend fills one label of each pair. Prometheus prints a missing label as nothing,
+    but Grafana-managed rules print ``[no value]``, so each is printed only when present.
+    """
+    return "".join(f"{{{{ with $labels.{label} }}}}{{{{ . }}}}{{{{ end }}}}" for label in labels)
+
+
+_SERVICE = _present(SERVICE_LABELS)
+_INSTANCE = _present(INSTANCE_LABELS)
 _PROCESSOR = f"{{{{ $labels.{m.PROCESSOR} }}}}"
 _SERVICE_TYPE = f"{{{{ $labels.{m.SERVICE_TYPE} }}}}"
 
