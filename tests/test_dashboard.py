@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipecat_grafana import cli, dashboard
+from pipecat_grafana import cli
 from pipecat_grafana import instruments as m
+from pipecat_grafana.grafana import dashboard
 from tests.backends import require_tools
 
 DASHBOARD = dashboard.build_dashboard()
@@ -78,6 +79,23 @@ def test_service_label_can_default_to_service_name():
     assert variable["current"]["value"] == "service_name"
     with pytest.raises(ValueError, match="service_label"):
         dashboard.build_dashboard(service_label='job"}')
+
+
+def test_links_open_the_dashboard_they_are_in_with_its_filters():
+    # Imported under another UID, a link to the shipped UID would open nothing, or another copy.
+    links = [
+        (panel["title"], link["url"])
+        for panel in PANELS
+        for link in panel["fieldConfig"]["defaults"].get("links", [])
+    ]
+    assert "Most expensive calls" in {title for title, _ in links}
+    carried = [v["name"] for v in DASHBOARD["templating"]["list"] if v["name"] != m.CALL_ID]
+    assert m.MODEL in carried
+    for title, url in links:
+        assert url.startswith("/d/${__dashboard.uid}/"), (title, url)
+        assert dashboard.DASHBOARD_UID not in url, (title, url)
+        for name in carried:
+            assert f"${{{name}:queryparam}}" in url, (title, name)
 
 
 def test_every_panel_has_a_description_a_unit_and_thresholds():

@@ -9,7 +9,7 @@ import math
 import sys
 from pathlib import Path
 
-from pipecat_grafana import alerts
+from pipecat_grafana.grafana import alerts
 
 EPILOG = (
     """\

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipecat_grafana import dashboard
+from pipecat_grafana.grafana import dashboard
 
 EPILOG = """\
 examples:

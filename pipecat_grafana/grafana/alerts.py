@@ -13,7 +13,8 @@ Two choices make the rules work on every backend:
 
 - Grouping by both ``job`` and ``service_name`` (and ``instance`` and
   ``service_instance_id``): Mimir fills the first of each pair, VictoriaMetrics the second,
-  and a label missing from a series groups as empty. Alerts name the service either way.
+  and a label missing from a series groups as empty. Alerts name the service with whichever
+  of the pair the alert has.
 - The hourly cost and the error rates are ``max_over_time - min_over_time`` per series over
   their window, summed, not ``increase()`` or ``rate()``: on Prometheus and Mimir those
   extrapolate past the end of short per-call series, and VictoriaMetrics divides a series'
@@ -25,7 +26,7 @@ Two choices make the rules work on every backend:
 
 Example::
 
-    from pipecat_grafana.alerts import rules_yaml
+    from pipecat_grafana.grafana.alerts import rules_yaml
 
     Path("voice-bot-rules.yml").write_text(rules_yaml(budget_usd_per_hour=5))
 """
@@ -39,6 +40,15 @@ from typing import Any
 import yaml
 
 from pipecat_grafana import instruments as m
+from pipecat_grafana.grafana.promql import (
+    INSTANCE_LABELS,
+    SERVICE_LABELS,
+    aggregate,
+    histogram_quantile,
+    series,
+    window_rate,
+    window_total,
+)
 
 __all__ = [
     "DEFAULT_BUDGET_USD_PER_HOUR",
@@ -58,7 +68,8 @@ __all__ = [
 ]
 
 DEFAULT_TTFB_P95_MS = 2000.0
-"""TTFB p95 alert level, from the seed's ``TimeToFirstAudioSlow`` (``> 2000 ms for 5m``)."""
+"""TTFB p95 alert level, from the production alert table's ``TimeToFirstAudioSlow``
+(``> 2000 ms for 5m``)."""
 DEFAULT_TTFA_P95_MS = 2000.0
 """TTS time-to-first-audio p95 alert level, the same 2 s a caller starts to notice."""
 DEFAULT_BUDGET_USD_PER_HOUR = 10.0
@@ -67,28 +78,22 @@ DEFAULT_SILENCE_MINUTES = 2.0
 """Minutes without any metric from a process whose calls were active before the alert fires.
 The exporter sends every 10 s by default, so two minutes are a dozen missed exports."""
 DEFAULT_TURN_LATENCY_P95_MS = 2000.0
-"""Turn latency p95 alert level: the seed's ``TimeToFirstAudioSlow`` (``p95 > 2000 ms for
+"""Turn latency p95 alert level: the production alert table's ``TimeToFirstAudioSlow`` (``p95 > 2000 ms for
 5m``), which times what turn latency times, the caller's wait from falling silent to the
 bot's first audio."""
 DEFAULT_ERRORS_PER_MINUTE = 10.0
-"""Errors per minute of one processor above which the error-rate alert fires: the seed's
-``CartesiaTTSErrorRateHigh`` (``> 10/min for 3m``)."""
+"""Errors per minute of one processor above which the error-rate alert fires: the production
+alert table's ``CartesiaTTSErrorRateHigh`` (``> 10/min for 3m``)."""
 DEFAULT_RATE_LIMITS_PER_MINUTE = 5.0
-"""Rate-limit errors per minute of one processor for the warning: the seed's
-``CartesiaTTSRateLimitHigh`` (``> 5/min for 2m``)."""
+"""Rate-limit errors per minute of one processor for the warning: the production alert
+table's ``CartesiaTTSRateLimitHigh`` (``> 5/min for 2m``)."""
 DEFAULT_RATE_LIMIT_BURST_PER_MINUTE = 20.0
-"""Rate-limit errors per minute of one processor for the critical alert: the seed's
-``CartesiaTTSRateLimitCritical`` (``> 20/min for 1m``)."""
+"""Rate-limit errors per minute of one processor for the critical alert: the production
+alert table's ``CartesiaTTSRateLimitCritical`` (``> 20/min for 1m``)."""
 
 GROUP_NAME = "pipecat-grafana"
-SHIPPED_RULES = Path(__file__).parent / "grafana" / "pipecat-voice-bot-rules.yml"
+SHIPPED_RULES = Path(__file__).parent / "pipecat-voice-bot-rules.yml"
 """The rule file as shipped in the package: ``build_rules()`` with its defaults."""
-
-SERVICE_LABELS = ("job", "service_name")
-"""``service.name``: ``job`` on Grafana Cloud (Mimir) and Prometheus, ``service_name`` on
-VictoriaMetrics. Both are grouped by; the one a backend lacks groups as empty."""
-INSTANCE_LABELS = ("instance", "service_instance_id")
-"""``service.instance.id`` (one bot process), likewise."""
 
 # The window latency quantiles are computed over, and how long they must stay high.
 LATENCY_WINDOW = "5m"
@@ -103,8 +108,20 @@ RATE_LIMIT_BURST_FOR = "1m"
 # How far back the silence alert looks for calls that were active.
 ACTIVE_LOOKBACK = "15m"
 
-_SERVICE = "{{ $labels.job }}{{ $labels.service_name }}"
-_INSTANCE = "{{ $labels.instance }}{{ $labels.service_instance_id }}"
+
+def _present(labels: tuple[str, ...]) -> str:
+    """A template printing those of ``labels`` the alert has.
+
+    A backend fills one label of each pair. Prometheus prints a missing label as nothing,
+    but Grafana-managed rules print ``[no value]``, so each is printed only when present.
+    """
+    return "".join(f"{{{{ with $labels.{label} }}}}{{{{ . }}}}{{{{ end }}}}" for label in labels)
+
+
+_SERVICE = _present(SERVICE_LABELS)
+_INSTANCE = _present(INSTANCE_LABELS)
+_PROCESSOR = f"{{{{ $labels.{m.PROCESSOR} }}}}"
+_SERVICE_TYPE = f"{{{{ $labels.{m.SERVICE_TYPE} }}}}"
 
 
 def _value(fmt: str) -> str:
@@ -172,15 +189,9 @@ class AlertRule:
         }
 
 
-def _by(*labels: str) -> str:
-    return f"by ({', '.join(labels)})"
-
-
 def _latency_p95(spec: m.InstrumentSpec, *by: str) -> str:
-    return (
-        f"histogram_quantile(0.95, sum {_by('le', *SERVICE_LABELS, *by)} "
-        f"(rate({spec.prometheus_name}_bucket[{LATENCY_WINDOW}])))"
-    )
+    buckets = window_rate(series(spec, "_bucket"), LATENCY_WINDOW, ("le", *SERVICE_LABELS, *by))
+    return histogram_quantile(0.95, buckets)
 
 
 _BY_PROCESSOR = (*SERVICE_LABELS, m.SERVICE_TYPE, m.PROCESSOR)
@@ -189,13 +200,8 @@ _BY_PROCESSOR = (*SERVICE_LABELS, m.SERVICE_TYPE, m.PROCESSOR)
 
 def _errors_per_minute(minutes: int, **matchers: str) -> str:
     """ErrorFrames per minute over the last ``minutes``, per service and processor."""
-    inner = ", ".join(f'{key}="{value}"' for key, value in matchers.items())
-    series = f"{m.ERRORS.prometheus_name}{{{inner}}}" if inner else m.ERRORS.prometheus_name
-    window = f"{minutes}m"
-    return (
-        f"sum {_by(*_BY_PROCESSOR)} "
-        f"(max_over_time({series}[{window}]) - min_over_time({series}[{window}])) / {minutes}"
-    )
+    errors = window_total(series(m.ERRORS, **matchers), f"{minutes}m", _BY_PROCESSOR)
+    return f"{errors} / {minutes}"
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -250,55 +256,38 @@ def alert_rules(
     ):
         _check_positive(name, value)
     silence = f"{silence_minutes * 60:g}s"
-    by_process = _by(*SERVICE_LABELS, *INSTANCE_LABELS)
-    cost = m.COST.prometheus_name
-    active = m.CALLS_ACTIVE.prometheus_name
+    process = (*SERVICE_LABELS, *INSTANCE_LABELS)
+    active = series(m.CALLS_ACTIVE)
     return (
-        AlertRule(
-            name="VoiceBotTurnLatencyHigh",
-            signal=_latency_p95(m.TURN_LATENCY),
-            threshold=turn_latency_p95_ms,
-            for_=LATENCY_FOR,
-            severity="warning",
-            summary=f"{_SERVICE}: turn latency p95 is {_VALUE_MS} ms",
-            description=(
-                "The 95th percentile of the callers' wait from falling silent to the bot's "
-                f"first audio has been above {turn_latency_p95_ms:g} ms for {LATENCY_FOR}. "
-                "The 'Where turn latency goes' panel of the Pipecat voice bot dashboard shows "
-                "which part grew (transcription, LLM, tool calls, speech synthesis, ...)."
-            ),
-            group_by=SERVICE_LABELS,
+        _latency_rule(
+            "VoiceBotTurnLatencyHigh",
+            m.TURN_LATENCY,
+            turn_latency_p95_ms,
+            "turn latency",
+            "The 95th percentile of the callers' wait from falling silent to the bot's first "
+            f"audio has been above {turn_latency_p95_ms:g} ms for {LATENCY_FOR}. The 'Where "
+            "turn latency goes' panel of the Pipecat voice bot dashboard shows which part grew "
+            "(transcription, LLM, tool calls, speech synthesis, ...).",
+            per_processor=False,
         ),
-        AlertRule(
-            name="VoiceBotTTFBHigh",
-            signal=_latency_p95(m.TTFB, m.PROCESSOR),
-            threshold=ttfb_p95_ms,
-            for_=LATENCY_FOR,
-            severity="warning",
-            summary=f"{_SERVICE}: {{{{ $labels.processor }}}} TTFB p95 is {_VALUE_MS} ms",
-            description=(
-                f"The 95th percentile of time to first byte of {{{{ $labels.processor }}}} "
-                f"has been above {ttfb_p95_ms:g} ms for {LATENCY_FOR}: callers wait for "
-                "answers. Check the provider's status and the model, and the TTFB panel of "
-                "the Pipecat voice bot dashboard."
-            ),
-            group_by=(*SERVICE_LABELS, m.PROCESSOR),
+        _latency_rule(
+            "VoiceBotTTFBHigh",
+            m.TTFB,
+            ttfb_p95_ms,
+            f"{_PROCESSOR} TTFB",
+            f"The 95th percentile of time to first byte of {_PROCESSOR} has been above "
+            f"{ttfb_p95_ms:g} ms for {LATENCY_FOR}: callers wait for answers. Check the "
+            "provider's status and the model, and the TTFB panel of the Pipecat voice bot "
+            "dashboard.",
         ),
-        AlertRule(
-            name="VoiceBotTimeToFirstAudioHigh",
-            signal=_latency_p95(m.TTFA, m.PROCESSOR),
-            threshold=ttfa_p95_ms,
-            for_=LATENCY_FOR,
-            severity="warning",
-            summary=(
-                f"{_SERVICE}: {{{{ $labels.processor }}}} time to first audio p95 is {_VALUE_MS} ms"
-            ),
-            description=(
-                "The 95th percentile of the TTS's time to first audible audio (TTFB plus "
-                f"leading silence) of {{{{ $labels.processor }}}} has been above "
-                f"{ttfa_p95_ms:g} ms for {LATENCY_FOR}. Check the TTS provider and voice."
-            ),
-            group_by=(*SERVICE_LABELS, m.PROCESSOR),
+        _latency_rule(
+            "VoiceBotTimeToFirstAudioHigh",
+            m.TTFA,
+            ttfa_p95_ms,
+            f"{_PROCESSOR} time to first audio",
+            "The 95th percentile of the TTS's time to first audible audio (TTFB plus leading "
+            f"silence) of {_PROCESSOR} has been above {ttfa_p95_ms:g} ms for {LATENCY_FOR}. "
+            "Check the TTS provider and voice.",
         ),
         AlertRule(
             name="VoiceBotErrorRateHigh",
@@ -306,58 +295,35 @@ def alert_rules(
             threshold=errors_per_minute,
             for_=ERRORS_FOR,
             severity="warning",
-            summary=(
-                f"{_SERVICE}: {{{{ $labels.processor }}}} reports {_VALUE_RATE} errors per minute"
-            ),
+            summary=f"{_SERVICE}: {_PROCESSOR} reports {_VALUE_RATE} errors per minute",
             description=(
-                f"{{{{ $labels.processor }}}} ({{{{ $labels.service_type }}}}) has pushed more "
-                f"than {errors_per_minute:g} ErrorFrames per minute for {ERRORS_FOR}. Check the "
-                "error panels of the Pipecat voice bot dashboard for the error type, the bot's "
-                "logs for the messages, and the provider's status."
+                f"{_PROCESSOR} ({_SERVICE_TYPE}) has pushed more than {errors_per_minute:g} "
+                f"ErrorFrames per minute for {ERRORS_FOR}. Check the error panels of the "
+                "Pipecat voice bot dashboard for the error type, the bot's logs for the "
+                "messages, and the provider's status."
             ),
             group_by=_BY_PROCESSOR,
         ),
-        AlertRule(
-            name="VoiceBotRateLimited",
-            signal=_errors_per_minute(RATE_LIMITS_WINDOW_MINUTES, error_type="rate_limit"),
-            threshold=rate_limits_per_minute,
-            for_=RATE_LIMITS_FOR,
-            severity="warning",
-            summary=(
-                f"{_SERVICE}: {{{{ $labels.processor }}}} is rate limited {_VALUE_RATE} times "
-                "per minute"
-            ),
-            description=(
-                f"The provider of {{{{ $labels.processor }}}} ({{{{ $labels.service_type }}}}) "
-                f"has refused more than {rate_limits_per_minute:g} requests per minute for "
-                f"{RATE_LIMITS_FOR} (429 Too Many Requests): callers hear the bot late or not "
-                "at all. Raise the account's limits or concurrency, or spread the load."
-            ),
-            group_by=_BY_PROCESSOR,
+        _rate_limit_rule(
+            "VoiceBotRateLimited",
+            rate_limits_per_minute,
+            RATE_LIMITS_FOR,
+            "warning",
+            " (429 Too Many Requests): callers hear the bot late or not at all. Raise the "
+            "account's limits or concurrency, or spread the load.",
         ),
-        AlertRule(
-            name="VoiceBotRateLimitBurst",
-            signal=_errors_per_minute(RATE_LIMITS_WINDOW_MINUTES, error_type="rate_limit"),
-            threshold=rate_limit_burst_per_minute,
-            for_=RATE_LIMIT_BURST_FOR,
-            severity="critical",
-            summary=(
-                f"{_SERVICE}: {{{{ $labels.processor }}}} is rate limited {_VALUE_RATE} times "
-                "per minute"
-            ),
-            description=(
-                f"The provider of {{{{ $labels.processor }}}} ({{{{ $labels.service_type }}}}) "
-                f"has refused more than {rate_limit_burst_per_minute:g} requests per minute "
-                f"for {RATE_LIMIT_BURST_FOR}: calls are failing now. Shed load or fail over to "
-                "another provider or account."
-            ),
-            group_by=_BY_PROCESSOR,
+        _rate_limit_rule(
+            "VoiceBotRateLimitBurst",
+            rate_limit_burst_per_minute,
+            RATE_LIMIT_BURST_FOR,
+            "critical",
+            ": calls are failing now. Shed load or fail over to another provider or account.",
         ),
         AlertRule(
             name="VoiceBotMetricsMissing",
             signal=(
-                f"(max {by_process} (last_over_time({active}[{ACTIVE_LOOKBACK}])) unless "
-                f"max {by_process} (count_over_time({active}[{silence}])))"
+                f"({aggregate('max', process, f'last_over_time({active}[{ACTIVE_LOOKBACK}])')} "
+                f"unless {aggregate('max', process, f'count_over_time({active}[{silence}])')})"
             ),
             threshold=0,
             for_="1m",
@@ -370,14 +336,11 @@ def alert_rules(
                 "process that exits with no call in progress does not fire this. Resolves "
                 f"{ACTIVE_LOOKBACK} after its last report."
             ),
-            group_by=(*SERVICE_LABELS, *INSTANCE_LABELS),
+            group_by=process,
         ),
         AlertRule(
             name="VoiceBotCostOverBudget",
-            signal=(
-                f"sum {_by(*SERVICE_LABELS)} "
-                f"(max_over_time({cost}[1h]) - min_over_time({cost}[1h]))"
-            ),
+            signal=window_total(series(m.COST), "1h", SERVICE_LABELS),
             threshold=budget_usd_per_hour,
             for_="5m",
             severity="warning",
@@ -389,6 +352,48 @@ def alert_rules(
             ),
             group_by=SERVICE_LABELS,
         ),
+    )
+
+
+def _latency_rule(
+    name: str,
+    spec: m.InstrumentSpec,
+    level_ms: float,
+    what: str,
+    description: str,
+    *,
+    per_processor: bool = True,
+) -> AlertRule:
+    """A latency alert: the p95 of ``spec`` above ``level_ms``, per service (and processor)."""
+    by = (m.PROCESSOR,) if per_processor else ()
+    return AlertRule(
+        name=name,
+        signal=_latency_p95(spec, *by),
+        threshold=level_ms,
+        for_=LATENCY_FOR,
+        severity="warning",
+        summary=f"{_SERVICE}: {what} p95 is {_VALUE_MS} ms",
+        description=description,
+        group_by=(*SERVICE_LABELS, *by),
+    )
+
+
+def _rate_limit_rule(
+    name: str, per_minute: float, for_: str, severity: str, consequence: str
+) -> AlertRule:
+    """A rate-limit alert: the warning and the page differ only in level, duration and why."""
+    return AlertRule(
+        name=name,
+        signal=_errors_per_minute(RATE_LIMITS_WINDOW_MINUTES, error_type="rate_limit"),
+        threshold=per_minute,
+        for_=for_,
+        severity=severity,
+        summary=f"{_SERVICE}: {_PROCESSOR} is rate limited {_VALUE_RATE} times per minute",
+        description=(
+            f"The provider of {_PROCESSOR} ({_SERVICE_TYPE}) has refused more than "
+            f"{per_minute:g} requests per minute for {for_}{consequence}"
+        ),
+        group_by=_BY_PROCESSOR,
     )
 
 

@@ -1,0 +1,15 @@
+"""Grafana artefacts built from the metric contract: the dashboard and the alert rules.
+
+Every query and alert expression is built from ``pipecat_grafana.instruments`` rather than kept
+as hand-edited JSON or YAML, so that a renamed instrument cannot leave a panel showing "No
+data" or an alert that never fires. The package reads nothing else of ``pipecat_grafana``:
+
+- ``promql``: the PromQL both are written in, and the labels a backend stores the service in;
+- ``alerts``: the Prometheus/Mimir alert rules;
+- ``panels``: what the dashboard shows, a table of rows of panels;
+- ``dashboard``: the dashboard JSON Grafana imports, with its filter variables.
+
+The files beside these modules, ``pipecat-voice-bot.json`` and
+``pipecat-voice-bot-rules.yml``, are the dashboard and rules as shipped: what
+``pipecat-grafana dashboard`` and ``pipecat-grafana alerts`` write with their defaults.
+"""

@@ -1,0 +1,213 @@
+"""The PromQL of the dashboard and the alert rules, built from the metric contract.
+
+Two layers: plain PromQL over a fixed window (``series``, ``aggregate``, ``window_total``,
+``window_rate``, ``histogram_quantile``), which the alert rules are written in, and the
+dashboard's queries, which add Grafana's filter variables and time ranges (``selector``,
+``range_total``, ``rate``, ``quantile``, ``range_quantile``).
+
+Three things shape the queries:
+
+- Where the service name lands depends on the backend: Grafana Cloud (Mimir) and
+  Prometheus's OTLP receiver put ``service.name`` in ``job``, VictoriaMetrics keeps it as
+  ``service_name`` (``SERVICE_LABELS``). Grafana interpolates variables anywhere in a query,
+  label names included, so the dashboard's ``service_label`` variable (``job`` by default)
+  names the label and every selector reads ``{${service_label}=~"$service"}``. The alert
+  rules group by both labels instead: a label missing from a series groups as empty.
+- ``call_id`` may be switched off. A regex matcher also matches a missing label, so the
+  variables' "All" value is ``.*`` and fleet queries work in both modes.
+- Per-call series are short-lived. ``increase()`` extrapolates past the end of a series that
+  ends inside its window (Prometheus and Mimir; not VictoriaMetrics), so totals over a window
+  use ``max_over_time(x[w]) - min_over_time(x[w])`` per series, which is exact here: every
+  cumulative series is exported first with a zero at its start, and never resets (a restarted
+  process writes new series). The dashboard uses rates over ``$__rate_interval`` for trends
+  only.
+"""
+
+import re
+from collections.abc import Mapping
+
+from pipecat_grafana import instruments as m
+from pipecat_grafana.instruments import InstrumentSpec
+
+__all__ = [
+    "ALL",
+    "CALL_ID_VAR",
+    "INSTANCE_LABELS",
+    "MODEL_FILTER",
+    "MODEL_VAR",
+    "RANGE",
+    "RANGE_SECONDS",
+    "RATE_INTERVAL",
+    "SERVICE_FILTER",
+    "SERVICE_LABELS",
+    "SERVICE_LABEL_VAR",
+    "SERVICE_VAR",
+    "USAGE",
+    "WITH_MODEL",
+    "aggregate",
+    "histogram_quantile",
+    "quantile",
+    "range_quantile",
+    "range_total",
+    "rate",
+    "selector",
+    "series",
+    "substitute",
+    "window_rate",
+    "window_total",
+]
+
+SERVICE_LABELS = ("job", "service_name")
+"""Where ``service.name`` lands: ``job`` on Grafana Cloud (Mimir) and Prometheus's OTLP
+receiver, ``service_name`` on VictoriaMetrics and vmagent. The first is the dashboard's
+default."""
+INSTANCE_LABELS = ("instance", "service_instance_id")
+"""Where ``service.instance.id`` (one bot process) lands, likewise."""
+
+USAGE = (m.LLM_TOKENS, m.TTS_CHARACTERS, m.STT_AUDIO)
+"""The usage counters."""
+WITH_MODEL = frozenset((*m.LATENCY, *USAGE, m.COST))
+"""The instruments whose points carry the ``model`` label: the latency histograms, the usage
+counters and the cost."""
+
+# The Grafana variables the dashboard's queries use.
+SERVICE_LABEL_VAR = "${service_label}"
+SERVICE_VAR = "$service"
+MODEL_VAR = "$model"
+CALL_ID_VAR = "$call_id"
+RANGE = "$__range"
+RANGE_SECONDS = "$__range_s"
+RATE_INTERVAL = "$__rate_interval"
+SERVICE_FILTER = f'{SERVICE_LABEL_VAR}=~"{SERVICE_VAR}"'
+"""The matcher every dashboard selector has: the chosen services."""
+MODEL_FILTER = f'{m.MODEL}=~"{MODEL_VAR}"'
+"""The matcher of the chosen models, on the instruments in ``WITH_MODEL``."""
+
+ALL = ".*"
+"""The "All" value of every filter variable: a regex that also matches a missing label."""
+
+# --------------------------------------------------------------------------------------------
+# Plain PromQL
+
+
+def series(spec: InstrumentSpec, suffix: str = "", **matchers: str) -> str:
+    """A series selector with equality matchers only, or the bare name without any.
+
+    Args:
+        spec: The instrument.
+        suffix: ``_bucket``, ``_sum`` or ``_count`` for histograms.
+        **matchers: Equality matchers, e.g. ``error_type="rate_limit"``.
+
+    Returns:
+        For example ``voice_errors_total{error_type="rate_limit"}``.
+    """
+    return _selector(spec.prometheus_name + suffix, _equal(matchers))
+
+
+def aggregate(op: str, by: tuple[str, ...], expr: str) -> str:
+    """``op by (labels) (expr)``, or ``op (expr)`` when ``by`` is empty."""
+    grouping = f" by ({', '.join(by)})" if by else ""
+    return f"{op}{grouping} ({expr})"
+
+
+def window_total(series: str, window: str, by: tuple[str, ...] = ()) -> str:
+    """How much the cumulative ``series`` grew during ``window``, summed by ``by``.
+
+    ``max_over_time - min_over_time`` per series: exact for per-call series that start inside
+    the window (each starts with an exported zero and never resets), where ``increase()``
+    would extrapolate past the series' last sample on Prometheus and Mimir.
+    """
+    growth = f"max_over_time({series}[{window}]) - min_over_time({series}[{window}])"
+    return aggregate("sum", by, growth)
+
+
+def window_rate(series: str, window: str, by: tuple[str, ...] = ()) -> str:
+    """The per-second rate of the cumulative ``series`` over ``window``, summed by ``by``."""
+    return aggregate("sum", by, f"rate({series}[{window}])")
+
+
+def histogram_quantile(q: float, buckets: str) -> str:
+    """The ``q`` quantile of ``buckets``, an expression summed by ``le``."""
+    return f"histogram_quantile({q:g}, {buckets})"
+
+
+# --------------------------------------------------------------------------------------------
+# The dashboard's queries: Grafana's filters and time ranges
+
+
+def selector(spec: InstrumentSpec, suffix: str = "", **matchers: str) -> str:
+    """A series selector for ``spec`` with the dashboard's filters.
+
+    Every selector filters by service; ``model`` and ``call_id`` filters are added only to
+    instruments that carry those labels, so that choosing a model does not hide the calls
+    gauges.
+
+    Args:
+        spec: The instrument.
+        suffix: ``_bucket``, ``_sum`` or ``_count`` for histograms.
+        **matchers: Extra equality matchers, e.g. ``token_type="prompt"``.
+
+    Returns:
+        For example ``voice_cost_usd_total{${service_label}=~"$service", model=~"$model"}``.
+    """
+    parts = [SERVICE_FILTER]
+    if spec in WITH_MODEL:
+        parts.append(MODEL_FILTER)
+    if spec.per_call:
+        parts.append(f'{m.CALL_ID}=~"{CALL_ID_VAR}"')
+    return _selector(spec.prometheus_name + suffix, parts + _equal(matchers))
+
+
+def range_total(
+    spec: InstrumentSpec, by: tuple[str, ...] = (), suffix: str = "", **matchers: str
+) -> str:
+    """How much a cumulative instrument grew during the dashboard's range (``window_total``)."""
+    return window_total(selector(spec, suffix, **matchers), RANGE, by)
+
+
+def rate(spec: InstrumentSpec, by: tuple[str, ...] = (), suffix: str = "", **matchers: str) -> str:
+    """Per-second rate of a cumulative instrument, summed, for trend panels."""
+    return window_rate(selector(spec, suffix, **matchers), RATE_INTERVAL, by)
+
+
+def quantile(q: float, spec: InstrumentSpec, by: tuple[str, ...] = (m.PROCESSOR,)) -> str:
+    """The ``q`` quantile of a histogram over ``$__rate_interval``, by ``by``."""
+    return histogram_quantile(q, rate(spec, ("le", *by), "_bucket"))
+
+
+def range_quantile(q: float, spec: InstrumentSpec, by: tuple[str, ...] = (m.PROCESSOR,)) -> str:
+    """The ``q`` quantile of a histogram over the dashboard's whole range, by ``by``."""
+    return histogram_quantile(q, range_total(spec, ("le", *by), "_bucket"))
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+
+
+def substitute(expr: str, values: Mapping[str, str]) -> str:
+    """Replace Grafana's variables in ``expr`` with ``values``, as Grafana does before a query.
+
+    Grafana substitutes text, anywhere (label names included). Tests use this to run the
+    dashboard's queries against a database directly: ``$__rate_interval`` and ``$__range``
+    become durations (``"1m"``, ``"45s"``), ``$__range_s`` a number of seconds, and the
+    filter variables a regex (``.*`` for All).
+
+    Args:
+        expr: A query with ``$name`` or ``${name}`` variables.
+        values: The value of each variable, by name without ``$``
+            (``{"service_label": "job", "__range": "1h", ...}``).
+
+    Returns:
+        The query Grafana would send.
+
+    Raises:
+        KeyError: A variable of ``expr`` has no value.
+    """
+    return _VARIABLE.sub(lambda match: values[match.group(1) or match.group(2)], expr)
+
+
+def _equal(matchers: Mapping[str, str]) -> list[str]:
+    return [f'{key}="{value}"' for key, value in matchers.items()]
+
+
+def _selector(name: str, matchers: list[str]) -> str:
+    return f"{name}{{{', '.join(matchers)}}}" if matchers else name
