@@ -27,8 +27,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from pipecat_grafana.commands.check import load_env_file
 from pipecat_grafana.commands.demo import OfflineDemo, add_arguments, run_demo
+from pipecat_grafana.config import load_env_file
 
 if TYPE_CHECKING:
     from pipecat.runner.types import RunnerArguments

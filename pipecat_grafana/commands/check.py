@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     The report goes to standard output; a configuration mistake is one line on
     standard error.
     """
-    env_file = load_env_file()
+    env_file = cfg.load_env_file()
     try:
         config = cfg.resolve()
     except cfg.ConfigError as e:
@@ -139,22 +139,6 @@ def run(args: argparse.Namespace) -> int:
     for hint in _hints(outcome, config):
         print(f"  - {hint}")
     return EXIT_FAILED
-
-
-def load_env_file() -> bool:
-    """Load ``./.env`` into the environment, never overriding a variable already set.
-
-    The bot, ``check`` and ``demo`` all read it this way, so they see the same
-    configuration.
-
-    Returns:
-        Whether a ``.env`` file was found.
-    """
-    # python-dotenv comes with pipecat-ai. Only the current directory, as the
-    # bot's own .env: searching parent directories could pick up another project's.
-    from dotenv import load_dotenv
-
-    return load_dotenv(".env", override=False)
 
 
 def send_test_metric(

@@ -31,7 +31,6 @@ from loguru import logger
 from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
 
 from pipecat_grafana import config as cfg
-from pipecat_grafana.commands.check import load_env_file
 from pipecat_grafana.demo import (
     DEFAULT_LLM_MODEL,
     DEFAULT_STT_MODEL,
@@ -264,7 +263,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pipecat-grafana demo``; returns the exit status."""
-    load_env_file()
+    cfg.load_env_file()
     return run_demo(
         OfflineDemo(
             turns=args.turns,
