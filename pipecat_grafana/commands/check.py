@@ -26,6 +26,7 @@ from opentelemetry.sdk.resources import Resource
 
 from pipecat_grafana import __version__
 from pipecat_grafana import config as cfg
+from pipecat_grafana.commands._arguments import positive
 from pipecat_grafana.export import METER_NAME, default_resource
 from pipecat_grafana.instruments import Kind, prometheus_name
 from pipecat_grafana.transport import (
@@ -79,7 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=positive("number of seconds"),
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
         help=f"longest wait for the answer (default {DEFAULT_TIMEOUT_S:g})",
@@ -277,13 +278,3 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
             "firewall allows outgoing HTTPS."
         )
     return hints
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value

@@ -31,6 +31,7 @@ from loguru import logger
 from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
 
 from pipecat_grafana import config as cfg
+from pipecat_grafana.commands._arguments import at_least, positive
 from pipecat_grafana.demo import (
     DEFAULT_LLM_MODEL,
     DEFAULT_STT_MODEL,
@@ -200,21 +201,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the offline call's options, shared by ``pipecat-grafana demo`` and ``example_bot.py``."""
     parser.add_argument(
         "--turns",
-        type=_at_least(1),
+        type=at_least(1),
         default=DEFAULT_TURNS,
         metavar="N",
         help=f"times the caller speaks in each call (default {DEFAULT_TURNS})",
     )
     parser.add_argument(
         "--calls",
-        type=_at_least(1),
+        type=at_least(1),
         default=DEFAULT_CALLS,
         metavar="N",
         help=f"calls running at once (default {DEFAULT_CALLS})",
     )
     parser.add_argument(
         "--rounds",
-        type=_at_least(0),
+        type=at_least(0),
         default=DEFAULT_ROUNDS,
         metavar="N",
         help="run the batch of calls N times in a row; 0 = until Ctrl-C "
@@ -222,7 +223,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--speed",
-        type=_positive_float,
+        type=positive(),
         default=1.0,
         metavar="X",
         help="scale of the scripted latencies and of the audio's pace: 0.1 is ten times "
@@ -381,26 +382,3 @@ def _destination() -> str:
     if not config.enabled:
         return "export off (no endpoint configured), summaries only"
     return f"exported to {config.endpoint} every {config.export_interval_s:g}s"
-
-
-def _at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
