@@ -2,7 +2,7 @@
 
 Someone who installed the package has no API keys yet, or no wish to spend them,
 and still needs to see the exporter work: the call summary, and data in Grafana.
-This command runs the offline call of ``pipecat_grafana.demo`` (a scripted caller
+This command runs the offline call of ``pipecat_grafana.offline`` (a scripted caller
 talking to a real Pipecat pipeline whose STT, LLM and TTS are scripted services on
 Pipecat's own base classes) with the seed bot's observers and exporter, and is
 what ``example_bot.py`` runs when no API keys are set. With ``--calls`` and
@@ -32,13 +32,13 @@ from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
 
 from pipecat_grafana import config as cfg
 from pipecat_grafana.commands._arguments import at_least, positive
-from pipecat_grafana.demo import (
+from pipecat_grafana.export import shutdown
+from pipecat_grafana.offline import (
     DEFAULT_LLM_MODEL,
     DEFAULT_STT_MODEL,
     DEFAULT_TTS_MODEL,
     run_offline_calls,
 )
-from pipecat_grafana.export import shutdown
 from pipecat_grafana.processor import GrafanaMetricsExporter
 from pipecat_grafana.summary import CallSummary
 
@@ -125,7 +125,7 @@ class OfflineDemo:
             seed: Seed of the first call's script and latencies; ``None`` for
                 different calls every time.
             incidents: Whether each call has a tool call, a barge-in and a
-                rate-limited TTS request (see ``pipecat_grafana.demo``).
+                rate-limited TTS request (see ``pipecat_grafana.offline``).
 
         Raises:
             ValueError: A count is out of range or ``speed`` is not positive.
