@@ -33,12 +33,6 @@ from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
 from pipecat_grafana import config as cfg
 from pipecat_grafana.commands._arguments import at_least, positive
 from pipecat_grafana.export import shutdown
-from pipecat_grafana.offline import (
-    DEFAULT_LLM_MODEL,
-    DEFAULT_STT_MODEL,
-    DEFAULT_TTS_MODEL,
-    run_offline_calls,
-)
 from pipecat_grafana.processor import GrafanaMetricsExporter
 from pipecat_grafana.summary import CallSummary
 
@@ -156,6 +150,8 @@ class OfflineDemo:
 
     async def run(self) -> None:
         """Run every round of calls; cancelling this ends the calls in progress cleanly."""
+        from pipecat_grafana.offline import run_offline_calls  # see _models
+
         round_number = 0
         while self.rounds == 0 or round_number < self.rounds:
             seed = None if self.seed is None else self.seed + round_number * self.calls
@@ -166,10 +162,8 @@ class OfflineDemo:
                 observers_factory=lambda: [MetricsLogObserver()],
                 speed=self.speed,
                 seed=seed,
-                llm_model=DEFAULT_LLM_MODEL,
-                stt_model=DEFAULT_STT_MODEL,
-                tts_model=DEFAULT_TTS_MODEL,
                 incidents=self.incidents,
+                **_models(),
             )
             # Keep the summaries, not the finished pipelines: a load run can last hours.
             self._summaries, self._exporters = self.summaries, []
@@ -184,11 +178,7 @@ class OfflineDemo:
 
     def _processors(self, seed: int | None) -> Sequence[GrafanaMetricsExporter]:
         exporter = GrafanaMetricsExporter(
-            llm_model=DEFAULT_LLM_MODEL,
-            stt_model=DEFAULT_STT_MODEL,
-            tts_model=DEFAULT_TTS_MODEL,
-            service_name=SERVICE_NAME,
-            call_attributes=CALL_ATTRIBUTES,
+            service_name=SERVICE_NAME, call_attributes=CALL_ATTRIBUTES, **_models()
         )
         # The script knows how the call ends; a bot sets it when it knows (a request
         # done, a transfer to an agent, a hang-up), any time before the call ends.
@@ -307,13 +297,15 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
         print(f"pipecat-grafana: configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     rounds = "until Ctrl-C" if demo.rounds == 0 else f"{demo.rounds} round(s)"
+    models = _models()
     logger.info(
         "\n".join(
             [
                 *([reason] if reason else []),
                 f"Offline call: {demo.calls} call(s) at a time, {demo.turns} turns each, {rounds}.",
                 "  A scripted caller talks to a real Pipecat pipeline whose STT "
-                f"({DEFAULT_STT_MODEL}), LLM ({DEFAULT_LLM_MODEL}) and TTS ({DEFAULT_TTS_MODEL})",
+                f"({models['stt_model']}), LLM ({models['llm_model']}) and TTS "
+                f"({models['tts_model']})",
                 "  are scripted services on Pipecat's service base classes.",
                 f"  Metrics: {destination}.",
                 "  Ctrl-C ends the calls cleanly, with their summaries.",
@@ -375,6 +367,20 @@ async def run_interruptible(demo: OfflineDemo) -> bool:
         if handler_installed and not interrupted:
             loop.remove_signal_handler(signal.SIGINT)
     return interrupted
+
+
+def _models() -> dict[str, str]:
+    """The models the offline call's services report, and its exporters are configured with."""
+    # The offline call is imported where a call runs, not at the top: it brings
+    # Pipecat's transports and services, and every subcommand's module is imported
+    # to build the parser, so `pipecat-grafana dashboard` would load them too.
+    from pipecat_grafana import offline
+
+    return {
+        "llm_model": offline.DEFAULT_LLM_MODEL,
+        "stt_model": offline.DEFAULT_STT_MODEL,
+        "tts_model": offline.DEFAULT_TTS_MODEL,
+    }
 
 
 def _destination() -> str:
