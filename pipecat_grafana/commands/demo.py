@@ -4,9 +4,9 @@ Someone who installed the package has no API keys yet, or no wish to spend them,
 and still needs to see the exporter work: the call summary, and data in Grafana.
 This command runs the offline call of ``pipecat_grafana.offline`` (a scripted caller
 talking to a real Pipecat pipeline whose STT, LLM and TTS are scripted services on
-Pipecat's own base classes) with the seed bot's observers and exporter, and is
-what ``example_bot.py`` runs when no API keys are set. With ``--calls`` and
-``--rounds`` it is a load generator for the dashboard.
+Pipecat's own base classes) with the observers and exporter of the example bot
+(``example_bot.py``), and is what that bot runs when no API keys are set. With
+``--calls`` and ``--rounds`` it is a load generator for the dashboard.
 
 Each call has what the dashboard's conversation panels show (a tool call, a
 barge-in, a rate-limited TTS request; ``--no-incidents`` leaves them out) and ends
@@ -37,7 +37,7 @@ from pipecat_grafana.processor import GrafanaMetricsExporter
 from pipecat_grafana.summary import CallSummary
 
 SERVICE_NAME = "voice-rag-bot"
-"""The ``service.name`` of the seed bot, which the offline calls export under."""
+"""The ``service.name`` of the example bot (``example_bot.py``), which the offline calls use."""
 DEFAULT_TURNS = 4
 DEFAULT_CALLS = 1
 DEFAULT_ROUNDS = 1
@@ -45,7 +45,7 @@ EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 OUTCOMES = ("resolved", "escalated", "abandoned")
-"""The values of the offline calls' ``outcome`` attribute, as the seed bot would declare them."""
+"""The values of the offline calls' ``outcome`` attribute, as a support bot would declare them."""
 CALL_ATTRIBUTES = {"outcome": OUTCOMES}
 """The call attributes the offline calls' exporters declare (``call_attributes=``)."""
 _OUTCOME_WEIGHTS = (0.75, 0.15, 0.10)
@@ -81,10 +81,10 @@ def scripted_outcome(seed: int | None) -> str:
 
 
 class OfflineDemo:
-    """Offline calls, each with the seed bot's metrics logger and Grafana exporter.
+    """Offline calls, each with the example bot's metrics logger and Grafana exporter.
 
     Each call gets a ``MetricsLogObserver`` and a ``GrafanaMetricsExporter``
-    configured as the seed bot's (``gpt-4o``, ``gladia``, ``cartesia``,
+    configured as in ``example_bot.py`` (``gpt-4o``, ``gladia``, ``cartesia``,
     ``voice-rag-bot``), so what arrives in Grafana looks like the real bot's. The
     exporter declares the ``outcome`` call attribute (``CALL_ATTRIBUTES``), and each
     call sets it (``scripted_outcome``) as an application does once it knows how the

@@ -26,7 +26,7 @@ which Pipecat's VAD and turn strategy turn into an interruption; and the TTS
 provider refuses one request with ``429 Too Many Requests``, which the service
 reports as an ``ErrorFrame`` (Pipecat classifies it as a rate limit) before it
 retries and speaks the sentence. Which turns, like everything else, follows from
-the seed.
+``seed``.
 
 Time is compressed: audio streams in and plays out fifty times faster than real
 time, while the scripted provider latencies stay of the order of real ones, so a

@@ -66,7 +66,7 @@ class Exchange:
 
 
 # What callers ask a mobile operator's voice bot, and what it answers. A call
-# uses a sample of these, in an order set by the seed.
+# uses a sample of these, in an order set by its seed.
 EXCHANGES = (
     Exchange(
         "Hi, I'd like to check the balance on my account.",
