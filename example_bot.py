@@ -1,7 +1,7 @@
-"""The seed's voice bot, exporting its metrics to Grafana Cloud, runnable anywhere.
+"""An example voice bot, exporting its metrics to Grafana Cloud, runnable anywhere.
 
 With OPENAI_API_KEY, GLADIA_API_KEY and CARTESIA_API_KEY set (in ./.env or the
-environment), this is the seed's bot: Gladia STT, OpenAI gpt-4o and Cartesia TTS
+environment), this is a real voice bot: Gladia STT, OpenAI gpt-4o and Cartesia TTS
 in a Pipecat pipeline, run by Pipecat's development runner (open
 http://localhost:7860/client and talk), with metrics and usage metrics on,
 MetricsLogObserver as the metrics logger and GrafanaMetricsExporter at the end of
@@ -27,8 +27,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from pipecat_grafana.commands.check import load_env_file
 from pipecat_grafana.commands.demo import OfflineDemo, add_arguments, run_demo
+from pipecat_grafana.config import load_env_file
 
 if TYPE_CHECKING:
     from pipecat.runner.types import RunnerArguments
@@ -92,7 +92,7 @@ def transport_params() -> dict:
 
 
 def build_bot(transport: "BaseTransport", runner_args: "RunnerArguments | None" = None):
-    """The seed's bot on ``transport``: its pipeline in a worker, ready to run.
+    """The example bot on ``transport``: its pipeline in a worker, ready to run.
 
     Needs the three API keys in the environment; builds everything without
     touching the network (the services connect when the pipeline starts).

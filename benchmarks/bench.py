@@ -24,7 +24,7 @@ What it measures, exporting every second to a live local receiver:
    drops every message at DEBUG, so the logger does its formatting work and no
    terminal I/O is timed, for either.
 3. Event-loop lag. A task sleeping 1 ms over and over records how late it wakes
-   while scripted calls (``pipecat_grafana.demo``) arrive every second: without
+   while scripted calls (``pipecat_grafana.offline``) arrive every second: without
    the exporter, with it and export off, against a live receiver, and against
    one that never answers. Alternated rounds, samples pooled per scenario.
 4. Memory and traffic. RSS and Python objects after 1,000 and 10,000 calls run
@@ -92,7 +92,7 @@ from pipecat.workers.runner import WorkerRunner
 
 import pipecat_grafana
 from pipecat_grafana import GrafanaMetricsExporter
-from pipecat_grafana.demo import run_offline_call
+from pipecat_grafana.offline import run_offline_call
 
 HERE = Path(__file__).resolve().parent
 ENDPOINT, COMPRESSION = "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_COMPRESSION"
@@ -128,7 +128,7 @@ QUICK = Scale(frames=3_000, segments=3, records=5_000, lag_rounds=1, calls=3_000
 def turn_metrics(rng: random.Random) -> list[tuple[int, MetricsData]]:
     """One turn's metrics with the 20 ms tick each arrives at, as Pipecat's services send them.
 
-    16 a turn, as the scripted calls of ``pipecat_grafana.demo`` report them: the
+    16 a turn, as the scripted calls of ``pipecat_grafana.offline`` report them: the
     STT's TTFB, processing time and usage and the turn analyzer's verdict when
     the caller stops; the LLM's TTFB, TTFAT, processing time and usage; the TTS's
     TTFB and TTFA, and for each of two sentences its text aggregation, usage and

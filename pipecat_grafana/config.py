@@ -296,3 +296,19 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if raw in _FALSE:
         return False
     raise ConfigError(f"{name}={raw!r} is not a boolean: set it to true or false.")
+
+
+def load_env_file() -> bool:
+    """Load ``./.env`` into the environment, never overriding a variable already set.
+
+    The example bot, ``pipecat-grafana check`` and ``pipecat-grafana demo`` all read
+    it this way, so they see the same configuration.
+
+    Returns:
+        Whether a ``.env`` file was found.
+    """
+    # python-dotenv comes with pipecat-ai. Only the current directory, as the
+    # bot's own .env: searching parent directories could pick up another project's.
+    from dotenv import load_dotenv
+
+    return load_dotenv(".env", override=False)

@@ -50,6 +50,16 @@ def metric(kind: type[MetricsData], **overrides) -> MetricsData:
     return kind(**fields)
 
 
+class FakeClock:
+    """A ``time_source`` that stands still until a test moves ``now``."""
+
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Trigger(TextFrame):
     """Tells reporters to report their next batch of metrics."""
 

@@ -26,8 +26,7 @@ from pipecat.services.tts_service import TTSService
 
 from pipecat_grafana import GrafanaMetricsExporter
 from pipecat_grafana import instruments as m
-from tests.helpers import LiveCall
-from tests.test_exporter import FakeClock
+from tests.helpers import FakeClock, LiveCall
 
 STOP_SECS = 0.2
 

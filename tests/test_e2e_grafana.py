@@ -41,8 +41,9 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 import pipecat_grafana
-from pipecat_grafana import CallSummary, GrafanaMetricsExporter, demo
+from pipecat_grafana import CallSummary, GrafanaMetricsExporter
 from pipecat_grafana import instruments as m
+from pipecat_grafana import offline as demo
 from pipecat_grafana.commands.demo import CALL_ATTRIBUTES, scripted_outcome
 from pipecat_grafana.config import OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
 from pipecat_grafana.grafana import alerts, dashboard

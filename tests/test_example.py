@@ -162,7 +162,7 @@ def test_the_real_bot_is_the_seed_pipeline(example, monkeypatch):
     from pipecat.services.gladia.stt import GladiaSTTService
     from pipecat.services.openai.llm import OpenAILLMService
 
-    from pipecat_grafana.demo import OfflineTransport
+    from pipecat_grafana.offline import OfflineTransport
 
     for key in API_KEYS:
         monkeypatch.setenv(key, "dummy-key")

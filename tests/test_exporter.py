@@ -30,7 +30,7 @@ from pipecat_grafana import GrafanaMetricsExporter
 from pipecat_grafana import instruments as m
 from pipecat_grafana.pricing import PriceTable
 from pipecat_grafana.tokens import TokenCounts
-from tests.helpers import Reporter, Trigger, metric, run_pipeline
+from tests.helpers import FakeClock, Reporter, Trigger, metric, run_pipeline
 
 ALL_TYPES = [
     metric(TTFBMetricsData, processor="OpenAILLMService#7", model="gpt-4o", value=0.8),
@@ -362,14 +362,6 @@ async def test_summary_handler_that_raises_does_not_stop_the_call(memory_metrics
     await run_pipeline([grafana])
     assert grafana.summary.end_reason == "ended"
     assert any("storage down" in line for line in log_lines)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ClockAdvancer(FrameProcessor):

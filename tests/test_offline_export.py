@@ -14,7 +14,7 @@ import pytest
 import pipecat_grafana
 from pipecat_grafana import instruments as m
 from pipecat_grafana.commands.demo import SERVICE_NAME, OfflineDemo, scripted_outcome
-from pipecat_grafana.demo import TOOL_NAME
+from pipecat_grafana.offline import TOOL_NAME
 from pipecat_grafana.summary import CallSummary
 from tests.otlp_receiver import OtlpReceiver
 

@@ -5,10 +5,10 @@ always match the metrics this version of the package exports.
 """
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
+from pipecat_grafana.commands._arguments import positive
 from pipecat_grafana.grafana import alerts
 
 EPILOG = (
@@ -34,16 +34,6 @@ source "Prometheus YAML file". Or load them into the Mimir ruler with
 )
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``alerts`` subcommand."""
     parser = subparsers.add_parser(
@@ -58,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--budget-usd-per-hour",
-        type=_positive,
+        type=positive(),
         default=alerts.DEFAULT_BUDGET_USD_PER_HOUR,
         metavar="USD",
         help="alert when a service's estimated cost in the last hour exceeds this "
@@ -66,14 +56,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--ttfb-p95-ms",
-        type=_positive,
+        type=positive(),
         default=alerts.DEFAULT_TTFB_P95_MS,
         metavar="MS",
         help="alert when a processor's TTFB p95 stays above this for 5m (default: %(default)g)",
     )
     parser.add_argument(
         "--ttfa-p95-ms",
-        type=_positive,
+        type=positive(),
         default=alerts.DEFAULT_TTFA_P95_MS,
         metavar="MS",
         help="alert when a TTS's time to first audio p95 stays above this for 5m "
@@ -81,7 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--turn-latency-p95-ms",
-        type=_positive,
+        type=positive(),
         default=alerts.DEFAULT_TURN_LATENCY_P95_MS,
         metavar="MS",
         help="alert when a service's turn latency p95 (the caller's wait for the bot's first "
@@ -89,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--errors-per-minute",
-        type=_positive,
+        type=positive(),
         default=alerts.DEFAULT_ERRORS_PER_MINUTE,
         metavar="N",
         help="alert when a processor's errors per minute stay above this for 3m "
@@ -97,7 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--rate-limits-per-minute",
-        type=_positive,
+        type=positive(),
         default=alerts.DEFAULT_RATE_LIMITS_PER_MINUTE,
         metavar="N",
         help="warn when a processor's rate-limit errors per minute stay above this for 2m "
@@ -105,7 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--rate-limit-burst-per-minute",
-        type=_positive,
+        type=positive(),
         default=alerts.DEFAULT_RATE_LIMIT_BURST_PER_MINUTE,
         metavar="N",
         help="page (critical) when a processor's rate-limit errors per minute stay above this "
@@ -113,7 +103,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--silence-minutes",
-        type=_positive,
+        type=positive(),
         default=alerts.DEFAULT_SILENCE_MINUTES,
         metavar="MIN",
         help="alert when a process with active calls sends nothing for this long "

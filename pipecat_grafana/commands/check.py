@@ -26,6 +26,7 @@ from opentelemetry.sdk.resources import Resource
 
 from pipecat_grafana import __version__
 from pipecat_grafana import config as cfg
+from pipecat_grafana.commands._arguments import positive
 from pipecat_grafana.export import METER_NAME
 from pipecat_grafana.instruments import Kind, prometheus_name
 from pipecat_grafana.otlp import (
@@ -80,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=positive("number of seconds"),
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
         help=f"longest wait for the answer (default {DEFAULT_TIMEOUT_S:g})",
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     The report goes to standard output; a configuration mistake is one line on
     standard error.
     """
-    env_file = load_env_file()
+    env_file = cfg.load_env_file()
     try:
         config = cfg.resolve()
     except cfg.ConfigError as e:
@@ -140,22 +141,6 @@ def run(args: argparse.Namespace) -> int:
     for hint in _hints(outcome, config):
         print(f"  - {hint}")
     return EXIT_FAILED
-
-
-def load_env_file() -> bool:
-    """Load ``./.env`` into the environment, never overriding a variable already set.
-
-    The bot, ``check`` and ``demo`` all read it this way, so they see the same
-    configuration.
-
-    Returns:
-        Whether a ``.env`` file was found.
-    """
-    # python-dotenv comes with pipecat-ai. Only the current directory, as the
-    # bot's own .env: searching parent directories could pick up another project's.
-    from dotenv import load_dotenv
-
-    return load_dotenv(".env", override=False)
 
 
 def send_test_metric(
@@ -294,13 +279,3 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
             "firewall allows outgoing HTTPS."
         )
     return hints
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value

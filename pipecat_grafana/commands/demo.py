@@ -2,11 +2,11 @@
 
 Someone who installed the package has no API keys yet, or no wish to spend them,
 and still needs to see the exporter work: the call summary, and data in Grafana.
-This command runs the offline call of ``pipecat_grafana.demo`` (a scripted caller
+This command runs the offline call of ``pipecat_grafana.offline`` (a scripted caller
 talking to a real Pipecat pipeline whose STT, LLM and TTS are scripted services on
-Pipecat's own base classes) with the seed bot's observers and exporter, and is
-what ``example_bot.py`` runs when no API keys are set. With ``--calls`` and
-``--rounds`` it is a load generator for the dashboard.
+Pipecat's own base classes) with the observers and exporter of the example bot
+(``example_bot.py``), and is what that bot runs when no API keys are set. With
+``--calls`` and ``--rounds`` it is a load generator for the dashboard.
 
 Each call has what the dashboard's conversation panels show (a tool call, a
 barge-in, a rate-limited TTS request; ``--no-incidents`` leaves them out) and ends
@@ -31,19 +31,13 @@ from loguru import logger
 from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
 
 from pipecat_grafana import config as cfg
-from pipecat_grafana.commands.check import load_env_file
-from pipecat_grafana.demo import (
-    DEFAULT_LLM_MODEL,
-    DEFAULT_STT_MODEL,
-    DEFAULT_TTS_MODEL,
-    run_offline_calls,
-)
+from pipecat_grafana.commands._arguments import at_least, positive
 from pipecat_grafana.export import shutdown
 from pipecat_grafana.processor import GrafanaMetricsExporter
 from pipecat_grafana.summary import CallSummary
 
 SERVICE_NAME = "voice-rag-bot"
-"""The ``service.name`` of the seed bot, which the offline calls export under."""
+"""The ``service.name`` of the example bot (``example_bot.py``), which the offline calls use."""
 DEFAULT_TURNS = 4
 DEFAULT_CALLS = 1
 DEFAULT_ROUNDS = 1
@@ -51,7 +45,7 @@ EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 OUTCOMES = ("resolved", "escalated", "abandoned")
-"""The values of the offline calls' ``outcome`` attribute, as the seed bot would declare them."""
+"""The values of the offline calls' ``outcome`` attribute, as a support bot would declare them."""
 CALL_ATTRIBUTES = {"outcome": OUTCOMES}
 """The call attributes the offline calls' exporters declare (``call_attributes=``)."""
 _OUTCOME_WEIGHTS = (0.75, 0.15, 0.10)
@@ -87,10 +81,10 @@ def scripted_outcome(seed: int | None) -> str:
 
 
 class OfflineDemo:
-    """Offline calls, each with the seed bot's metrics logger and Grafana exporter.
+    """Offline calls, each with the example bot's metrics logger and Grafana exporter.
 
     Each call gets a ``MetricsLogObserver`` and a ``GrafanaMetricsExporter``
-    configured as the seed bot's (``gpt-4o``, ``gladia``, ``cartesia``,
+    configured as in ``example_bot.py`` (``gpt-4o``, ``gladia``, ``cartesia``,
     ``voice-rag-bot``), so what arrives in Grafana looks like the real bot's. The
     exporter declares the ``outcome`` call attribute (``CALL_ATTRIBUTES``), and each
     call sets it (``scripted_outcome``) as an application does once it knows how the
@@ -125,7 +119,7 @@ class OfflineDemo:
             seed: Seed of the first call's script and latencies; ``None`` for
                 different calls every time.
             incidents: Whether each call has a tool call, a barge-in and a
-                rate-limited TTS request (see ``pipecat_grafana.demo``).
+                rate-limited TTS request (see ``pipecat_grafana.offline``).
 
         Raises:
             ValueError: A count is out of range or ``speed`` is not positive.
@@ -156,6 +150,8 @@ class OfflineDemo:
 
     async def run(self) -> None:
         """Run every round of calls; cancelling this ends the calls in progress cleanly."""
+        from pipecat_grafana.offline import run_offline_calls  # see _models
+
         round_number = 0
         while self.rounds == 0 or round_number < self.rounds:
             seed = None if self.seed is None else self.seed + round_number * self.calls
@@ -166,10 +162,8 @@ class OfflineDemo:
                 observers_factory=lambda: [MetricsLogObserver()],
                 speed=self.speed,
                 seed=seed,
-                llm_model=DEFAULT_LLM_MODEL,
-                stt_model=DEFAULT_STT_MODEL,
-                tts_model=DEFAULT_TTS_MODEL,
                 incidents=self.incidents,
+                **_models(),
             )
             # Keep the summaries, not the finished pipelines: a load run can last hours.
             self._summaries, self._exporters = self.summaries, []
@@ -184,11 +178,7 @@ class OfflineDemo:
 
     def _processors(self, seed: int | None) -> Sequence[GrafanaMetricsExporter]:
         exporter = GrafanaMetricsExporter(
-            llm_model=DEFAULT_LLM_MODEL,
-            stt_model=DEFAULT_STT_MODEL,
-            tts_model=DEFAULT_TTS_MODEL,
-            service_name=SERVICE_NAME,
-            call_attributes=CALL_ATTRIBUTES,
+            service_name=SERVICE_NAME, call_attributes=CALL_ATTRIBUTES, **_models()
         )
         # The script knows how the call ends; a bot sets it when it knows (a request
         # done, a transfer to an agent, a hang-up), any time before the call ends.
@@ -201,21 +191,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the offline call's options, shared by ``pipecat-grafana demo`` and ``example_bot.py``."""
     parser.add_argument(
         "--turns",
-        type=_at_least(1),
+        type=at_least(1),
         default=DEFAULT_TURNS,
         metavar="N",
         help=f"times the caller speaks in each call (default {DEFAULT_TURNS})",
     )
     parser.add_argument(
         "--calls",
-        type=_at_least(1),
+        type=at_least(1),
         default=DEFAULT_CALLS,
         metavar="N",
         help=f"calls running at once (default {DEFAULT_CALLS})",
     )
     parser.add_argument(
         "--rounds",
-        type=_at_least(0),
+        type=at_least(0),
         default=DEFAULT_ROUNDS,
         metavar="N",
         help="run the batch of calls N times in a row; 0 = until Ctrl-C "
@@ -223,7 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--speed",
-        type=_positive_float,
+        type=positive(),
         default=1.0,
         metavar="X",
         help="scale of the scripted latencies and of the audio's pace: 0.1 is ten times "
@@ -264,7 +254,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pipecat-grafana demo``; returns the exit status."""
-    load_env_file()
+    cfg.load_env_file()
     return run_demo(
         OfflineDemo(
             turns=args.turns,
@@ -307,13 +297,15 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
         print(f"pipecat-grafana: configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     rounds = "until Ctrl-C" if demo.rounds == 0 else f"{demo.rounds} round(s)"
+    models = _models()
     logger.info(
         "\n".join(
             [
                 *([reason] if reason else []),
                 f"Offline call: {demo.calls} call(s) at a time, {demo.turns} turns each, {rounds}.",
                 "  A scripted caller talks to a real Pipecat pipeline whose STT "
-                f"({DEFAULT_STT_MODEL}), LLM ({DEFAULT_LLM_MODEL}) and TTS ({DEFAULT_TTS_MODEL})",
+                f"({models['stt_model']}), LLM ({models['llm_model']}) and TTS "
+                f"({models['tts_model']})",
                 "  are scripted services on Pipecat's service base classes.",
                 f"  Metrics: {destination}.",
                 "  Ctrl-C ends the calls cleanly, with their summaries.",
@@ -377,31 +369,22 @@ async def run_interruptible(demo: OfflineDemo) -> bool:
     return interrupted
 
 
+def _models() -> dict[str, str]:
+    """The models the offline call's services report, and its exporters are configured with."""
+    # The offline call is imported where a call runs, not at the top: it brings
+    # Pipecat's transports and services, and every subcommand's module is imported
+    # to build the parser, so `pipecat-grafana dashboard` would load them too.
+    from pipecat_grafana import offline
+
+    return {
+        "llm_model": offline.DEFAULT_LLM_MODEL,
+        "stt_model": offline.DEFAULT_STT_MODEL,
+        "tts_model": offline.DEFAULT_TTS_MODEL,
+    }
+
+
 def _destination() -> str:
     config = cfg.resolve()
     if not config.enabled:
         return "export off (no endpoint configured), summaries only"
     return f"exported to {config.endpoint} every {config.export_interval_s:g}s"
-
-
-def _at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
