@@ -53,9 +53,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from pipecat_grafana import __version__, instruments
 from pipecat_grafana.aggregation import CallMeters, SeriesKey, create_meters
 from pipecat_grafana.config import ExportConfig
+from pipecat_grafana.instruments import METER_NAME
 from pipecat_grafana.otlp import ExportHealth, OutcomeSession, build_client
-
-METER_NAME = "pipecat_grafana"
 
 # An ended call whose final values could not be exported (endpoint down) is
 # retried with the following exports for this long, then dropped.

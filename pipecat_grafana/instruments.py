@@ -13,6 +13,9 @@ from typing import Any
 
 from opentelemetry.metrics import Meter
 
+METER_NAME = "pipecat_grafana"
+"""The instrumentation scope of every instrument of the contract."""
+
 
 class Kind(StrEnum):
     """How an instrument aggregates."""

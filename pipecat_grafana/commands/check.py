@@ -27,8 +27,7 @@ from opentelemetry.sdk.resources import Resource
 from pipecat_grafana import __version__
 from pipecat_grafana import config as cfg
 from pipecat_grafana.commands._arguments import positive
-from pipecat_grafana.export import METER_NAME
-from pipecat_grafana.instruments import Kind, prometheus_name
+from pipecat_grafana.instruments import METER_NAME, Kind, prometheus_name
 from pipecat_grafana.otlp import (
     ExportHealth,
     Outcome,

@@ -26,15 +26,16 @@ import random
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from loguru import logger
-from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
 
 from pipecat_grafana import config as cfg
 from pipecat_grafana.commands._arguments import at_least, positive
-from pipecat_grafana.export import shutdown
-from pipecat_grafana.processor import GrafanaMetricsExporter
 from pipecat_grafana.summary import CallSummary
+
+if TYPE_CHECKING:
+    from pipecat_grafana.processor import GrafanaMetricsExporter
 
 SERVICE_NAME = "voice-rag-bot"
 """The ``service.name`` of the example bot (``example_bot.py``), which the offline calls use."""
@@ -150,7 +151,10 @@ class OfflineDemo:
 
     async def run(self) -> None:
         """Run every round of calls; cancelling this ends the calls in progress cleanly."""
-        from pipecat_grafana.offline import run_offline_calls  # see _models
+        # Imported when a call runs: the other commands never load Pipecat or the offline call.
+        from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
+
+        from pipecat_grafana.offline import run_offline_calls
 
         round_number = 0
         while self.rounds == 0 or round_number < self.rounds:
@@ -171,12 +175,14 @@ class OfflineDemo:
 
     def _processors_factory(
         self, seed: int | None
-    ) -> Callable[[], Sequence[GrafanaMetricsExporter]]:
+    ) -> Callable[[], Sequence["GrafanaMetricsExporter"]]:
         # Call i of a round has the seed seed + i, and the i-th processors made.
         seeds = itertools.repeat(None) if seed is None else itertools.count(seed)
         return lambda: self._processors(next(seeds))
 
-    def _processors(self, seed: int | None) -> Sequence[GrafanaMetricsExporter]:
+    def _processors(self, seed: int | None) -> Sequence["GrafanaMetricsExporter"]:
+        from pipecat_grafana.processor import GrafanaMetricsExporter
+
         exporter = GrafanaMetricsExporter(
             service_name=SERVICE_NAME, call_attributes=CALL_ATTRIBUTES, **_models()
         )
@@ -319,7 +325,9 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
         # A second Ctrl-C, or a platform without loop signal handlers.
         interrupted = True
     finally:
-        shutdown()
+        import pipecat_grafana
+
+        pipecat_grafana.shutdown()
     summaries = demo.summaries
     ended = sum(s.end_reason == "ended" for s in summaries)
     total = sum(s.total_cost_usd for s in summaries)
