@@ -42,9 +42,13 @@ FLUSH_TIMEOUT = "PIPECAT_GRAFANA_FLUSH_TIMEOUT"
 """Seconds a call's end and the process's exit wait for the final export (default 5)."""
 ALLOW_INSECURE = "PIPECAT_GRAFANA_ALLOW_INSECURE"
 """``true`` allows credentials over plain ``http://`` to a host that is not loopback."""
+MAX_LABEL_VALUES = "PIPECAT_GRAFANA_MAX_LABEL_VALUES"
+"""Distinct values the ``model`` and ``processor`` labels each take in a process (default
+100); later ones are exported as ``other``."""
 
 DEFAULT_EXPORT_INTERVAL_S = 10.0
 DEFAULT_FLUSH_TIMEOUT_S = 5.0
+DEFAULT_MAX_LABEL_VALUES = 100
 _METRICS_PATH = "v1/metrics"
 _HEADER_ITEM = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*=")
 _TRUE = ("1", "true", "yes", "on")
@@ -171,6 +175,29 @@ def resolve(
         flush_timeout_s=flush_timeout_s or DEFAULT_FLUSH_TIMEOUT_S,
         call_id_label=call_id_label,
     )
+
+
+def max_label_values(argument: int | None, env: Mapping[str, str] | None = None) -> int:
+    """The bound on distinct ``model`` and ``processor`` values: argument, variable, default.
+
+    Raises:
+        ValueError: The argument is not a whole number of at least 1.
+        ConfigError: The variable is not; the message names it.
+    """
+    if argument is not None:
+        if isinstance(argument, bool) or not isinstance(argument, int) or argument < 1:
+            raise ValueError(f"max_label_values must be a whole number >= 1, got {argument!r}")
+        return argument
+    env = os.environ if env is None else env
+    raw = env.get(MAX_LABEL_VALUES, "").strip()
+    if not raw:
+        return DEFAULT_MAX_LABEL_VALUES
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(
+            f"{MAX_LABEL_VALUES}={raw!r} is not a whole number >= 1: set it to the number of "
+            f"distinct model and processor names to export, for example {DEFAULT_MAX_LABEL_VALUES}."
+        )
+    return int(raw)
 
 
 def basic_auth(instance_id: str, token: str) -> str:

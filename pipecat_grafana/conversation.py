@@ -29,7 +29,7 @@ from pipecat.utils.errors import ErrorCategory
 
 from pipecat_grafana import instruments as m
 from pipecat_grafana.aggregation import CallMeters
-from pipecat_grafana.labels import BoundedLabel, processor_label, service_type_of
+from pipecat_grafana.labels import BoundedLabel, label, processor_label, service_type_of
 from pipecat_grafana.stats import LatencySketch
 
 UNSET = "unset"
@@ -105,6 +105,7 @@ class Conversation:
         models: The configured model per service type.
         declared: The call attributes the application may set, with allowed values.
         function_names: The bound on the ``function`` label.
+        processor_names: The bound on the ``processor`` label.
         time_source: Clock in seconds, for tool-call durations.
     """
 
@@ -114,11 +115,13 @@ class Conversation:
         meters: CallMeters,
         declared: Mapping[str, tuple[str, ...]],
         function_names: BoundedLabel,
+        processor_names: BoundedLabel,
         time_source: Callable[[], float] = time.time,
     ):
         self._meters = meters
         self._declared = declared
         self._function_names = function_names
+        self._processor_names = processor_names
         self._clock = time_source
         self.attributes: dict[str, str] = {}
         self._bot_speaking = False
@@ -206,7 +209,7 @@ class Conversation:
             m.ERRORS,
             1,
             {
-                m.PROCESSOR: processor_label(name),
+                m.PROCESSOR: self._processor_names(processor_label(name)),
                 m.SERVICE_TYPE: service_type_of(processor, name),
                 m.FATAL: str(bool(frame.fatal)).lower(),
                 m.ERROR_TYPE: error_type,
@@ -218,12 +221,14 @@ class Conversation:
         if started is None:
             return
         name, at = started
+        # The summary keeps every tool's own name; only the label is bounded.
+        name = label(name)
         function = self._function_names(name)
-        self.function_calls[function] = self.function_calls.get(function, 0) + 1
+        self.function_calls[name] = self.function_calls.get(name, 0) + 1
         self._meters.record(m.FUNCTION_CALLS, 1, {m.FUNCTION: function, m.STATUS: status})
         milliseconds = max(self._clock() - at, 0.0) * 1000
         self._meters.record(m.FUNCTION_CALL_LATENCY, milliseconds, {m.FUNCTION: function})
-        sketch = self.function_latency.setdefault(function, LatencySketch())
+        sketch = self.function_latency.setdefault(name, LatencySketch())
         sketch.add(milliseconds)
 
     def ended_attributes(self, end_reason: str) -> dict[str, str]:

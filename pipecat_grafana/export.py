@@ -25,6 +25,7 @@ import atexit
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -52,14 +53,17 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from pipecat_grafana import __version__, instruments
 from pipecat_grafana.aggregation import CallMeters, SeriesKey, create_meters
-from pipecat_grafana.config import ExportConfig
+from pipecat_grafana.config import MAX_LABEL_VALUES, ExportConfig
 from pipecat_grafana.instruments import METER_NAME
+from pipecat_grafana.labels import BoundedLabel, LabelBounds, once
 from pipecat_grafana.otlp import ExportHealth, OutcomeSession, build_client
 
 # An ended call whose final values could not be exported (endpoint down) is
 # retried with the following exports for this long, then dropped.
 PENDING_RETENTION_S = 300.0
 MAX_PENDING_CALLS = 1000
+# Call IDs a process remembers, to give a repeated one series of its own.
+REMEMBERED_CALL_IDS = 10_000
 
 # Exemplars link points to traces; there are none here, and looking for them costs
 # a third of each measurement.
@@ -110,6 +114,8 @@ class ExportPipeline:
         self.resource = resource
         self._lock = threading.Lock()
         self._calls: dict[str, CallMeters] = {}
+        self._call_ids: OrderedDict[str, int] = OrderedDict()
+        self._bounds: LabelBounds | None = None
         self._fleet_exported: set[SeriesKey] = set()
         self._fleet_waiters: list[Future] = []
         self._flush_requested = threading.Event()
@@ -155,17 +161,80 @@ class ExportPipeline:
         with self._lock:
             return list(self._calls.values())
 
+    def label_bounds(self, *, max_function_names: int, max_label_values: int) -> LabelBounds:
+        """The bounds on the pipeline's open-ended labels, set by its first exporter.
+
+        Series are the pipeline's, not one exporter's, so every exporter sharing it
+        must agree on them.
+
+        Raises:
+            ValueError: A bound differs from the one already in force.
+        """
+        with self._lock:
+            if self._bounds is None:
+                values = f"or set {MAX_LABEL_VALUES}"
+                self._bounds = LabelBounds(
+                    function=BoundedLabel(
+                        instruments.FUNCTION, max_function_names, "Raise max_function_names."
+                    ),
+                    model=BoundedLabel(
+                        instruments.MODEL, max_label_values, f"Raise max_label_values {values}."
+                    ),
+                    processor=BoundedLabel(
+                        instruments.PROCESSOR, max_label_values, f"Raise max_label_values {values}."
+                    ),
+                )
+            bounds = self._bounds
+        for name, wanted, bound in (
+            ("max_function_names", max_function_names, bounds.function),
+            ("max_label_values", max_label_values, bounds.model),
+        ):
+            if wanted != bound.limit:
+                raise ValueError(
+                    f"{name}={wanted} conflicts with {name}={bound.limit} of an exporter already "
+                    "exporting to the same endpoint in this process: the bound is on the "
+                    "process's series, so give every GrafanaMetricsExporter the same value"
+                )
+        return bounds
+
     def open_call(self, call_id: str) -> CallMeters:
-        """Return the meters a new call records into."""
+        """Return the meters a new call records into.
+
+        A call ID that another call of this process already used (in progress, or
+        ended recently) gets a suffix for its series (``room-7~2``), so that no
+        call's series is overwritten, or reset by a later call's.
+        """
         if not self.config.call_id_label:
             return self.fleet.shares({})
-        attributes = {instruments.CALL_ID: call_id}
+        attributes = {instruments.CALL_ID: self._unique(call_id)}
         if not self._calls_of_their_own:
             return self.fleet.shares(attributes)
         meters = CallMeters.own(labels=attributes)
         with self._lock:
-            self._calls[call_id] = meters
+            self._calls[attributes[instruments.CALL_ID]] = meters
         return meters
+
+    def _unique(self, call_id: str) -> str:
+        with self._lock:
+            uses = self._call_ids.pop(call_id, 0) + 1
+            self._call_ids[call_id] = uses
+            while len(self._call_ids) > REMEMBERED_CALL_IDS:
+                self._call_ids.popitem(last=False)
+            while uses > 1 and f"{call_id}~{uses}" in self._call_ids:
+                uses += 1  # an application's own ID that looks like one of ours
+            unique = f"{call_id}~{uses}" if uses > 1 else call_id
+            if uses > 1:
+                self._call_ids[unique] = 1
+        if uses > 1:
+            once.warning(
+                f"call_id:{call_id}",
+                f"call ID {call_id!r} was already used by another call of this process; this "
+                f"call's series are labelled call_id={unique!r} so that neither call's series "
+                "is overwritten or reset (its summary keeps the ID given). Give every call its "
+                "own ID: PipelineWorker(conversation_id=...) or GrafanaMetricsExporter(call_id=...)"
+                " (logged once per ID)",
+            )
+        return unique
 
     def close_call(self, meters: CallMeters) -> Future:
         """Mark a call ended and export its final values soon, off the caller's thread.

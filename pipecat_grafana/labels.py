@@ -11,6 +11,7 @@ process, not once per measurement.
 import functools
 import re
 import threading
+from dataclasses import dataclass
 
 from loguru import logger
 from pipecat.services.llm_service import LLMService
@@ -55,23 +56,52 @@ def service_type_of(processor: object, name: str | None) -> str:
 
 
 class BoundedLabel:
-    """Bounds an open-ended label: the first ``limit`` distinct values seen, then ``other``."""
+    """Bounds an open-ended label: the first ``limit`` distinct values seen, then ``other``.
 
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._names: set[str] = set()
+    Parameters:
+        name: The label's name, for the warning.
+        limit: How many distinct values it takes.
+        setting: How to raise the bound, for the warning.
+    """
+
+    def __init__(self, name: str, limit: int, setting: str = ""):
+        self.name = name
+        self.limit = limit
+        self._setting = setting
+        self._values: set[str] = set()
         self._lock = threading.Lock()
 
-    def __call__(self, name: str) -> str:
-        """The label value for ``name``."""
-        name = label(name)
-        if name in self._names:
-            return name
+    def __call__(self, value: object) -> str:
+        """The label value for ``value``."""
+        value = label(value)
+        if value in self._values:
+            return value
         with self._lock:
-            if len(self._names) < self._limit:
-                self._names.add(name)
-                return name
+            if len(self._values) < self.limit:
+                self._values.add(value)
+                return value
+        once.warning(
+            f"bound:{self.name}:{id(self)}",
+            f"more than {self.limit} distinct {self.name} values in this process; "
+            f"{value!r} and later new ones are exported as {m.OTHER!r} so that series stay "
+            f"bounded (the call summary keeps the real names). {self._setting}".rstrip(),
+        )
         return m.OTHER
+
+
+@dataclass(frozen=True)
+class LabelBounds:
+    """The bounds on the open-ended labels of a pipeline's series.
+
+    Parameters:
+        function: Tool names (``function``).
+        model: Model names (``model``).
+        processor: Processor names (``processor``).
+    """
+
+    function: BoundedLabel
+    model: BoundedLabel
+    processor: BoundedLabel
 
 
 class LogOnce:
@@ -112,20 +142,3 @@ class LogOnce:
 
 once = LogOnce()
 """The process's record of problems already logged."""
-
-
-_bounds: dict[str, BoundedLabel] = {}
-_bounds_lock = threading.Lock()
-
-
-def process_bound(label_name: str, limit: int) -> BoundedLabel:
-    """The process-wide bound on the label ``label_name``; the first limit set wins.
-
-    Series are counted per process (every call adds to the same fleet series), so
-    the bound is the process's, shared by every exporter in it.
-    """
-    with _bounds_lock:
-        bound = _bounds.get(label_name)
-        if bound is None:
-            bound = _bounds[label_name] = BoundedLabel(limit)
-        return bound

@@ -19,19 +19,30 @@ from collections.abc import Callable, Mapping, Sequence
 from loguru import logger
 from opentelemetry.metrics import MeterProvider
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, MetricsFrame, StartFrame
+from pipecat.metrics.metrics import MetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
 from pipecat_grafana import config as cfg
 from pipecat_grafana import export
-from pipecat_grafana import instruments as m
 from pipecat_grafana.conversation import check_call_attributes, checked_attributes
-from pipecat_grafana.labels import once, process_bound
+from pipecat_grafana.labels import once
 from pipecat_grafana.pricing import PRICE_FILE_ENV, Price, PriceTable
 from pipecat_grafana.recorder import CallRecorder
 from pipecat_grafana.resource import default_resource
 from pipecat_grafana.summary import CallSummary
+
+
+def _contained(error: Exception, what: str) -> None:
+    """Log a failure of ours once per kind, with its traceback; the call goes on."""
+    key = f"contained:{what}:{type(error).__name__}"
+    if once.first(key):
+        # opt(exception=...) adds the traceback; never logged with loguru's diagnose
+        # values for our frames, which could include configuration.
+        logger.opt(exception=error).error(
+            f"pipecat-grafana: could not record {what}; skipped (the call goes on; logged once)"
+        )
 
 
 class _PipelineObserver(BaseObserver):
@@ -42,13 +53,21 @@ class _PipelineObserver(BaseObserver):
         self._exporter = exporter
 
     async def on_push_frame(self, data: FramePushed):
-        self._exporter._observe(data.frame, data.source)
-        # Pipecat's latency observer rides on this one: every observer of a worker is
-        # sent every frame at every processor it passes, so each one costs the pipeline.
-        await self._exporter._latency_observer.on_push_frame(data)
+        # Nothing may end this observer: an exception here would stop the worker's
+        # observer task, and every later metric of the call would be lost.
+        try:
+            self._exporter._observe(data.frame, data.source)
+            # Pipecat's latency observer rides on this one: every observer of a worker is
+            # sent every frame at every processor it passes, so each one costs the pipeline.
+            await self._exporter._latency_observer.on_push_frame(data)
+        except Exception as e:
+            _contained(e, f"a {type(data.frame).__name__}")
 
     async def on_pipeline_started(self):
-        await self._exporter._latency_observer.on_pipeline_started()
+        try:
+            await self._exporter._latency_observer.on_pipeline_started()
+        except Exception as e:
+            _contained(e, "the pipeline's start")
 
     async def setup(self, task_manager):
         await super().setup(task_manager)
@@ -103,6 +122,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         environment: str | None = None,
         call_attributes: Mapping[str, Sequence[str]] | None = None,
         max_function_names: int = 50,
+        max_label_values: int | None = None,
         meter_provider: MeterProvider | None = None,
         time_source: Callable[[], float] = time.time,
         **kwargs,
@@ -131,21 +151,30 @@ class GrafanaMetricsExporter(FrameProcessor):
                 ``{"outcome": ["resolved", "escalated", "abandoned"]}``; they label
                 ``voice.calls.ended.total``.
             max_function_names: Distinct tool names the ``function`` label takes in
-                this process; later ones are reported as ``other``.
+                this process; later ones are exported as ``other`` (the summary keeps
+                every name).
+            max_label_values: Distinct values the ``model`` and ``processor`` labels
+                each take in this process (default ``PIPECAT_GRAFANA_MAX_LABEL_VALUES``,
+                else 100); later ones are exported as ``other``.
             meter_provider: Record into the application's provider instead of
                 exporting; the application then owns export and series lifetime.
             time_source: Wall clock in seconds (tests pass a controlled one).
             **kwargs: Passed on to ``FrameProcessor``.
 
         Raises:
-            ValueError: An argument is malformed (a bad environment variable is
-                logged and turns export off instead).
+            ValueError: An argument is malformed, or a label bound differs from the
+                one of an exporter already sending to the same endpoint (a bad
+                environment variable is logged and turns export off instead).
         """
         super().__init__(**kwargs)
         if max_function_names < 0:
             raise ValueError(f"max_function_names must be >= 0, got {max_function_names}")
+        try:
+            max_label_values = cfg.max_label_values(max_label_values)
+        except cfg.ConfigError as e:
+            once.error(f"pipecat-grafana: {e} Using {cfg.DEFAULT_MAX_LABEL_VALUES}.")
+            max_label_values = cfg.DEFAULT_MAX_LABEL_VALUES
         self._declared = check_call_attributes(call_attributes or {})
-        self._max_function_names = max_function_names
         self._models = {"llm": llm_model, "stt": stt_model, "tts": tts_model}
         self._call_id = call_id
         try:
@@ -174,6 +203,10 @@ class GrafanaMetricsExporter(FrameProcessor):
             created = False
         else:
             self._pipeline, created = export.shared_pipeline(config, resource)
+        self._flush_timeout_s = config.flush_timeout_s  # this exporter's, not the pipeline's
+        self._bounds = self._pipeline.label_bounds(
+            max_function_names=max_function_names, max_label_values=max_label_values
+        )
         if created and not config.enabled and meter_provider is None:
             logger.warning(
                 "pipecat-grafana: no OTLP endpoint configured, metrics export is off (call "
@@ -188,6 +221,8 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._latency_observer.add_event_handler("on_latency_measured", self._on_latency)
         self._latency_observer.add_event_handler("on_latency_breakdown", self._on_breakdown)
         self._pending_attributes: dict[str, str] = {}
+        self._links: tuple[FrameProcessor | None, FrameProcessor | None] | None = None
+        self._refused_setups = 0
         self._register_event_handler("on_call_summary")
 
     @property
@@ -212,16 +247,60 @@ class GrafanaMetricsExporter(FrameProcessor):
         Raises:
             ValueError: An attribute was not declared, or its value is not allowed.
         """
-        if self._recorder is None:
-            # Checked now, applied when the call opens.
-            self._pending_attributes.update(checked_attributes(self._declared, attributes))
+        checked = checked_attributes(self._declared, attributes)
+        recorder = self._recorder
+        if recorder is None or recorder.finished:
+            if self._summary is not None:
+                once.warning(
+                    f"attributes-after-end:{id(self)}",
+                    f"set_call_attributes({', '.join(f'{k}={v!r}' for k, v in checked.items())}) "
+                    f"came after call {recorder.call_id} ended and is ignored: set call "
+                    "attributes before the pipeline ends (for example before queueing the "
+                    "EndFrame); they belong to one call. (logged once per exporter)",
+                )
+                return
+            self._pending_attributes.update(checked)  # applied when the call opens
         else:
-            self._recorder.set_attributes(**attributes)
+            recorder.set_attributes(**checked)
+
+    def link(self, processor: FrameProcessor):
+        """Link to the next processor; refused while this exporter serves a call in progress.
+
+        ``Pipeline([...])`` links its processors: an exporter put into a second
+        pipeline while its call is in progress would send that call's frames into
+        the new pipeline. The links of the call in progress are kept.
+
+        Raises:
+            RuntimeError: This exporter's call is in progress.
+        """
+        if self._call_in_progress():
+            self._prev, self._next = self._links  # the new pipeline set our _prev already
+            raise self._in_use_error()
+        super().link(processor)
 
     async def setup(self, setup: FrameProcessorSetup):
-        """Open the call and start observing every metric of the worker's pipeline."""
+        """Open the call and start observing every metric of the worker's pipeline.
+
+        Raises:
+            RuntimeError: This exporter's call is in progress in another pipeline.
+        """
+        if self._call_in_progress():
+            self._refused_setups += 1  # that pipeline's cleanup() must not end our call
+            raise self._in_use_error()
         await super().setup(setup)
+        self._links = (self._prev, self._next)
         self._open_call(setup.pipeline_worker)
+
+    def _call_in_progress(self) -> bool:
+        return self._recorder is not None and not self._recorder.finished
+
+    def _in_use_error(self) -> RuntimeError:
+        return RuntimeError(
+            f"this GrafanaMetricsExporter is already serving call {self._recorder.call_id}, "
+            "which is in progress: one exporter belongs to one pipeline. Create a new "
+            "GrafanaMetricsExporter(...) for each call, where the call's pipeline is built "
+            "(a new exporter is cheap: every exporter in a process shares one export thread)."
+        )
 
     def _open_call(self, worker) -> None:
         # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
@@ -235,9 +314,10 @@ class GrafanaMetricsExporter(FrameProcessor):
             prices=self._prices,
             declared=self._declared,
             attributes=self._pending_attributes,
-            function_names=process_bound(m.FUNCTION, self._max_function_names),
+            bounds=self._bounds,
             time_source=self._clock,
         )
+        self._pending_attributes = {}  # they belonged to this call
         self._summary = None
         worker.add_observer(self._observer)
 
@@ -254,6 +334,11 @@ class GrafanaMetricsExporter(FrameProcessor):
 
     async def cleanup(self):
         """Finish the call: summary, event, and final export (bounded, off the event loop)."""
+        if self._refused_setups:
+            # Pipecat cleans up a processor whose setup() failed: that was a pipeline
+            # this exporter refused, not the one whose call is in progress.
+            self._refused_setups -= 1
+            return
         try:
             await self._finish_call()
         finally:
@@ -263,11 +348,22 @@ class GrafanaMetricsExporter(FrameProcessor):
         recorder = self._recorder
         if recorder is None or self._summary is not None:
             return
-        if isinstance(frame, MetricsFrame):
-            for data in frame.data:
-                self._safely(recorder.record, data, source)
-        else:
+        if not isinstance(frame, MetricsFrame):
             self._safely(recorder.observe, frame, source)
+            return
+        data = frame.data
+        if not isinstance(data, list | tuple):
+            data = [data]  # a MetricsFrame(data=None), or a single MetricsData
+        for item in data:
+            if isinstance(item, MetricsData):
+                self._safely(recorder.record, item, source)
+            else:
+                once.warning(
+                    f"malformed-metrics:{type(item).__name__}",
+                    f"skipped a MetricsFrame item that is not MetricsData ({type(item).__name__}"
+                    f", from {getattr(source, 'name', source)}): MetricsFrame.data must be a "
+                    "list of MetricsData (logged once per type)",
+                )
 
     async def _on_latency(self, observer, seconds: float) -> None:
         if self._recorder is not None and self._summary is None:
@@ -282,9 +378,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         try:
             record(what, *args)
         except Exception as e:  # a bug of ours must never reach the pipeline
-            logger.opt(exception=e).error(
-                f"pipecat-grafana: could not record {type(what).__name__}; skipped"
-            )
+            _contained(e, type(what).__name__)
 
     def _start_call(self) -> None:
         if self._recorder is None or self._recorder.started:
@@ -319,10 +413,9 @@ class GrafanaMetricsExporter(FrameProcessor):
             return
         self._summary = recorder.finish()
         final_export = self._pipeline.close_call(recorder.meters)
-        if recorder.started:
-            logger.info("\n" + self._summary.format())
-            await self._call_event_handler("on_call_summary", self._summary)
-        timeout = self._pipeline.config.flush_timeout_s
+        logger.info("\n" + self._summary.format())
+        await self._call_event_handler("on_call_summary", self._summary)
+        timeout = self._flush_timeout_s
         done, _ = await asyncio.wait([asyncio.wrap_future(final_export)], timeout=timeout)
         if not done:
             logger.warning(

@@ -35,7 +35,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat_grafana import instruments as m
 from pipecat_grafana.aggregation import CallMeters
 from pipecat_grafana.conversation import Conversation
-from pipecat_grafana.labels import BoundedLabel, label, once, processor_label, service_type_of
+from pipecat_grafana.labels import LabelBounds, label, once, processor_label, service_type_of
 from pipecat_grafana.pricing import PriceTable
 from pipecat_grafana.stats import LatencySketch
 from pipecat_grafana.summary import CallSummary, LatencyStats, ServiceCost
@@ -89,7 +89,7 @@ class CallRecorder:
         prices: The price table for cost estimates.
         declared: The call attributes the application may set, with allowed values.
         attributes: Call attributes set before the call opened.
-        function_names: The bound on the ``function`` label.
+        bounds: The bounds on the open-ended labels (function, model, processor).
         time_source: Clock in seconds (wall time).
     """
 
@@ -104,14 +104,15 @@ class CallRecorder:
         prices: PriceTable,
         declared: Mapping[str, tuple[str, ...]],
         attributes: Mapping[str, str],
-        function_names: BoundedLabel,
+        bounds: LabelBounds,
         time_source: Callable[[], float] = time.time,
     ):
         self.call_id = call_id
         self._conversation = Conversation(
             meters=meters,
             declared=declared,
-            function_names=function_names,
+            function_names=bounds.function,
+            processor_names=bounds.processor,
             time_source=time_source,
         )
         self._conversation.set_attributes(**attributes)
@@ -120,6 +121,7 @@ class CallRecorder:
         self._meters = meters
         self._fleet = fleet
         self._prices = prices
+        self._bounds = bounds
         self._clock = time_source
         self._started: float | None = None
         self._ended: float | None = None
@@ -164,14 +166,28 @@ class CallRecorder:
         return self.duration
 
     def finish(self) -> CallSummary:
-        """End the call (as cancelled, if nothing ended it), count it ended; the final summary."""
-        if self._started is not None and not self._finished:
-            self._finished = True
-            self.end("cancelled")  # no EndFrame or CancelFrame reached us: the worker was cancelled
-            self._fleet.record(m.CALLS_ACTIVE, -1, {})
-            ended = self._conversation.ended_attributes(self.end_reason)
-            self._fleet.record(m.CALLS_ENDED, 1, ended)
+        """End the call (as cancelled, if nothing ended it), count it ended; the final summary.
+
+        A call whose worker was cancelled before its ``StartFrame`` arrived never
+        started: it ends as cancelled, and the fleet's call counters (calls started)
+        leave it out.
+        """
+        if self._finished:
+            return self.summary()
+        self._finished = True
+        if self._started is None:
+            self.end_reason = "cancelled"
+            return self.summary()
+        self.end("cancelled")  # no EndFrame or CancelFrame reached us: the worker was cancelled
+        self._fleet.record(m.CALLS_ACTIVE, -1, {})
+        ended = self._conversation.ended_attributes(self.end_reason)
+        self._fleet.record(m.CALLS_ENDED, 1, ended)
         return self.summary()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the call is over (its summary final)."""
+        return self._finished
 
     def set_attributes(self, **attributes: str) -> None:
         """Set declared call attributes (validated against the declared values)."""
@@ -264,9 +280,9 @@ class CallRecorder:
                 f"latencies must be between 0 and {m.MAX_LATENCY_MS:g} ms (logged once)",
             )
             return
-        attributes = self._attributes(data, None, source)
+        attributes, _ = self._labels(data, None, source)
         self._meters.record(latency.spec, value, attributes)
-        key = (latency.name, attributes[m.PROCESSOR])
+        key = (latency.name, processor_label(data.processor))
         sketch = self._latency.get(key)
         if sketch is None:
             sketch = self._latency[key] = LatencySketch()
@@ -287,13 +303,13 @@ class CallRecorder:
                 f"{processor_label(data.processor)} (logged once)",
             )
             return
-        attributes = self._attributes(data, "llm", None)
+        attributes, model = self._labels(data, "llm", None)
         for token_type in m.TOKEN_TYPES:
             count = fields.get(token_type)
             if count:
                 self._tokens[token_type] = self._tokens.get(token_type, 0) + count
                 self._meters.record(m.LLM_TOKENS, count, {**attributes, m.TOKEN_TYPE: token_type})
-        self._add_cost(attributes, self._prices.llm_cost(attributes[m.MODEL], counts))
+        self._add_cost(attributes, model, self._prices.llm_cost(model, counts))
 
     def _record_usage(
         self,
@@ -316,12 +332,13 @@ class CallRecorder:
             )
             return
         self._usage[spec] = self._usage.get(spec, 0) + number
-        attributes = self._attributes(data, service_type, None)
+        attributes, model = self._labels(data, service_type, None)
         self._meters.record(spec, number, attributes)
-        self._add_cost(attributes, price(attributes[m.MODEL], number))
+        self._add_cost(attributes, model, price(model, number))
 
-    def _add_cost(self, attributes: dict[str, str], usd: float | None) -> None:
-        service_type, model = attributes[m.SERVICE_TYPE], attributes[m.MODEL]
+    def _add_cost(self, attributes: dict[str, str], model: str, usd: float | None) -> None:
+        """Add a cost to the summary (by the real model name) and to the series (by its label)."""
+        service_type = attributes[m.SERVICE_TYPE]
         if usd is None:
             name = f"{service_type}:{model}"
             self._unpriced.add(name)
@@ -333,26 +350,28 @@ class CallRecorder:
             return
         if usd > 0:
             self._costs[(service_type, model)] = self._costs.get((service_type, model), 0.0) + usd
-            cost_attributes = {m.SERVICE_TYPE: service_type, m.MODEL: model}
+            cost_attributes = {m.SERVICE_TYPE: service_type, m.MODEL: attributes[m.MODEL]}
             self._meters.record(m.COST, usd, cost_attributes)
 
-    def _attributes(
+    def _labels(
         self, data: MetricsData, service_type: str | None, source: FrameProcessor | None
-    ) -> dict[str, str]:
+    ) -> tuple[dict[str, str], str]:
+        """The series' attributes (bounded), and the real model name (for prices and summary)."""
         # The same few label sets recur all call long; build each once (callers copy).
         key = (data.processor, data.model, service_type)
-        attributes = self._label_sets.get(key)
-        if attributes is None:
+        labels = self._label_sets.get(key)
+        if labels is None:
             service_type = service_type or self._service_type(data, source)
-            model = data.model or self._models.get(service_type)
+            model = label(data.model or self._models.get(service_type))
             attributes = {
-                m.PROCESSOR: processor_label(data.processor),
-                m.MODEL: label(model),
+                m.PROCESSOR: self._bounds.processor(processor_label(data.processor)),
+                m.MODEL: self._bounds.model(model),
                 m.SERVICE_TYPE: service_type,
             }
+            labels = (attributes, model)
             if len(self._label_sets) < 1000:  # a model name that changes every report
-                self._label_sets[key] = attributes
-        return attributes
+                self._label_sets[key] = labels
+        return labels
 
     def _service_type(self, data: MetricsData, source: FrameProcessor | None) -> str:
         known = self._service_types.get(data.processor)

@@ -178,7 +178,7 @@ def test_call_attributes_are_declared_and_validated():
 async def test_function_names_are_bounded(memory_metrics):
     from pipecat_grafana.labels import BoundedLabel
 
-    names = BoundedLabel(2)
+    names = BoundedLabel("function", 2)
     assert [names(n) for n in ("a", "b", "c", "a")] == ["a", "b", m.OTHER, "a"]
 
 
