@@ -1,11 +1,13 @@
-"""The call summary: a typed record of one call, and its log block.
+"""The call summary: a typed record of one call, its log block and its log record.
 
 The summary is what a person reads at the end of a call (the "Call Summary"
-block in the log) and what an application receives through the
-``on_call_summary`` event to store or forward. Every figure in it is the same
-figure that was exported for the call.
+block in the log), what an application receives through the ``on_call_summary``
+event to store or forward, and the OTLP log record Grafana keeps in Loki
+(``log_attributes``). Every figure in it is the same figure that was exported
+for the call.
 """
 
+import re
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -151,3 +153,95 @@ class CallSummary(BaseModel):
             total += f" (partial: no price for {', '.join(self.unpriced_models)})"
         lines += [total, rule]
         return "\n".join(lines)
+
+    def log_body(self) -> str:
+        """One line a person can read in a log list: ``call <id> ended after 6.9 s, ...``."""
+        cost = f"${self.total_cost_usd:.3f}" + (" (partial)" if self.unpriced_models else "")
+        return (
+            f"call {self.call_id} {self.end_reason} after {self.duration_seconds:.1f} s, "
+            f"{cost}, {self.turns} turn{'s' if self.turns != 1 else ''}"
+        )
+
+    def log_attributes(self) -> dict[str, str | int | float]:
+        """The summary's figures as the attributes of its OTLP log record.
+
+        Keys are stable (``LOG_KEYS`` documents each) and already valid Loki label
+        names, so LogQL reads them as written: ``| cost_usd > 0.05``. A figure that
+        was not measured is absent, never zero.
+        """
+        attributes: dict[str, str | int | float] = {
+            EVENT_NAME_KEY: EVENT_NAME,
+            "call_id": self.call_id,
+            "end_reason": self.end_reason,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "cost_usd": self.total_cost_usd,
+            "turns": self.turns,
+            "interruptions": self.interruptions,
+            "tts_characters": self.tts_characters,
+            "stt_audio_seconds": round(self.stt_audio_seconds, 3),
+            "errors": sum(self.errors.values()),
+            "function_calls": sum(self.function_calls.values()),
+        }
+        for kind, model in (
+            ("llm", self.llm_model),
+            ("stt", self.stt_model),
+            ("tts", self.tts_model),
+        ):
+            if model:
+                attributes[f"{kind}_model"] = model
+        if self.started_at is not None:
+            attributes["started_at"] = self.started_at.isoformat()
+        if self.unpriced_models:
+            attributes["unpriced_models"] = ",".join(self.unpriced_models)
+        for token_type, count in self.tokens.items():
+            attributes[f"tokens_{token_type}"] = count
+        for service_type in sorted({cost.service_type for cost in self.costs}):
+            attributes[f"cost_usd_{service_type}"] = sum(
+                cost.usd for cost in self.costs if cost.service_type == service_type
+            )
+        if self.turn_latency is not None:
+            attributes["turn_latency_p50_ms"] = round(self.turn_latency.p50_ms, 1)
+            attributes["turn_latency_p95_ms"] = round(self.turn_latency.p95_ms, 1)
+        for error_type, count in self.errors.items():
+            attributes[f"errors_{_key(error_type)}"] = count
+        for function, count in self.function_calls.items():
+            attributes[f"function_calls_{_key(function)}"] = count
+        for name, value in self.attributes.items():
+            attributes[f"attribute_{name}"] = value
+        return attributes
+
+
+EVENT_NAME_KEY = "event_name"
+EVENT_NAME = "pipecat_call_summary"
+"""The ``event_name`` of every call summary record: ``{service_name="..."} | event_name =
+"pipecat_call_summary"`` selects them in Loki."""
+
+LOG_KEYS = {
+    EVENT_NAME_KEY: f"always {EVENT_NAME!r}: selects call summaries among other logs",
+    "call_id": "the call's ID, as the application gave it (the metrics' call_id label and "
+    "the trace's conversation.id are the same value)",
+    "end_reason": "ended or cancelled",
+    "started_at": "start of the call, ISO 8601 UTC",
+    "duration_seconds": "call length in seconds",
+    "llm_model, stt_model, tts_model": "the models configured for the call",
+    "cost_usd": "estimated cost in USD (partial when unpriced_models is set)",
+    "cost_usd_<service_type>": "estimated cost of the llm, stt or tts service",
+    "unpriced_models": "service_type:model pairs with no price, comma-separated",
+    "tokens_<token_type>": "LLM tokens by type: prompt, completion, cache_read, ...",
+    "tts_characters": "characters sent to text-to-speech",
+    "stt_audio_seconds": "seconds of audio sent to speech-to-text",
+    "turns": "turns the bot answered",
+    "interruptions": "times the caller spoke over the bot",
+    "turn_latency_p50_ms, turn_latency_p95_ms": "user-to-bot latency percentiles",
+    "errors": "errors in all; errors_<error_type> by type (rate_limit, timeout, other)",
+    "function_calls": "tool calls in all; function_calls_<function> by tool",
+    "attribute_<name>": "the call attributes the application set (attribute_outcome)",
+}
+"""Every attribute key of the call summary log record, with what it holds."""
+
+_NOT_A_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _key(name: str) -> str:
+    """A name as a Loki-safe key part: letters, digits and underscores."""
+    return _NOT_A_LABEL.sub("_", name)[:64]
