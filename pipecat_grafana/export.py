@@ -19,9 +19,17 @@ Prometheus-style backends start a new series at its first sample, so
 call, exported once, would count as nothing. Each cumulative series is therefore
 sent the first time with a zero point at its start time before its value (what
 Prometheus calls created-timestamp zero injection).
+
+A process forked after export started (gunicorn's pre-fork workers,
+``multiprocessing``'s ``fork`` start method) inherits the parent's pipelines but
+not their threads. The child forgets them without a word on the wire, and builds
+its own on first use, with its own threads and ``service.instance.id``: the
+child's series start from zero, as a new process's would, and nothing of the
+parent's is sent again.
 """
 
 import atexit
+import os
 import threading
 import time
 import weakref
@@ -120,6 +128,7 @@ class ExportPipeline:
         self._fleet_waiters: list[Future] = []
         self._flush_requested = threading.Event()
         self._closed = False
+        self._inherited = False
         self._reader: PeriodicExportingMetricReader | None = None
         self._provider: SdkMeterProvider | None = None
         if meter_provider is not None:
@@ -155,6 +164,11 @@ class ExportPipeline:
     def closed(self) -> bool:
         """Whether the pipeline was shut down."""
         return self._closed
+
+    @property
+    def inherited(self) -> bool:
+        """Whether this is a copy a fork left in a child process: it exports nothing there."""
+        return self._inherited
 
     def calls(self) -> list[CallMeters]:
         """The calls whose own series are exported: in progress, or ended and not yet sent."""
@@ -245,6 +259,9 @@ class ExportPipeline:
             following exports until accepted, or are dropped with a warning after
             ``PENDING_RETENTION_S``). It is already ``True`` when export is off.
         """
+        if self._inherited:
+            meters.settle(False)  # a call the parent opened: the parent exports it
+            return meters.final_export
         if self._reader is None:
             meters.settle(True)
             return meters.final_export
@@ -325,6 +342,21 @@ class ExportPipeline:
             if not waiter.done():
                 waiter.set_result(False)
 
+    def forget_after_fork(self) -> None:
+        """Stop this copy of the parent's pipeline exporting from a forked child, without I/O.
+
+        Runs in the child right after the fork, when only the forking thread exists:
+        it takes no lock and touches no connection. The flush thread did not survive
+        the fork; the SDK restarts the reader's thread in the child, and the reader
+        is stopped here so that thread ends at once, its last export sending nothing
+        (see ``_CallMerger``). If the parent was exporting at the fork, that thread
+        instead waits, idle, for ever, on the reader's export lock: the thread that
+        held it does not exist in the child.
+        """
+        was_closed, self._closed, self._inherited = self._closed, True, True
+        if self._reader is not None and not was_closed:
+            self._reader.shutdown(timeout_millis=0)
+
     def _flush_loop(self) -> None:
         # Requests arriving while an export runs are served by one more export:
         # a hundred calls ending together cost two exports, not a hundred.
@@ -365,6 +397,9 @@ class _CallMerger(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs
     ) -> MetricExportResult:
+        if self._pipeline.inherited:
+            # The parent's series, copied by a fork: the parent sends them, not the child.
+            return MetricExportResult.SUCCESS
         batch = self._pipeline.assemble(metrics_data)
         with self._health as health:
             result = self._client.export(batch.request, timeout_millis=timeout_millis)
@@ -376,7 +411,8 @@ class _CallMerger(MetricExporter):
         return self._client.force_flush(timeout_millis)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
-        self._client.shutdown(timeout_millis=timeout_millis)
+        if not self._pipeline.inherited:  # the connections are the parent's too
+            self._client.shutdown(timeout_millis=timeout_millis)
 
 
 class _Merged:
@@ -459,6 +495,8 @@ def _zero(point: NumberDataPoint | HistogramDataPoint) -> NumberDataPoint | Hist
 
 _pipelines: dict[tuple, ExportPipeline] = {}
 _pipelines_lock = threading.Lock()
+# Set in a forked child whose parent was exporting, until the child exports too.
+_forked_from: int | None = None
 
 
 def shared_pipeline(config: ExportConfig, resource: Resource) -> tuple[ExportPipeline, bool]:
@@ -467,13 +505,23 @@ def shared_pipeline(config: ExportConfig, resource: Resource) -> tuple[ExportPip
     Returns:
         The pipeline, and whether this call created it.
     """
+    global _forked_from
     key = (config.key, tuple(sorted(resource.attributes.items())))
     with _pipelines_lock:
         pipeline = _pipelines.get(key)
-        if pipeline is None or pipeline.closed:
-            pipeline = _pipelines[key] = ExportPipeline(config, resource)
-            return pipeline, True
-        return pipeline, False
+        if pipeline is not None and not pipeline.closed:
+            return pipeline, False
+        pipeline = _pipelines[key] = ExportPipeline(config, resource)
+        parent = _forked_from if config.enabled else None
+        if parent is not None:
+            _forked_from = None
+    if parent is not None:
+        logger.info(
+            f"pipecat-grafana: metrics export restarted after fork from process {parent}, "
+            f"with this process's own threads and service.instance.id "
+            f"{resource.attributes.get('service.instance.id')}"
+        )
+    return pipeline, True
 
 
 _provider_pipelines: "weakref.WeakKeyDictionary[MeterProvider, ExportPipeline]" = (
@@ -509,4 +557,22 @@ def shutdown(timeout_s: float | None = None) -> None:
         pipeline.shutdown(timeout_s)
 
 
+def _forget_after_fork() -> None:
+    """In a forked child: leave the parent's pipelines to the parent; build new ones on use."""
+    global _pipelines_lock, _forked_from
+    # Only the forking thread exists here: a lock another thread held would never be
+    # released, so the child gets a new one.
+    _pipelines_lock = threading.Lock()
+    inherited = list(_pipelines.values())
+    _pipelines.clear()
+    if any(p.config.enabled and not p.closed for p in inherited):
+        _forked_from = os.getppid()
+    for pipeline in inherited:
+        pipeline.forget_after_fork()
+
+
 atexit.register(shutdown)
+if hasattr(os, "register_at_fork"):
+    # Registered before any reader is created, so it runs before the SDK restarts
+    # the readers' threads in the child.
+    os.register_at_fork(after_in_child=_forget_after_fork)

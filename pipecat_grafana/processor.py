@@ -9,9 +9,15 @@ call's lifecycle frames and passes every frame on unchanged.
 
 The call is finished in ``cleanup()``, after the worker has stopped its
 observers, so that the usage a service reports while stopping is in the totals.
+
+An exporter built before its process was forked (a pre-fork server building its
+bot at import) holds its parent's export pipeline, which exports nothing in the
+child; each call therefore takes the pipeline of the process it runs in when it
+opens.
 """
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -185,9 +191,11 @@ class GrafanaMetricsExporter(FrameProcessor):
             once.error(f"pipecat-grafana: {e} Using the default prices and the prices= argument.")
             self._prices = PriceTable(overrides=prices, load_env=False)
         self._clock = time_source
-        resource = default_resource(
-            service_name, service_version=service_version, environment=environment
+        # Built again in a forked child, which needs a service.instance.id of its own.
+        self._resource = functools.partial(
+            default_resource, service_name, service_version=service_version, environment=environment
         )
+        resource = self._resource()
         self._service_name = str(resource.attributes["service.name"])
         try:
             config = cfg.resolve(
@@ -198,6 +206,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         except cfg.ConfigError as e:
             once.error(f"pipecat-grafana: metrics export is off: {e}")
             config = cfg.ExportConfig(endpoint=None, call_id_label=call_id_label is not False)
+        self._config = config
         if meter_provider is not None:
             self._pipeline = export.provider_pipeline(meter_provider, config, resource)
             created = False
@@ -305,6 +314,13 @@ class GrafanaMetricsExporter(FrameProcessor):
     def _open_call(self, worker) -> None:
         # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
         call_id = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
+        if self._pipeline.inherited:
+            # Built before a fork: this process exports with its own pipeline and resource.
+            self._pipeline, _ = export.shared_pipeline(self._config, self._resource())
+            self._bounds = self._pipeline.label_bounds(
+                max_function_names=self._bounds.function.limit,
+                max_label_values=self._bounds.model.limit,
+            )
         self._recorder = CallRecorder(
             call_id=call_id,
             service_name=self._service_name,

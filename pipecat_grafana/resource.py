@@ -5,14 +5,25 @@ arguments win over them; ``voice-rag-bot`` is the service name when neither
 sets one. The SDK gives each process its own ``service.instance.id``, so two
 bot processes never write the same series, and a restarted process starts new
 series instead of resetting old ones.
+
+A process forked from one that already built its resource (a pre-fork server's
+worker) is a new process too: its resources are built again, and it never keeps
+an ID its parent used, even one set in ``OTEL_RESOURCE_ATTRIBUTES`` (the SDK's
+own providers do the same after a fork).
 """
 
 import functools
 import os
+import uuid
 
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, Resource
 
 DEFAULT_SERVICE_NAME = "voice-rag-bot"
+
+# The service.instance.id of every resource built in this process, and those of
+# the processes it was forked from, which it must not use.
+_own_ids: set[str] = set()
+_inherited_ids: set[str] = set()
 
 
 def default_resource(
@@ -49,4 +60,26 @@ def _resource(
     name = service_name or resource.attributes.get("service.name", "")
     if not name or str(name).startswith("unknown_service"):
         name = DEFAULT_SERVICE_NAME
-    return resource.merge(Resource({"service.name": name}))
+    resource = resource.merge(Resource({"service.name": name}))
+    if resource.attributes.get(SERVICE_INSTANCE_ID) in _inherited_ids:
+        resource = resource.merge(Resource({SERVICE_INSTANCE_ID: _new_instance_id()}))
+    _own_ids.add(str(resource.attributes.get(SERVICE_INSTANCE_ID)))
+    return resource
+
+
+@functools.cache
+def _new_instance_id() -> str:
+    """One ID for this process, replacing one inherited from its parent."""
+    return str(uuid.uuid4())
+
+
+def _forget_after_fork() -> None:
+    # Runs in the child right after fork: no locks, no I/O.
+    _inherited_ids.update(_own_ids)
+    _own_ids.clear()
+    _resource.cache_clear()
+    _new_instance_id.cache_clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
