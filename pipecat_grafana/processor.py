@@ -169,12 +169,17 @@ class GrafanaMetricsExporter(FrameProcessor):
         except cfg.ConfigError as e:
             once.error(f"pipecat-grafana: metrics export is off: {e}")
             config = cfg.ExportConfig(endpoint=None, call_id_label=call_id_label is not False)
+            misconfigured = True
+        else:
+            misconfigured = False
         if meter_provider is not None:
             self._pipeline = export.provider_pipeline(meter_provider, config, resource)
             created = False
         else:
             self._pipeline, created = export.shared_pipeline(config, resource)
-        if created and not config.enabled and meter_provider is None:
+        # A misconfigured variable was just named as the reason export is off; saying
+        # "no endpoint configured" too would contradict it.
+        if created and not config.enabled and meter_provider is None and not misconfigured:
             logger.warning(
                 "pipecat-grafana: no OTLP endpoint configured, metrics export is off (call "
                 "summaries still work). To export, set GRAFANA_CLOUD_OTLP_ENDPOINT, "

@@ -149,4 +149,6 @@ async def test_malformed_configuration_is_one_clear_error_and_the_call_goes_on(
     errors = [line for line in log_lines if "ERROR" in line and variable in line]
     assert len(errors) == 1
     assert fix in errors[0]
+    # One story: export is off because of that variable, not for want of an endpoint.
+    assert not [line for line in log_lines if "no OTLP endpoint" in line]
     assert exporter.summary.tts_characters == 5
