@@ -11,6 +11,8 @@ re-parse them for use. It adds what the exporter lacks:
   silent fallback, for a malformed ``OTEL_METRIC_EXPORT_INTERVAL``;
 - checks that name the variable and the fix for values the exporter would
   silently ignore (a header without ``=``, an endpoint without a scheme);
+- a base URL given with ``/v1/metrics`` already on it is accepted, with a notice,
+  rather than sent to ``.../v1/metrics/v1/metrics``;
 - a refusal to send credentials in clear text to a remote host.
 
 Secrets never leave this module in a readable form: ``ExportConfig``'s repr and
@@ -69,6 +71,8 @@ class ExportConfig:
         export_interval_s: Seconds between periodic exports.
         flush_timeout_s: Bound on the wait for a final export at a call's end and at exit.
         call_id_label: Whether per-call series carry ``call_id``.
+        notices: What was accepted but should be fixed, one sentence each; the
+            exporter logs each once as a warning and ``check`` prints them.
     """
 
     endpoint: str | None
@@ -78,6 +82,7 @@ class ExportConfig:
     export_interval_s: float = DEFAULT_EXPORT_INTERVAL_S
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
     call_id_label: bool = True
+    notices: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -143,9 +148,10 @@ def resolve(
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
-    endpoint, source, headers = _grafana_cloud(env)
+    notices: list[str] = []
+    endpoint, source, headers = _grafana_cloud(env, notices)
     if endpoint is None:
-        endpoint, source = _otel_endpoint(env)
+        endpoint, source = _otel_endpoint(env, notices)
         headers_var = _first_set(
             env, OTEL_EXPORTER_OTLP_METRICS_HEADERS, OTEL_EXPORTER_OTLP_HEADERS
         )
@@ -170,6 +176,7 @@ def resolve(
         export_interval_s=export_interval_s or DEFAULT_EXPORT_INTERVAL_S,
         flush_timeout_s=flush_timeout_s or DEFAULT_FLUSH_TIMEOUT_S,
         call_id_label=call_id_label,
+        notices=tuple(notices),
     )
 
 
@@ -178,7 +185,9 @@ def basic_auth(instance_id: str, token: str) -> str:
     return "Basic " + base64.b64encode(f"{instance_id}:{token}".encode()).decode()
 
 
-def _grafana_cloud(env: Mapping[str, str]) -> tuple[str | None, str | None, dict | None]:
+def _grafana_cloud(
+    env: Mapping[str, str], notices: list[str]
+) -> tuple[str | None, str | None, dict | None]:
     base = env.get(GRAFANA_CLOUD_OTLP_ENDPOINT, "").strip()
     instance_id = env.get(GRAFANA_CLOUD_INSTANCE_ID, "").strip()
     token = env.get(GRAFANA_CLOUD_API_TOKEN, "").strip()
@@ -205,11 +214,11 @@ def _grafana_cloud(env: Mapping[str, str]) -> tuple[str | None, str | None, dict
             f"{GRAFANA_CLOUD_INSTANCE_ID} must be the numeric instance ID shown on the stack's "
             "OpenTelemetry page (for example 123456), not a name or a URL."
         )
-    endpoint = f"{base.rstrip('/')}/{_METRICS_PATH}"
+    endpoint = _metrics_url(GRAFANA_CLOUD_OTLP_ENDPOINT, base, notices)
     return endpoint, GRAFANA_CLOUD_OTLP_ENDPOINT, {"authorization": basic_auth(instance_id, token)}
 
 
-def _otel_endpoint(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+def _otel_endpoint(env: Mapping[str, str], notices: list[str]) -> tuple[str | None, str | None]:
     # The same precedence as the exporter: the signal-specific URL is used as is,
     # the general one gets /v1/metrics appended.
     if value := env.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, "").strip():
@@ -217,8 +226,23 @@ def _otel_endpoint(env: Mapping[str, str]) -> tuple[str | None, str | None]:
         return value, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
     if value := env.get(OTEL_EXPORTER_OTLP_ENDPOINT, "").strip():
         _check_url(OTEL_EXPORTER_OTLP_ENDPOINT, value, "https://host:4318")
-        return f"{value.rstrip('/')}/{_METRICS_PATH}", OTEL_EXPORTER_OTLP_ENDPOINT
+        endpoint = _metrics_url(OTEL_EXPORTER_OTLP_ENDPOINT, value, notices)
+        return endpoint, OTEL_EXPORTER_OTLP_ENDPOINT
     return None, None
+
+
+def _metrics_url(name: str, base: str, notices: list[str]) -> str:
+    base = base.rstrip("/")
+    # A base URL copied with the signal path on it would be sent to
+    # .../v1/metrics/v1/metrics, where every export is a 404: the intent is plain.
+    if base.endswith(f"/{_METRICS_PATH}"):
+        base = base.removesuffix(f"/{_METRICS_PATH}")
+        notices.append(
+            f"{name} ends in /{_METRICS_PATH}, which this package appends itself; it was "
+            f"removed so that the path is not doubled. {name} should be the base URL (for "
+            "Grafana Cloud, ending in /otlp)."
+        )
+    return f"{base}/{_METRICS_PATH}"
 
 
 def _check_url(name: str, value: str, example: str) -> None:

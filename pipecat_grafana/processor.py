@@ -172,6 +172,8 @@ class GrafanaMetricsExporter(FrameProcessor):
             misconfigured = True
         else:
             misconfigured = False
+            for notice in config.notices:
+                once.warning(notice, notice)
         if meter_provider is not None:
             self._pipeline = export.provider_pipeline(meter_provider, config, resource)
             created = False

@@ -144,13 +144,15 @@ def test_wrong_url(monkeypatch, capsys, receiver):
     assert elapsed < BOUND_S
 
 
-def test_doubled_path(monkeypatch, capsys, receiver):
+def test_base_url_with_the_metrics_path_is_accepted_with_a_warning(monkeypatch, capsys, receiver):
     monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.metrics_url)
 
     status, output, _ = run_check(capsys)
 
-    assert status == 1
-    assert "/v1/metrics twice" in output
+    assert status == 0
+    assert len(receiver.requests) == 1  # at /v1/metrics, not /v1/metrics/v1/metrics
+    (warning,) = [line for line in output.splitlines() if "Warning" in line]
+    assert cfg.OTEL_EXPORTER_OTLP_ENDPOINT in warning and "base URL" in warning
 
 
 def test_refused_port(monkeypatch, capsys, log_lines):

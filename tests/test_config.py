@@ -52,6 +52,22 @@ def test_metrics_endpoint_is_used_as_is_and_wins():
     assert config.endpoint == "https://b:4318/custom/metrics"
 
 
+@pytest.mark.parametrize("suffix", ["/v1/metrics", "/v1/metrics/"])
+@pytest.mark.parametrize(
+    ("variable", "env"),
+    [(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, {}), (cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, GRAFANA)],
+)
+def test_base_url_with_the_metrics_path_is_accepted_with_a_notice(variable, env, suffix):
+    base = GRAFANA[cfg.GRAFANA_CLOUD_OTLP_ENDPOINT]
+    assert not resolve({**env, variable: base}).notices
+
+    config = resolve({**env, variable: base + suffix})
+
+    assert config.endpoint == base + "/v1/metrics"  # not .../v1/metrics/v1/metrics
+    (notice,) = config.notices
+    assert variable in notice and "base URL" in notice
+
+
 @pytest.mark.parametrize(
     "header", [f"Authorization=Basic%20{TOKEN}", f"Authorization=Basic {TOKEN}"]
 )

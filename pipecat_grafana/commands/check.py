@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     shown = {**config.describe(), "service.name": str(resource.attributes["service.name"])}
     for key, value in shown.items():
         print(f"  {key:<16} {value}")
+    for notice in config.notices:
+        print(f"Warning: {notice}")
     print("")
     if not config.enabled:
         print("Metrics export is off: no OTLP endpoint is configured. For Grafana Cloud, set in")
@@ -267,14 +269,7 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
         )
     elif outcome.status == 404:
         endpoint = config.endpoint or ""
-        if endpoint.endswith("/v1/metrics/v1/metrics"):
-            hints.append(
-                f"The path has /v1/metrics twice: {source} should be the base URL (ending in "
-                "/otlp for Grafana Cloud); /v1/metrics is appended."
-            )
-        elif source == cfg.GRAFANA_CLOUD_OTLP_ENDPOINT and not endpoint.endswith(
-            "/otlp/v1/metrics"
-        ):
+        if source == cfg.GRAFANA_CLOUD_OTLP_ENDPOINT and not endpoint.endswith("/otlp/v1/metrics"):
             hints.append(f"{source} should end in /otlp, for example {_GRAFANA_ENDPOINT_EXAMPLE}.")
         elif source == cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT:
             hints.append(f"{source} is used as is: it must be the full URL, ending in /v1/metrics.")

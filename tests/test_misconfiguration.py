@@ -1,0 +1,36 @@
+"""What a bot says about a misconfigured environment: one story, naming the variable.
+
+Each test runs a real call against a local receiver (or a port nothing listens on)
+and reads every log line: a problem is named once, with its variable and the fix,
+and the call goes on.
+"""
+
+from pipecat.metrics.metrics import TTSUsageMetricsData
+
+from pipecat_grafana import GrafanaMetricsExporter
+from pipecat_grafana import config as cfg
+from pipecat_grafana import instruments as m
+from tests.helpers import Reporter, Trigger, metric, run_pipeline
+
+
+async def one_call(characters: int = 5) -> GrafanaMetricsExporter:
+    exporter = GrafanaMetricsExporter(tts_model="cartesia")
+    await run_pipeline(
+        [Reporter([[metric(TTSUsageMetricsData, value=characters)]]), exporter], [Trigger("1")]
+    )
+    return exporter
+
+
+async def test_base_url_with_the_metrics_path_exports_with_one_warning(
+    monkeypatch, receiver, log_lines
+):
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.metrics_url)
+
+    await one_call()
+    await one_call()
+
+    receiver.wait_for(lambda r: r.total(m.TTS_CHARACTERS.name) == 10, timeout=5)
+    assert not receiver.rejected
+    warnings = [line for line in log_lines if "WARNING" in line and "base URL" in line]
+    assert len(warnings) == 1
+    assert cfg.OTEL_EXPORTER_OTLP_ENDPOINT in warnings[0]
