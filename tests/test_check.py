@@ -155,6 +155,18 @@ def test_base_url_with_the_metrics_path_is_accepted_with_a_warning(monkeypatch, 
     assert cfg.OTEL_EXPORTER_OTLP_ENDPOINT in warning and "base URL" in warning
 
 
+def test_wrong_full_metrics_url_is_not_said_to_get_the_path_appended(monkeypatch, capsys, receiver):
+    # The signal-specific variable is used as is: nothing is appended to it.
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, receiver.endpoint + "/otlp")
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 1
+    assert "was not found (404)" in output
+    assert "appends" not in output
+    assert f"{cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT} is used as is" in output
+
+
 def test_refused_port(monkeypatch, capsys, log_lines):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -34,3 +34,14 @@ async def test_base_url_with_the_metrics_path_exports_with_one_warning(
     warnings = [line for line in log_lines if "WARNING" in line and "base URL" in line]
     assert len(warnings) == 1
     assert cfg.OTEL_EXPORTER_OTLP_ENDPOINT in warnings[0]
+
+
+async def test_wrong_full_metrics_url_is_explained_as_used_as_is(monkeypatch, receiver, log_lines):
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, receiver.endpoint + "/otlp")
+    monkeypatch.setenv(cfg.FLUSH_TIMEOUT, "1")
+
+    await one_call()
+
+    (explained,) = [line for line in log_lines if "not found (404)" in line]
+    assert f"{cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT} is used as is" in explained
+    assert "appends" not in explained

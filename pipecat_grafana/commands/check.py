@@ -138,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
         for line in _next_steps(resource):
             print(line)
         return EXIT_ACCEPTED
-    print(f"Failed: {explain(outcome, config.endpoint, timeout_s=args.timeout)}.")
+    problem = explain(
+        outcome, config.endpoint, source=config.endpoint_source, timeout_s=args.timeout
+    )
+    print(f"Failed: {problem}.")
     for hint in _hints(outcome, config):
         print(f"  - {hint}")
     return EXIT_FAILED
@@ -271,8 +274,6 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
         endpoint = config.endpoint or ""
         if source == cfg.GRAFANA_CLOUD_OTLP_ENDPOINT and not endpoint.endswith("/otlp/v1/metrics"):
             hints.append(f"{source} should end in /otlp, for example {_GRAFANA_ENDPOINT_EXAMPLE}.")
-        elif source == cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT:
-            hints.append(f"{source} is used as is: it must be the full URL, ending in /v1/metrics.")
         hints.append(
             f"The URL comes from {source}. Copy the endpoint from the portal: My Account > "
             "your stack > OpenTelemetry > Configure."
