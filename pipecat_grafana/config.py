@@ -10,7 +10,9 @@ re-parse them for use. It adds what the exporter lacks:
 - a 10-second default export interval (the SDK's is 60 s) and an error, not a
   silent fallback, for a malformed ``OTEL_METRIC_EXPORT_INTERVAL``;
 - checks that name the variable and the fix for values the exporter would
-  silently ignore (a header without ``=``, an endpoint without a scheme);
+  silently ignore (a header without ``=``, an endpoint without a scheme) or that
+  would make every export fail with no word of why (a timeout of 0, a CA file
+  that is not there);
 - a base URL given with ``/v1/metrics`` already on it is accepted, with a notice,
   rather than sent to ``.../v1/metrics/v1/metrics``;
 - a refusal to send credentials in clear text to a remote host.
@@ -37,6 +39,14 @@ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
 OTEL_EXPORTER_OTLP_HEADERS = "OTEL_EXPORTER_OTLP_HEADERS"
 OTEL_EXPORTER_OTLP_METRICS_HEADERS = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
 OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
+OTEL_EXPORTER_OTLP_TIMEOUT = "OTEL_EXPORTER_OTLP_TIMEOUT"
+"""Seconds (not milliseconds, in the Python exporter) for one export, retries included."""
+OTEL_EXPORTER_OTLP_METRICS_TIMEOUT = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"
+"""The same, for metrics only; wins over ``OTEL_EXPORTER_OTLP_TIMEOUT``."""
+OTEL_EXPORTER_OTLP_CERTIFICATE = "OTEL_EXPORTER_OTLP_CERTIFICATE"
+"""A CA bundle (PEM file, or a directory of them) to verify the endpoint with."""
+OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"
+"""The same, for metrics only; wins over ``OTEL_EXPORTER_OTLP_CERTIFICATE``."""
 CALL_ID_LABEL = "PIPECAT_GRAFANA_CALL_ID_LABEL"
 """``true`` (default) tags per-call series with ``call_id``; ``false`` keeps fleet-wide
 series only."""
@@ -168,6 +178,7 @@ def resolve(
         flush_timeout_s = _positive(env, FLUSH_TIMEOUT, scale=1.0)
     if call_id_label is None:
         call_id_label = _flag(env, CALL_ID_LABEL, default=True)
+    _check_exporter_variables(env)
     return ExportConfig(
         endpoint=endpoint,
         endpoint_source=source,
@@ -309,6 +320,34 @@ def _positive(env: Mapping[str, str], name: str, *, scale: float) -> float | Non
         unit = "milliseconds, for example 10000" if scale != 1.0 else "seconds, for example 5"
         raise ConfigError(f"{name}={raw!r} is not a positive number: set it in {unit}.")
     return value * scale
+
+
+def _check_exporter_variables(env: Mapping[str, str]) -> None:
+    """Check what the OTel exporter reads itself, as it would pick it.
+
+    The exporter takes these as they are: a timeout of 0 or a CA file that is not
+    there makes every export fail before a request is sent, and its log does not
+    name the variable.
+    """
+    if name := _first_set(env, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT):
+        _positive(env, name, scale=1.0)
+    if name := _first_set(
+        env, OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE
+    ):
+        _check_readable(name, env[name].strip())
+
+
+def _check_readable(name: str, path: str) -> None:
+    if os.path.isdir(path):
+        return  # requests takes a directory of CA files too
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{name}={path!r} cannot be read ({e.strerror}): set it to the path of a CA "
+            "bundle in PEM format, or unset it to verify with the system's CAs."
+        ) from None
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:

@@ -17,7 +17,11 @@ import requests
 from loguru import logger
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-from pipecat_grafana.config import OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, ExportConfig
+from pipecat_grafana.config import (
+    OTEL_EXPORTER_OTLP_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    ExportConfig,
+)
 
 # The exporter's HTTP client logs through the metric exporter's module logger.
 _OTEL_LOGGERS = (
@@ -73,7 +77,9 @@ class OutcomeSession(requests.Session):
     def send(self, request, **kwargs):  # noqa: D102 - see requests.Session.send
         try:
             response = super().send(request, **kwargs)
-        except requests.RequestException as e:
+        except Exception as e:
+            # Not only network errors: requests raises a bare OSError for a CA bundle that
+            # is not there, before connecting, and that must be explained too.
             self.last = Outcome(None, e)
             raise
         self.last = Outcome(response.status_code)
@@ -167,6 +173,13 @@ def _connection_problem(error: BaseException | None, timeout_s: float | None = N
         return "the host name does not resolve (DNS): check the endpoint's spelling"
     if "refused" in text:
         return "the connection was refused: nothing listens at that host and port"
+    if "CA certificate bundle" in text:
+        return (
+            "the CA bundle to verify it with is not there: check the path in "
+            f"{OTEL_EXPORTER_OTLP_CERTIFICATE}, or in REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE"
+        )
+    if not isinstance(error, requests.RequestException):
+        return f"the request could not be sent ({type(error).__name__})"
     return f"network error ({type(error).__name__})"
 
 

@@ -182,6 +182,21 @@ def test_refused_port(monkeypatch, capsys, log_lines):
     assert not [line for line in log_lines if "export" in line.lower()]
 
 
+def test_zero_exporter_timeout_is_a_configuration_error_not_a_timeout(monkeypatch, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "0")
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 2
+    (line,) = output.strip().splitlines()
+    assert f"{cfg.OTEL_EXPORTER_OTLP_TIMEOUT}='0'" in line
+    assert "no answer" not in output
+
+
 def test_server_that_never_answers(monkeypatch, capsys, receiver):
     grafana_cloud(monkeypatch, receiver.endpoint)
     receiver.hang()
@@ -247,6 +262,33 @@ def test_untrusted_certificate(monkeypatch, capsys, untrusted_tls_server):
     assert status == 1
     assert "TLS failed" in output
     assert "OTEL_EXPORTER_OTLP_CERTIFICATE" in output
+    assert elapsed < BOUND_S
+
+
+def test_missing_ca_file_names_its_variable(monkeypatch, capsys, untrusted_tls_server):
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, untrusted_tls_server)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_CERTIFICATE, "/nonexistent/ca.pem")
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 2
+    assert f"{cfg.OTEL_EXPORTER_OTLP_CERTIFICATE}='/nonexistent/ca.pem'" in output
+    assert "no answer" not in output
+
+
+def test_missing_ca_bundle_of_requests_is_named_not_called_a_timeout(
+    monkeypatch, capsys, untrusted_tls_server
+):
+    # requests' own variable, which this package does not resolve: the request fails
+    # before a connection is made, and the check must say why.
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, untrusted_tls_server)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+
+    status, output, elapsed = run_check(capsys)
+
+    assert status == 1
+    assert "REQUESTS_CA_BUNDLE" in output and cfg.OTEL_EXPORTER_OTLP_CERTIFICATE in output
+    assert "no answer" not in output
     assert elapsed < BOUND_S
 
 

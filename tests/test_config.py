@@ -126,6 +126,22 @@ def test_arguments_win_over_environment():
         ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "10s"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "milliseconds"),
         ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "-5"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "milliseconds"),
         ({cfg.FLUSH_TIMEOUT: "soon"}, cfg.FLUSH_TIMEOUT, "seconds"),
+        ({cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "0"}, cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "seconds"),
+        (
+            {cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "10", cfg.OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: "-1"},
+            cfg.OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+            "seconds",
+        ),
+        (
+            {cfg.OTEL_EXPORTER_OTLP_CERTIFICATE: "/nonexistent/ca.pem"},
+            cfg.OTEL_EXPORTER_OTLP_CERTIFICATE,
+            "No such file",
+        ),
+        (
+            {cfg.OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE: "/nonexistent/ca.pem"},
+            cfg.OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE,
+            "PEM",
+        ),
         ({cfg.CALL_ID_LABEL: "maybe"}, cfg.CALL_ID_LABEL, "true or false"),
         (
             {k: v for k, v in GRAFANA.items() if k != cfg.GRAFANA_CLOUD_API_TOKEN},
@@ -151,6 +167,17 @@ def test_malformed_values_name_the_variable_and_the_fix(env, names, fix):
     assert names in message
     assert fix in message
     assert TOKEN not in message
+
+
+def test_exporter_timeout_and_certificate_that_work_pass(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    for env in (
+        {cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "2.5"},
+        {cfg.OTEL_EXPORTER_OTLP_CERTIFICATE: str(ca)},
+        {cfg.OTEL_EXPORTER_OTLP_CERTIFICATE: str(tmp_path)},  # a directory of CAs works too
+    ):
+        assert not resolve(env).notices
 
 
 @pytest.mark.parametrize("argument", ["export_interval_s", "flush_timeout_s"])

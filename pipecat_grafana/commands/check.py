@@ -283,7 +283,8 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
             "A proxy or firewall that inspects HTTPS presents its own certificate: point "
             "OTEL_EXPORTER_OTLP_CERTIFICATE to its CA bundle (PEM)."
         )
-    elif outcome.status is None:
+    elif isinstance(outcome.error, requests.RequestException):
+        # A network error; a missing CA bundle (a bare OSError) is explained in full.
         hints.append(
             "Check the host name and port (copy the endpoint from the portal), that this "
             "machine can reach the internet (behind a proxy, set HTTPS_PROXY), and that a "
