@@ -9,6 +9,8 @@ re-parse them for use. It adds what the exporter lacks:
   Basic auth header;
 - a 10-second default export interval (the SDK's is 60 s) and an error, not a
   silent fallback, for a malformed ``OTEL_METRIC_EXPORT_INTERVAL``;
+- bounds on every number of seconds, so that none can stop export for good (an
+  interval of 1e300 ms overflows the SDK's reader thread);
 - checks that name the variable and the fix for values the exporter would
   silently ignore (a header without ``=``, an endpoint without a scheme) or that
   would make every export fail with no word of why (a timeout of 0, a CA file
@@ -57,6 +59,10 @@ ALLOW_INSECURE = "PIPECAT_GRAFANA_ALLOW_INSECURE"
 
 DEFAULT_EXPORT_INTERVAL_S = 10.0
 DEFAULT_FLUSH_TIMEOUT_S = 5.0
+MIN_EXPORT_INTERVAL_S = 0.1
+MAX_EXPORT_INTERVAL_S = 3600.0
+MAX_TIMEOUT_S = 300.0
+"""The longest flush timeout and OTLP timeout: a wait longer than this is a mistake."""
 _METRICS_PATH = "v1/metrics"
 _HEADER_ITEM = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*=")
 _TRUE = ("1", "true", "yes", "on")
@@ -151,12 +157,14 @@ def resolve(
         ValueError: An argument is out of range.
     """
     env = os.environ if env is None else env
-    for name, value in (
-        ("export_interval_s", export_interval_s),
-        ("flush_timeout_s", flush_timeout_s),
+    for name, value, low, high in (
+        ("export_interval_s", export_interval_s, MIN_EXPORT_INTERVAL_S, MAX_EXPORT_INTERVAL_S),
+        ("flush_timeout_s", flush_timeout_s, 0.0, MAX_TIMEOUT_S),
     ):
-        if value is not None and not value > 0:
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if value is not None and not _within(value, low, high):
+            raise ValueError(
+                f"{name} must be a number of seconds {_span(low, high)}, got {value!r}"
+            )
 
     notices: list[str] = []
     endpoint, source, headers = _grafana_cloud(env, notices)
@@ -173,9 +181,20 @@ def resolve(
         _refuse_clear_text(endpoint, source, env)
 
     if export_interval_s is None:
-        export_interval_s = _positive(env, OTEL_METRIC_EXPORT_INTERVAL, scale=1e-3)
+        interval_ms = _number(
+            env,
+            OTEL_METRIC_EXPORT_INTERVAL,
+            unit="milliseconds",
+            low=MIN_EXPORT_INTERVAL_S * 1000,
+            high=MAX_EXPORT_INTERVAL_S * 1000,
+            note=" (0.1 s to 1 hour)",
+            example="10000",
+        )
+        export_interval_s = interval_ms / 1000 if interval_ms is not None else None
     if flush_timeout_s is None:
-        flush_timeout_s = _positive(env, FLUSH_TIMEOUT, scale=1.0)
+        flush_timeout_s = _number(
+            env, FLUSH_TIMEOUT, unit="seconds", low=0.0, high=MAX_TIMEOUT_S, example="5"
+        )
     if call_id_label is None:
         call_id_label = _flag(env, CALL_ID_LABEL, default=True)
     _check_exporter_variables(env)
@@ -308,7 +327,17 @@ def _first_set(env: Mapping[str, str], *names: str) -> str | None:
     return next((name for name in names if env.get(name, "").strip()), None)
 
 
-def _positive(env: Mapping[str, str], name: str, *, scale: float) -> float | None:
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    *,
+    unit: str,
+    low: float,
+    high: float,
+    example: str,
+    note: str = "",
+) -> float | None:
+    """The variable's value in its own unit, ``None`` when not set (see ``_within``)."""
     raw = env.get(name, "").strip()
     if not raw:
         return None
@@ -316,10 +345,22 @@ def _positive(env: Mapping[str, str], name: str, *, scale: float) -> float | Non
         value = float(raw)
     except ValueError:
         value = float("nan")
-    if not value > 0 or value == float("inf"):
-        unit = "milliseconds, for example 10000" if scale != 1.0 else "seconds, for example 5"
-        raise ConfigError(f"{name}={raw!r} is not a positive number: set it in {unit}.")
-    return value * scale
+    if not _within(value, low, high):
+        raise ConfigError(
+            f"{name}={raw!r} is not a number of {unit} {_span(low, high)}{note}: set it to, "
+            f"for example, {example}."
+        )
+    return value
+
+
+def _within(value: float, low: float, high: float) -> bool:
+    # A low of 0 is exclusive (no wait at all is not a wait), any other inclusive;
+    # NaN fails every comparison.
+    return (value >= low if low else value > 0) and value <= high
+
+
+def _span(low: float, high: float) -> str:
+    return f"from {low:.10g} to {high:.10g}" if low else f"above 0 and at most {high:.10g}"
 
 
 def _check_exporter_variables(env: Mapping[str, str]) -> None:
@@ -330,7 +371,15 @@ def _check_exporter_variables(env: Mapping[str, str]) -> None:
     name the variable.
     """
     if name := _first_set(env, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT):
-        _positive(env, name, scale=1.0)
+        _number(
+            env,
+            name,
+            unit="seconds",
+            low=0.0,
+            high=MAX_TIMEOUT_S,
+            note=" (the Python exporter reads it in seconds, not milliseconds)",
+            example="10",
+        )
     if name := _first_set(
         env, OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE
     ):

@@ -134,6 +134,7 @@ async def test_odd_processor_and_model_names_make_valid_bounded_labels(export_to
         (cfg.OTEL_EXPORTER_OTLP_ENDPOINT, "collector.internal:4318", "include the scheme"),
         (cfg.OTEL_EXPORTER_OTLP_HEADERS, "Basic abc123", "name=value"),
         (cfg.OTEL_METRIC_EXPORT_INTERVAL, "ten seconds", "milliseconds"),
+        (cfg.OTEL_METRIC_EXPORT_INTERVAL, "1e300", "1 hour"),
         (cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "0", "seconds"),
         (cfg.OTEL_EXPORTER_OTLP_CERTIFICATE, "/nonexistent/ca.pem", "No such file"),
         (PRICE_FILE_ENV, "/nonexistent/prices.toml", "PIPECAT_GRAFANA_PRICES_FILE"),

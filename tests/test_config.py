@@ -127,6 +127,13 @@ def test_arguments_win_over_environment():
         ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "-5"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "milliseconds"),
         ({cfg.FLUSH_TIMEOUT: "soon"}, cfg.FLUSH_TIMEOUT, "seconds"),
         ({cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "0"}, cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "seconds"),
+        # Bounded: a huge interval overflows the SDK's reader thread and stops export for good.
+        ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "1e300"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "1 hour"),
+        ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "50"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "from 100"),
+        ({cfg.FLUSH_TIMEOUT: "301"}, cfg.FLUSH_TIMEOUT, "at most 300"),
+        ({cfg.FLUSH_TIMEOUT: "inf"}, cfg.FLUSH_TIMEOUT, "at most 300"),
+        # Milliseconds, as the spec has it, where the Python exporter reads seconds.
+        ({cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "10000"}, cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "not milli"),
         (
             {cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "10", cfg.OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: "-1"},
             cfg.OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
@@ -180,10 +187,33 @@ def test_exporter_timeout_and_certificate_that_work_pass(tmp_path):
         assert not resolve(env).notices
 
 
-@pytest.mark.parametrize("argument", ["export_interval_s", "flush_timeout_s"])
-def test_bad_arguments_raise_value_error(argument):
-    with pytest.raises(ValueError, match=argument):
-        resolve({}, **{argument: 0})
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("export_interval_s", 0),
+        ("export_interval_s", 0.05),
+        ("export_interval_s", 3601),
+        ("export_interval_s", 1e300),
+        ("export_interval_s", float("nan")),
+        ("flush_timeout_s", 0),
+        ("flush_timeout_s", 301),
+        ("flush_timeout_s", float("inf")),
+    ],
+)
+def test_bad_arguments_raise_value_error(argument, value):
+    with pytest.raises(ValueError, match=argument) as error:
+        resolve({}, **{argument: value})
+    assert not isinstance(error.value, ConfigError)
+
+
+def test_bounds_are_inclusive():
+    config = resolve(
+        {cfg.OTEL_METRIC_EXPORT_INTERVAL: "3600000", cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "300"},
+        flush_timeout_s=300,
+    )
+    assert (config.export_interval_s, config.flush_timeout_s) == (3600, 300)
+    assert resolve({cfg.OTEL_METRIC_EXPORT_INTERVAL: "100"}).export_interval_s == 0.1
+    assert resolve({}, export_interval_s=0.1).export_interval_s == 0.1
 
 
 def test_credentials_are_not_sent_in_clear_text_to_a_remote_host():

@@ -5,6 +5,7 @@ and reads every log line: a problem is named once, with its variable and the fix
 and the call goes on.
 """
 
+import pytest
 from pipecat.metrics.metrics import TTSUsageMetricsData
 
 from pipecat_grafana import GrafanaMetricsExporter
@@ -45,3 +46,12 @@ async def test_wrong_full_metrics_url_is_explained_as_used_as_is(monkeypatch, re
     (explained,) = [line for line in log_lines if "not found (404)" in line]
     assert f"{cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT} is used as is" in explained
     assert "appends" not in explained
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"), [("export_interval_s", 1e300), ("flush_timeout_s", 301)]
+)
+def test_an_argument_out_of_range_raises(argument, value):
+    # A programmer's mistake fails fast; only the environment is logged and let go.
+    with pytest.raises(ValueError, match=argument):
+        GrafanaMetricsExporter(**{argument: value})
