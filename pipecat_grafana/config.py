@@ -11,10 +11,11 @@ re-parse them for use. It adds what the exporter lacks:
   silent fallback, for a malformed ``OTEL_METRIC_EXPORT_INTERVAL``;
 - bounds on every number of seconds, so that none can stop export for good (an
   interval of 1e300 ms overflows the SDK's reader thread);
-- checks that name the variable and the fix for values the exporter would
-  silently ignore (a header without ``=``, an endpoint without a scheme) or that
-  would make every export fail with no word of why (a timeout of 0, a CA file
-  that is not there);
+- checks that name the variable and the fix for values the exporter and the SDK
+  would ignore with a line that does not name it (a header without ``=``, an
+  unknown compression, a resource attribute without ``=``, a protocol other than
+  ``http/protobuf``) or that would make every export fail with no word of why
+  (a timeout of 0, a CA file that is not there);
 - a base URL given with ``/v1/metrics`` already on it is accepted, with a notice,
   rather than sent to ``.../v1/metrics/v1/metrics``;
 - a refusal to send credentials in clear text to a remote host.
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.util.re import parse_env_headers
 
 GRAFANA_CLOUD_OTLP_ENDPOINT = "GRAFANA_CLOUD_OTLP_ENDPOINT"
@@ -49,6 +51,16 @@ OTEL_EXPORTER_OTLP_CERTIFICATE = "OTEL_EXPORTER_OTLP_CERTIFICATE"
 """A CA bundle (PEM file, or a directory of them) to verify the endpoint with."""
 OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"
 """The same, for metrics only; wins over ``OTEL_EXPORTER_OTLP_CERTIFICATE``."""
+OTEL_EXPORTER_OTLP_COMPRESSION = "OTEL_EXPORTER_OTLP_COMPRESSION"
+"""``gzip``, ``deflate`` or ``none`` (default)."""
+OTEL_EXPORTER_OTLP_METRICS_COMPRESSION = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"
+"""The same, for metrics only; wins over ``OTEL_EXPORTER_OTLP_COMPRESSION``."""
+OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+"""Only ``http/protobuf``, the one protocol this package speaks, may be set."""
+OTEL_EXPORTER_OTLP_METRICS_PROTOCOL = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+"""The same, for metrics only; wins over ``OTEL_EXPORTER_OTLP_PROTOCOL``."""
+OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+"""More resource attributes, as ``key=value`` pairs separated by commas."""
 CALL_ID_LABEL = "PIPECAT_GRAFANA_CALL_ID_LABEL"
 """``true`` (default) tags per-call series with ``call_id``; ``false`` keeps fleet-wide
 series only."""
@@ -65,6 +77,9 @@ MAX_TIMEOUT_S = 300.0
 """The longest flush timeout and OTLP timeout: a wait longer than this is a mistake."""
 _METRICS_PATH = "v1/metrics"
 _HEADER_ITEM = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*=")
+_PROTOCOL = "http/protobuf"
+# What the installed exporter accepts, "none" last as the message lists them.
+_COMPRESSIONS = tuple(sorted((c.value for c in Compression), key=lambda v: v == "none"))
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -197,7 +212,7 @@ def resolve(
         )
     if call_id_label is None:
         call_id_label = _flag(env, CALL_ID_LABEL, default=True)
-    _check_exporter_variables(env)
+    _check_exporter_variables(env, source)
     return ExportConfig(
         endpoint=endpoint,
         endpoint_source=source,
@@ -363,12 +378,12 @@ def _span(low: float, high: float) -> str:
     return f"from {low:.10g} to {high:.10g}" if low else f"above 0 and at most {high:.10g}"
 
 
-def _check_exporter_variables(env: Mapping[str, str]) -> None:
-    """Check what the OTel exporter reads itself, as it would pick it.
+def _check_exporter_variables(env: Mapping[str, str], source: str | None) -> None:
+    """Check what the OTel exporter and SDK read themselves, as they would pick it.
 
-    The exporter takes these as they are: a timeout of 0 or a CA file that is not
-    there makes every export fail before a request is sent, and its log does not
-    name the variable.
+    They fall back from a value they cannot parse with a line that does not name
+    the variable, or take it as it is: a timeout of 0 or a CA file that is not
+    there makes every export fail before a request is sent.
     """
     if name := _first_set(env, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT):
         _number(
@@ -384,6 +399,54 @@ def _check_exporter_variables(env: Mapping[str, str]) -> None:
         env, OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE
     ):
         _check_readable(name, env[name].strip())
+    if name := _first_set(
+        env, OTEL_EXPORTER_OTLP_METRICS_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION
+    ):
+        value = env[name].strip()
+        if value.lower() not in _COMPRESSIONS:
+            raise ConfigError(
+                f"{name}={value!r} is not a compression the exporter knows: set it to "
+                f"{', '.join(_COMPRESSIONS[:-1])} or {_COMPRESSIONS[-1]}."
+            )
+    _check_protocol(env, source)
+    _check_resource_attributes(env.get(OTEL_RESOURCE_ATTRIBUTES, ""))
+
+
+def _check_protocol(env: Mapping[str, str], source: str | None) -> None:
+    name = _first_set(env, OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL)
+    # The general variable may be there for the application's own traces or logs: it
+    # is about our metrics only when they go to the OTEL_EXPORTER_OTLP_* endpoint.
+    otel_endpoint = source in (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)
+    if name is None or (name == OTEL_EXPORTER_OTLP_PROTOCOL and not otel_endpoint):
+        return
+    value = env[name].strip()
+    if value.lower() != _PROTOCOL:
+        raise ConfigError(
+            f"{name}={value!r} is not supported: this package sends metrics with OTLP over "
+            f"HTTP, {_PROTOCOL} only (not grpc, nor http/json). Unset {name} or set it to "
+            f"{_PROTOCOL}, and use the collector's OTLP/HTTP port (4318, not gRPC's 4317)."
+        )
+
+
+def _check_resource_attributes(value: str) -> None:
+    # The SDK skips an item without "=" with a warning that does not name the
+    # variable; the attribute is then missing from every series.
+    if not value.strip():
+        return
+    for item in value.split(","):
+        key, equals, _ = item.partition("=")
+        if not equals or not key.strip():
+            shown = item.strip()[:12]
+            problem = (
+                f"an item that is not key=value (starting {shown!r}...)"
+                if shown
+                else "an empty item (a comma too many?)"
+            )
+            raise ConfigError(
+                f"{OTEL_RESOURCE_ATTRIBUTES} has {problem}: write key=value pairs separated "
+                "by commas, a comma inside a value as %2C, for example "
+                "service.namespace=support,deployment.environment.name=prod."
+            )
 
 
 def _check_readable(name: str, path: str) -> None:

@@ -319,6 +319,33 @@ def test_configuration_mistake_is_one_line_naming_the_variable(monkeypatch, caps
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        (cfg.OTEL_METRIC_EXPORT_INTERVAL, "1e300"),
+        (cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "abc"),
+        (cfg.OTEL_EXPORTER_OTLP_CERTIFICATE, "/nonexistent/ca.pem"),
+        (cfg.OTEL_EXPORTER_OTLP_COMPRESSION, "brotli"),
+        (cfg.OTEL_EXPORTER_OTLP_PROTOCOL, "grpc"),
+        (cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, "http/json"),
+        (cfg.OTEL_RESOURCE_ATTRIBUTES, "a=1,broken"),
+    ],
+)
+def test_exporter_variable_mistakes_are_configuration_errors(
+    monkeypatch, capsys, receiver, variable, value
+):
+    # Each would otherwise be accepted by the receiver, or fail without naming the variable.
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(variable, value)
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 2
+    (line,) = output.strip().splitlines()
+    assert line.startswith(f"pipecat-grafana: configuration error: {variable}")
+    assert not receiver.requests
+
+
 def forget_after_test(monkeypatch, *names: str) -> None:
     """Make monkeypatch remove variables that .env loading will set behind its back."""
     for name in names:
