@@ -9,8 +9,15 @@ re-parse them for use. It adds what the exporter lacks:
   Basic auth header;
 - a 10-second default export interval (the SDK's is 60 s) and an error, not a
   silent fallback, for a malformed ``OTEL_METRIC_EXPORT_INTERVAL``;
-- checks that name the variable and the fix for values the exporter would
-  silently ignore (a header without ``=``, an endpoint without a scheme);
+- bounds on every number of seconds, so that none can stop export for good (an
+  interval of 1e300 ms overflows the SDK's reader thread);
+- checks that name the variable and the fix for values the exporter and the SDK
+  would ignore with a line that does not name it (a header without ``=``, an
+  unknown compression, a resource attribute without ``=``, a protocol other than
+  ``http/protobuf``) or that would make every export fail with no word of why
+  (a timeout of 0, a CA file that is not there);
+- a base URL given with ``/v1/metrics`` already on it is accepted, with a notice,
+  rather than sent to ``.../v1/metrics/v1/metrics``;
 - a refusal to send credentials in clear text to a remote host.
 
 Secrets never leave this module in a readable form: ``ExportConfig``'s repr and
@@ -25,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.util.re import parse_env_headers
 
 GRAFANA_CLOUD_OTLP_ENDPOINT = "GRAFANA_CLOUD_OTLP_ENDPOINT"
@@ -35,6 +43,24 @@ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
 OTEL_EXPORTER_OTLP_HEADERS = "OTEL_EXPORTER_OTLP_HEADERS"
 OTEL_EXPORTER_OTLP_METRICS_HEADERS = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
 OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
+OTEL_EXPORTER_OTLP_TIMEOUT = "OTEL_EXPORTER_OTLP_TIMEOUT"
+"""Seconds (not milliseconds, in the Python exporter) for one export, retries included."""
+OTEL_EXPORTER_OTLP_METRICS_TIMEOUT = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"
+"""The same, for metrics only; wins over ``OTEL_EXPORTER_OTLP_TIMEOUT``."""
+OTEL_EXPORTER_OTLP_CERTIFICATE = "OTEL_EXPORTER_OTLP_CERTIFICATE"
+"""A CA bundle (PEM file, or a directory of them) to verify the endpoint with."""
+OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"
+"""The same, for metrics only; wins over ``OTEL_EXPORTER_OTLP_CERTIFICATE``."""
+OTEL_EXPORTER_OTLP_COMPRESSION = "OTEL_EXPORTER_OTLP_COMPRESSION"
+"""``gzip``, ``deflate`` or ``none`` (default)."""
+OTEL_EXPORTER_OTLP_METRICS_COMPRESSION = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"
+"""The same, for metrics only; wins over ``OTEL_EXPORTER_OTLP_COMPRESSION``."""
+OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+"""Only ``http/protobuf``, the one protocol this package speaks, may be set."""
+OTEL_EXPORTER_OTLP_METRICS_PROTOCOL = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+"""The same, for metrics only; wins over ``OTEL_EXPORTER_OTLP_PROTOCOL``."""
+OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+"""More resource attributes, as ``key=value`` pairs separated by commas."""
 CALL_ID_LABEL = "PIPECAT_GRAFANA_CALL_ID_LABEL"
 """``true`` (default) tags per-call series with ``call_id``; ``false`` keeps fleet-wide
 series only."""
@@ -49,8 +75,15 @@ MAX_LABEL_VALUES = "PIPECAT_GRAFANA_MAX_LABEL_VALUES"
 DEFAULT_EXPORT_INTERVAL_S = 10.0
 DEFAULT_FLUSH_TIMEOUT_S = 5.0
 DEFAULT_MAX_LABEL_VALUES = 100
+MIN_EXPORT_INTERVAL_S = 0.1
+MAX_EXPORT_INTERVAL_S = 3600.0
+MAX_TIMEOUT_S = 300.0
+"""The longest flush timeout and OTLP timeout: a wait longer than this is a mistake."""
 _METRICS_PATH = "v1/metrics"
 _HEADER_ITEM = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*=")
+_PROTOCOL = "http/protobuf"
+# What the installed exporter accepts, "none" last as the message lists them.
+_COMPRESSIONS = tuple(sorted((c.value for c in Compression), key=lambda v: v == "none"))
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -73,6 +106,8 @@ class ExportConfig:
         export_interval_s: Seconds between periodic exports.
         flush_timeout_s: Bound on the wait for a final export at a call's end and at exit.
         call_id_label: Whether per-call series carry ``call_id``.
+        notices: What was accepted but should be fixed, one sentence each; the
+            exporter logs each once as a warning and ``check`` prints them.
     """
 
     endpoint: str | None
@@ -82,6 +117,7 @@ class ExportConfig:
     export_interval_s: float = DEFAULT_EXPORT_INTERVAL_S
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
     call_id_label: bool = True
+    notices: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -140,16 +176,19 @@ def resolve(
         ValueError: An argument is out of range.
     """
     env = os.environ if env is None else env
-    for name, value in (
-        ("export_interval_s", export_interval_s),
-        ("flush_timeout_s", flush_timeout_s),
+    for name, value, low, high in (
+        ("export_interval_s", export_interval_s, MIN_EXPORT_INTERVAL_S, MAX_EXPORT_INTERVAL_S),
+        ("flush_timeout_s", flush_timeout_s, 0.0, MAX_TIMEOUT_S),
     ):
-        if value is not None and not value > 0:
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if value is not None and not _within(value, low, high):
+            raise ValueError(
+                f"{name} must be a number of seconds {_span(low, high)}, got {value!r}"
+            )
 
-    endpoint, source, headers = _grafana_cloud(env)
+    notices: list[str] = []
+    endpoint, source, headers = _grafana_cloud(env, notices)
     if endpoint is None:
-        endpoint, source = _otel_endpoint(env)
+        endpoint, source = _otel_endpoint(env, notices)
         headers_var = _first_set(
             env, OTEL_EXPORTER_OTLP_METRICS_HEADERS, OTEL_EXPORTER_OTLP_HEADERS
         )
@@ -161,11 +200,23 @@ def resolve(
         _refuse_clear_text(endpoint, source, env)
 
     if export_interval_s is None:
-        export_interval_s = _positive(env, OTEL_METRIC_EXPORT_INTERVAL, scale=1e-3)
+        interval_ms = _number(
+            env,
+            OTEL_METRIC_EXPORT_INTERVAL,
+            unit="milliseconds",
+            low=MIN_EXPORT_INTERVAL_S * 1000,
+            high=MAX_EXPORT_INTERVAL_S * 1000,
+            note=" (0.1 s to 1 hour)",
+            example="10000",
+        )
+        export_interval_s = interval_ms / 1000 if interval_ms is not None else None
     if flush_timeout_s is None:
-        flush_timeout_s = _positive(env, FLUSH_TIMEOUT, scale=1.0)
+        flush_timeout_s = _number(
+            env, FLUSH_TIMEOUT, unit="seconds", low=0.0, high=MAX_TIMEOUT_S, example="5"
+        )
     if call_id_label is None:
         call_id_label = _flag(env, CALL_ID_LABEL, default=True)
+    _check_exporter_variables(env, source)
     return ExportConfig(
         endpoint=endpoint,
         endpoint_source=source,
@@ -174,6 +225,7 @@ def resolve(
         export_interval_s=export_interval_s or DEFAULT_EXPORT_INTERVAL_S,
         flush_timeout_s=flush_timeout_s or DEFAULT_FLUSH_TIMEOUT_S,
         call_id_label=call_id_label,
+        notices=tuple(notices),
     )
 
 
@@ -205,7 +257,9 @@ def basic_auth(instance_id: str, token: str) -> str:
     return "Basic " + base64.b64encode(f"{instance_id}:{token}".encode()).decode()
 
 
-def _grafana_cloud(env: Mapping[str, str]) -> tuple[str | None, str | None, dict | None]:
+def _grafana_cloud(
+    env: Mapping[str, str], notices: list[str]
+) -> tuple[str | None, str | None, dict | None]:
     base = env.get(GRAFANA_CLOUD_OTLP_ENDPOINT, "").strip()
     instance_id = env.get(GRAFANA_CLOUD_INSTANCE_ID, "").strip()
     token = env.get(GRAFANA_CLOUD_API_TOKEN, "").strip()
@@ -232,11 +286,11 @@ def _grafana_cloud(env: Mapping[str, str]) -> tuple[str | None, str | None, dict
             f"{GRAFANA_CLOUD_INSTANCE_ID} must be the numeric instance ID shown on the stack's "
             "OpenTelemetry page (for example 123456), not a name or a URL."
         )
-    endpoint = f"{base.rstrip('/')}/{_METRICS_PATH}"
+    endpoint = _metrics_url(GRAFANA_CLOUD_OTLP_ENDPOINT, base, notices)
     return endpoint, GRAFANA_CLOUD_OTLP_ENDPOINT, {"authorization": basic_auth(instance_id, token)}
 
 
-def _otel_endpoint(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+def _otel_endpoint(env: Mapping[str, str], notices: list[str]) -> tuple[str | None, str | None]:
     # The same precedence as the exporter: the signal-specific URL is used as is,
     # the general one gets /v1/metrics appended.
     if value := env.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, "").strip():
@@ -244,8 +298,23 @@ def _otel_endpoint(env: Mapping[str, str]) -> tuple[str | None, str | None]:
         return value, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
     if value := env.get(OTEL_EXPORTER_OTLP_ENDPOINT, "").strip():
         _check_url(OTEL_EXPORTER_OTLP_ENDPOINT, value, "https://host:4318")
-        return f"{value.rstrip('/')}/{_METRICS_PATH}", OTEL_EXPORTER_OTLP_ENDPOINT
+        endpoint = _metrics_url(OTEL_EXPORTER_OTLP_ENDPOINT, value, notices)
+        return endpoint, OTEL_EXPORTER_OTLP_ENDPOINT
     return None, None
+
+
+def _metrics_url(name: str, base: str, notices: list[str]) -> str:
+    base = base.rstrip("/")
+    # A base URL copied with the signal path on it would be sent to
+    # .../v1/metrics/v1/metrics, where every export is a 404: the intent is plain.
+    if base.endswith(f"/{_METRICS_PATH}"):
+        base = base.removesuffix(f"/{_METRICS_PATH}")
+        notices.append(
+            f"{name} ends in /{_METRICS_PATH}, which this package appends itself; it was "
+            f"removed so that the path is not doubled. {name} should be the base URL (for "
+            "Grafana Cloud, ending in /otlp)."
+        )
+    return f"{base}/{_METRICS_PATH}"
 
 
 def _check_url(name: str, value: str, example: str) -> None:
@@ -300,7 +369,17 @@ def _first_set(env: Mapping[str, str], *names: str) -> str | None:
     return next((name for name in names if env.get(name, "").strip()), None)
 
 
-def _positive(env: Mapping[str, str], name: str, *, scale: float) -> float | None:
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    *,
+    unit: str,
+    low: float,
+    high: float,
+    example: str,
+    note: str = "",
+) -> float | None:
+    """The variable's value in its own unit, ``None`` when not set (see ``_within``)."""
     raw = env.get(name, "").strip()
     if not raw:
         return None
@@ -308,10 +387,106 @@ def _positive(env: Mapping[str, str], name: str, *, scale: float) -> float | Non
         value = float(raw)
     except ValueError:
         value = float("nan")
-    if not value > 0 or value == float("inf"):
-        unit = "milliseconds, for example 10000" if scale != 1.0 else "seconds, for example 5"
-        raise ConfigError(f"{name}={raw!r} is not a positive number: set it in {unit}.")
-    return value * scale
+    if not _within(value, low, high):
+        raise ConfigError(
+            f"{name}={raw!r} is not a number of {unit} {_span(low, high)}{note}: set it to, "
+            f"for example, {example}."
+        )
+    return value
+
+
+def _within(value: float, low: float, high: float) -> bool:
+    # A low of 0 is exclusive (no wait at all is not a wait), any other inclusive;
+    # NaN fails every comparison.
+    return (value >= low if low else value > 0) and value <= high
+
+
+def _span(low: float, high: float) -> str:
+    return f"from {low:.10g} to {high:.10g}" if low else f"above 0 and at most {high:.10g}"
+
+
+def _check_exporter_variables(env: Mapping[str, str], source: str | None) -> None:
+    """Check what the OTel exporter and SDK read themselves, as they would pick it.
+
+    They fall back from a value they cannot parse with a line that does not name
+    the variable, or take it as it is: a timeout of 0 or a CA file that is not
+    there makes every export fail before a request is sent.
+    """
+    if name := _first_set(env, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT):
+        _number(
+            env,
+            name,
+            unit="seconds",
+            low=0.0,
+            high=MAX_TIMEOUT_S,
+            note=" (the Python exporter reads it in seconds, not milliseconds)",
+            example="10",
+        )
+    if name := _first_set(
+        env, OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE
+    ):
+        _check_readable(name, env[name].strip())
+    if name := _first_set(
+        env, OTEL_EXPORTER_OTLP_METRICS_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION
+    ):
+        value = env[name].strip()
+        if value.lower() not in _COMPRESSIONS:
+            raise ConfigError(
+                f"{name}={value!r} is not a compression the exporter knows: set it to "
+                f"{', '.join(_COMPRESSIONS[:-1])} or {_COMPRESSIONS[-1]}."
+            )
+    _check_protocol(env, source)
+    _check_resource_attributes(env.get(OTEL_RESOURCE_ATTRIBUTES, ""))
+
+
+def _check_protocol(env: Mapping[str, str], source: str | None) -> None:
+    name = _first_set(env, OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL)
+    # The general variable may be there for the application's own traces or logs: it
+    # is about our metrics only when they go to the OTEL_EXPORTER_OTLP_* endpoint.
+    otel_endpoint = source in (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)
+    if name is None or (name == OTEL_EXPORTER_OTLP_PROTOCOL and not otel_endpoint):
+        return
+    value = env[name].strip()
+    if value.lower() != _PROTOCOL:
+        raise ConfigError(
+            f"{name}={value!r} is not supported: this package sends metrics with OTLP over "
+            f"HTTP, {_PROTOCOL} only (not grpc, nor http/json). Unset {name} or set it to "
+            f"{_PROTOCOL}, and use the collector's OTLP/HTTP port (4318, not gRPC's 4317)."
+        )
+
+
+def _check_resource_attributes(value: str) -> None:
+    # The SDK skips an item without "=" with a warning that does not name the
+    # variable; the attribute is then missing from every series.
+    if not value.strip():
+        return
+    for item in value.split(","):
+        key, equals, _ = item.partition("=")
+        if not equals or not key.strip():
+            shown = item.strip()[:12]
+            problem = (
+                f"an item that is not key=value (starting {shown!r}...)"
+                if shown
+                else "an empty item (a comma too many?)"
+            )
+            raise ConfigError(
+                f"{OTEL_RESOURCE_ATTRIBUTES} has {problem}: write key=value pairs separated "
+                "by commas, a comma inside a value as %2C, for example "
+                "service.namespace=support,deployment.environment.name=prod."
+            )
+
+
+def _check_readable(name: str, path: str) -> None:
+    if os.path.isdir(path):
+        return  # requests takes a directory of CA files too
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{name}={path!r} cannot be read ({e.strerror}): set it to the path of a CA "
+            "bundle in PEM format, or unset it to verify with the system's CAs."
+        ) from None
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:

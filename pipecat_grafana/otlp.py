@@ -17,7 +17,11 @@ import requests
 from loguru import logger
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-from pipecat_grafana.config import ExportConfig
+from pipecat_grafana.config import (
+    OTEL_EXPORTER_OTLP_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    ExportConfig,
+)
 
 # The exporter's HTTP client logs through the metric exporter's module logger.
 _OTEL_LOGGERS = (
@@ -50,11 +54,17 @@ class OutcomeSession(requests.Session):
 
     It also keeps the CA bundle the exporter gave it (``OTEL_EXPORTER_OTLP_CERTIFICATE``)
     when ``REQUESTS_CA_BUNDLE`` is set too.
+
+    Attributes:
+        last: How the last request ended, ``None`` before the first.
+        endpoint_source: The variable the URL came from (set by ``build_client``), so
+            that a failure is explained in terms of what the user wrote.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.last: Outcome | None = None
+        self.endpoint_source: str | None = None
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: D102
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
@@ -67,7 +77,9 @@ class OutcomeSession(requests.Session):
     def send(self, request, **kwargs):  # noqa: D102 - see requests.Session.send
         try:
             response = super().send(request, **kwargs)
-        except requests.RequestException as e:
+        except Exception as e:
+            # Not only network errors: requests raises a bare OSError for a CA bundle that
+            # is not there, before connecting, and that must be explained too.
             self.last = Outcome(None, e)
             raise
         self.last = Outcome(response.status_code)
@@ -80,17 +92,24 @@ def build_client(config: ExportConfig, session: OutcomeSession | None = None):
     Timeout, compression, certificate and any headers not built here come from the
     standard ``OTEL_EXPORTER_OTLP_*`` variables, read by the exporter itself.
     """
-    return OTLPMetricExporter(
-        endpoint=config.endpoint, headers=config.headers, session=session or OutcomeSession()
-    )
+    session = session or OutcomeSession()
+    session.endpoint_source = config.endpoint_source
+    return OTLPMetricExporter(endpoint=config.endpoint, headers=config.headers, session=session)
 
 
-def explain(outcome: Outcome | None, endpoint: str, *, timeout_s: float | None = None) -> str:
+def explain(
+    outcome: Outcome | None,
+    endpoint: str,
+    *,
+    source: str | None = None,
+    timeout_s: float | None = None,
+) -> str:
     """Say in plain words why a request to ``endpoint`` failed, and what to check.
 
     Args:
         outcome: How the request ended.
         endpoint: The URL it was sent to.
+        source: The variable the URL came from (``ExportConfig.endpoint_source``).
         timeout_s: The timeout the request had, when not the exporter's own
             (``OTEL_EXPORTER_OTLP_TIMEOUT``).
     """
@@ -105,11 +124,7 @@ def explain(outcome: Outcome | None, endpoint: str, *, timeout_s: float | None =
             "metrics:write scope, and that both belong to the same stack"
         )
     if status == 404:
-        return (
-            f"{endpoint} was not found (404): the endpoint URL is wrong; Grafana Cloud's has "
-            "the shape https://otlp-gateway-<zone>.grafana.net/otlp (this package appends "
-            "/v1/metrics)"
-        )
+        return f"{endpoint} was not found (404): the endpoint URL is wrong; {_right_url(source)}"
     if status is not None and 300 <= status < 400:
         # The exporter does not follow redirects, and counts a 3xx as a success.
         return (
@@ -124,6 +139,23 @@ def explain(outcome: Outcome | None, endpoint: str, *, timeout_s: float | None =
     if status is not None:
         return f"{endpoint} refused the metrics ({status})"
     return f"cannot connect to {endpoint}: {_connection_problem(outcome.error, timeout_s)}"
+
+
+def _right_url(source: str | None) -> str:
+    """What the URL in ``source`` should look like: a base URL, or the full one."""
+    if source == OTEL_EXPORTER_OTLP_METRICS_ENDPOINT:
+        return (
+            f"{source} is used as is, so it must be the full metrics URL, for Grafana Cloud "
+            "https://otlp-gateway-<zone>.grafana.net/otlp/v1/metrics"
+        )
+    if source is None:
+        return (
+            "Grafana Cloud's has the shape https://otlp-gateway-<zone>.grafana.net/otlp/v1/metrics"
+        )
+    return (
+        f"{source} is the base URL, for Grafana Cloud "
+        f"https://otlp-gateway-<zone>.grafana.net/otlp (this package appends /v1/metrics)"
+    )
 
 
 def _connection_problem(error: BaseException | None, timeout_s: float | None = None) -> str:
@@ -141,6 +173,13 @@ def _connection_problem(error: BaseException | None, timeout_s: float | None = N
         return "the host name does not resolve (DNS): check the endpoint's spelling"
     if "refused" in text:
         return "the connection was refused: nothing listens at that host and port"
+    if "CA certificate bundle" in text:
+        return (
+            "the CA bundle to verify it with is not there: check the path in "
+            f"{OTEL_EXPORTER_OTLP_CERTIFICATE}, or in REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE"
+        )
+    if not isinstance(error, requests.RequestException):
+        return f"the request could not be sent ({type(error).__name__})"
     return f"network error ({type(error).__name__})"
 
 
@@ -174,7 +213,7 @@ class ExportHealth:
                 logger.info(f"pipecat-grafana: metrics export to {self._endpoint} works again")
             self._failing = None
             return True
-        problem = explain(last, self._endpoint)
+        problem = explain(last, self._endpoint, source=self._session.endpoint_source)
         if problem != self._failing:
             logger.error(
                 f"pipecat-grafana: metrics export failing: {problem}. The bot is not affected; "

@@ -206,6 +206,11 @@ class GrafanaMetricsExporter(FrameProcessor):
         except cfg.ConfigError as e:
             once.error(f"pipecat-grafana: metrics export is off: {e}")
             config = cfg.ExportConfig(endpoint=None, call_id_label=call_id_label is not False)
+            misconfigured = True
+        else:
+            misconfigured = False
+            for notice in config.notices:
+                once.warning(notice, notice)
         self._config = config
         if meter_provider is not None:
             self._pipeline = export.provider_pipeline(meter_provider, config, resource)
@@ -216,7 +221,9 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._bounds = self._pipeline.label_bounds(
             max_function_names=max_function_names, max_label_values=max_label_values
         )
-        if created and not config.enabled and meter_provider is None:
+        # A misconfigured variable was just named as the reason export is off; saying
+        # "no endpoint configured" too would contradict it.
+        if created and not config.enabled and meter_provider is None and not misconfigured:
             logger.warning(
                 "pipecat-grafana: no OTLP endpoint configured, metrics export is off (call "
                 "summaries still work). To export, set GRAFANA_CLOUD_OTLP_ENDPOINT, "

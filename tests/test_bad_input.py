@@ -134,6 +134,13 @@ async def test_odd_processor_and_model_names_make_valid_bounded_labels(export_to
         (cfg.OTEL_EXPORTER_OTLP_ENDPOINT, "collector.internal:4318", "include the scheme"),
         (cfg.OTEL_EXPORTER_OTLP_HEADERS, "Basic abc123", "name=value"),
         (cfg.OTEL_METRIC_EXPORT_INTERVAL, "ten seconds", "milliseconds"),
+        (cfg.OTEL_METRIC_EXPORT_INTERVAL, "1e300", "1 hour"),
+        (cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "0", "seconds"),
+        (cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "abc", "seconds"),
+        (cfg.OTEL_EXPORTER_OTLP_COMPRESSION, "brotli", "deflate, gzip or none"),
+        (cfg.OTEL_EXPORTER_OTLP_PROTOCOL, "grpc", "http/protobuf"),
+        (cfg.OTEL_RESOURCE_ATTRIBUTES, "a=1,broken", "key=value"),
+        (cfg.OTEL_EXPORTER_OTLP_CERTIFICATE, "/nonexistent/ca.pem", "No such file"),
         (PRICE_FILE_ENV, "/nonexistent/prices.toml", "PIPECAT_GRAFANA_PRICES_FILE"),
     ],
 )
@@ -149,4 +156,6 @@ async def test_malformed_configuration_is_one_clear_error_and_the_call_goes_on(
     errors = [line for line in log_lines if "ERROR" in line and variable in line]
     assert len(errors) == 1
     assert fix in errors[0]
+    # One story: export is off because of that variable, not for want of an endpoint.
+    assert not [line for line in log_lines if "no OTLP endpoint" in line]
     assert exporter.summary.tts_characters == 5

@@ -144,13 +144,27 @@ def test_wrong_url(monkeypatch, capsys, receiver):
     assert elapsed < BOUND_S
 
 
-def test_doubled_path(monkeypatch, capsys, receiver):
+def test_base_url_with_the_metrics_path_is_accepted_with_a_warning(monkeypatch, capsys, receiver):
     monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.metrics_url)
 
     status, output, _ = run_check(capsys)
 
+    assert status == 0
+    assert len(receiver.requests) == 1  # at /v1/metrics, not /v1/metrics/v1/metrics
+    (warning,) = [line for line in output.splitlines() if "Warning" in line]
+    assert cfg.OTEL_EXPORTER_OTLP_ENDPOINT in warning and "base URL" in warning
+
+
+def test_wrong_full_metrics_url_is_not_said_to_get_the_path_appended(monkeypatch, capsys, receiver):
+    # The signal-specific variable is used as is: nothing is appended to it.
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, receiver.endpoint + "/otlp")
+
+    status, output, _ = run_check(capsys)
+
     assert status == 1
-    assert "/v1/metrics twice" in output
+    assert "was not found (404)" in output
+    assert "appends" not in output
+    assert f"{cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT} is used as is" in output
 
 
 def test_refused_port(monkeypatch, capsys, log_lines):
@@ -166,6 +180,21 @@ def test_refused_port(monkeypatch, capsys, log_lines):
     assert "cannot connect" in output and "refused" in output
     assert elapsed < BOUND_S
     assert not [line for line in log_lines if "export" in line.lower()]
+
+
+def test_zero_exporter_timeout_is_a_configuration_error_not_a_timeout(monkeypatch, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "0")
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 2
+    (line,) = output.strip().splitlines()
+    assert f"{cfg.OTEL_EXPORTER_OTLP_TIMEOUT}='0'" in line
+    assert "no answer" not in output
 
 
 def test_server_that_never_answers(monkeypatch, capsys, receiver):
@@ -236,6 +265,33 @@ def test_untrusted_certificate(monkeypatch, capsys, untrusted_tls_server):
     assert elapsed < BOUND_S
 
 
+def test_missing_ca_file_names_its_variable(monkeypatch, capsys, untrusted_tls_server):
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, untrusted_tls_server)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_CERTIFICATE, "/nonexistent/ca.pem")
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 2
+    assert f"{cfg.OTEL_EXPORTER_OTLP_CERTIFICATE}='/nonexistent/ca.pem'" in output
+    assert "no answer" not in output
+
+
+def test_missing_ca_bundle_of_requests_is_named_not_called_a_timeout(
+    monkeypatch, capsys, untrusted_tls_server
+):
+    # requests' own variable, which this package does not resolve: the request fails
+    # before a connection is made, and the check must say why.
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, untrusted_tls_server)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+
+    status, output, elapsed = run_check(capsys)
+
+    assert status == 1
+    assert "REQUESTS_CA_BUNDLE" in output and cfg.OTEL_EXPORTER_OTLP_CERTIFICATE in output
+    assert "no answer" not in output
+    assert elapsed < BOUND_S
+
+
 def test_no_endpoint_says_export_is_off_and_how_to_configure(capsys):
     status, output, _ = run_check(capsys)
 
@@ -261,6 +317,33 @@ def test_configuration_mistake_is_one_line_naming_the_variable(monkeypatch, caps
     assert line.startswith("pipecat-grafana: configuration error:")
     assert cfg.GRAFANA_CLOUD_INSTANCE_ID in line
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        (cfg.OTEL_METRIC_EXPORT_INTERVAL, "1e300"),
+        (cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "abc"),
+        (cfg.OTEL_EXPORTER_OTLP_CERTIFICATE, "/nonexistent/ca.pem"),
+        (cfg.OTEL_EXPORTER_OTLP_COMPRESSION, "brotli"),
+        (cfg.OTEL_EXPORTER_OTLP_PROTOCOL, "grpc"),
+        (cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, "http/json"),
+        (cfg.OTEL_RESOURCE_ATTRIBUTES, "a=1,broken"),
+    ],
+)
+def test_exporter_variable_mistakes_are_configuration_errors(
+    monkeypatch, capsys, receiver, variable, value
+):
+    # Each would otherwise be accepted by the receiver, or fail without naming the variable.
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(variable, value)
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 2
+    (line,) = output.strip().splitlines()
+    assert line.startswith(f"pipecat-grafana: configuration error: {variable}")
+    assert not receiver.requests
 
 
 def forget_after_test(monkeypatch, *names: str) -> None:

@@ -52,6 +52,22 @@ def test_metrics_endpoint_is_used_as_is_and_wins():
     assert config.endpoint == "https://b:4318/custom/metrics"
 
 
+@pytest.mark.parametrize("suffix", ["/v1/metrics", "/v1/metrics/"])
+@pytest.mark.parametrize(
+    ("variable", "env"),
+    [(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, {}), (cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, GRAFANA)],
+)
+def test_base_url_with_the_metrics_path_is_accepted_with_a_notice(variable, env, suffix):
+    base = GRAFANA[cfg.GRAFANA_CLOUD_OTLP_ENDPOINT]
+    assert not resolve({**env, variable: base}).notices
+
+    config = resolve({**env, variable: base + suffix})
+
+    assert config.endpoint == base + "/v1/metrics"  # not .../v1/metrics/v1/metrics
+    (notice,) = config.notices
+    assert variable in notice and "base URL" in notice
+
+
 @pytest.mark.parametrize(
     "header", [f"Authorization=Basic%20{TOKEN}", f"Authorization=Basic {TOKEN}"]
 )
@@ -110,6 +126,64 @@ def test_arguments_win_over_environment():
         ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "10s"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "milliseconds"),
         ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "-5"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "milliseconds"),
         ({cfg.FLUSH_TIMEOUT: "soon"}, cfg.FLUSH_TIMEOUT, "seconds"),
+        ({cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "0"}, cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "seconds"),
+        # Bounded: a huge interval overflows the SDK's reader thread and stops export for good.
+        ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "1e300"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "1 hour"),
+        ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "50"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "from 100"),
+        ({cfg.FLUSH_TIMEOUT: "301"}, cfg.FLUSH_TIMEOUT, "at most 300"),
+        ({cfg.FLUSH_TIMEOUT: "inf"}, cfg.FLUSH_TIMEOUT, "at most 300"),
+        ({cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "abc"}, cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "seconds"),
+        (
+            {cfg.OTEL_EXPORTER_OTLP_COMPRESSION: "brotli"},
+            cfg.OTEL_EXPORTER_OTLP_COMPRESSION,
+            "deflate, gzip or none",
+        ),
+        (
+            {cfg.OTEL_EXPORTER_OTLP_METRICS_COMPRESSION: "zstd"},
+            cfg.OTEL_EXPORTER_OTLP_METRICS_COMPRESSION,
+            "deflate, gzip or none",
+        ),
+        ({cfg.OTEL_RESOURCE_ATTRIBUTES: "a=1,broken"}, cfg.OTEL_RESOURCE_ATTRIBUTES, "key=value"),
+        ({cfg.OTEL_RESOURCE_ATTRIBUTES: "a=1,"}, cfg.OTEL_RESOURCE_ATTRIBUTES, "comma too many"),
+        ({cfg.OTEL_RESOURCE_ATTRIBUTES: "=1"}, cfg.OTEL_RESOURCE_ATTRIBUTES, "key=value"),
+        (
+            {
+                cfg.OTEL_EXPORTER_OTLP_ENDPOINT: "https://c:4317",
+                cfg.OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+            },
+            cfg.OTEL_EXPORTER_OTLP_PROTOCOL,
+            "http/protobuf",
+        ),
+        (
+            {
+                cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: "https://c:4318/v1/metrics",
+                cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: "http/json",
+            },
+            cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+            "http/protobuf only",
+        ),
+        (
+            {**GRAFANA, cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: "grpc"},
+            cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+            "http/protobuf",
+        ),
+        # Milliseconds, as the spec has it, where the Python exporter reads seconds.
+        ({cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "10000"}, cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "not milli"),
+        (
+            {cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "10", cfg.OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: "-1"},
+            cfg.OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+            "seconds",
+        ),
+        (
+            {cfg.OTEL_EXPORTER_OTLP_CERTIFICATE: "/nonexistent/ca.pem"},
+            cfg.OTEL_EXPORTER_OTLP_CERTIFICATE,
+            "No such file",
+        ),
+        (
+            {cfg.OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE: "/nonexistent/ca.pem"},
+            cfg.OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE,
+            "PEM",
+        ),
         ({cfg.CALL_ID_LABEL: "maybe"}, cfg.CALL_ID_LABEL, "true or false"),
         (
             {k: v for k, v in GRAFANA.items() if k != cfg.GRAFANA_CLOUD_API_TOKEN},
@@ -137,10 +211,58 @@ def test_malformed_values_name_the_variable_and_the_fix(env, names, fix):
     assert TOKEN not in message
 
 
-@pytest.mark.parametrize("argument", ["export_interval_s", "flush_timeout_s"])
-def test_bad_arguments_raise_value_error(argument):
-    with pytest.raises(ValueError, match=argument):
-        resolve({}, **{argument: 0})
+def test_exporter_variables_that_work_pass(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    otel = {cfg.OTEL_EXPORTER_OTLP_ENDPOINT: "https://collector:4318"}
+    for env in (
+        {cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "2.5"},
+        {cfg.OTEL_EXPORTER_OTLP_CERTIFICATE: str(ca)},
+        {cfg.OTEL_EXPORTER_OTLP_CERTIFICATE: str(tmp_path)},  # a directory of CAs works too
+        {cfg.OTEL_EXPORTER_OTLP_COMPRESSION: "gzip"},
+        {cfg.OTEL_EXPORTER_OTLP_COMPRESSION: " Deflate "},  # as the exporter reads it
+        {cfg.OTEL_EXPORTER_OTLP_METRICS_COMPRESSION: "none"},
+        {cfg.OTEL_RESOURCE_ATTRIBUTES: "service.namespace=support, team = a%2Cb"},
+        {**otel, cfg.OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf"},
+        {
+            **otel,
+            cfg.OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+            cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: "http/protobuf",
+        },
+        # The general protocol may be there for the application's traces: metrics going
+        # to Grafana Cloud by the shortcut do not use it.
+        {**GRAFANA, cfg.OTEL_EXPORTER_OTLP_PROTOCOL: "grpc"},
+    ):
+        assert resolve(env).notices == ()
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("export_interval_s", 0),
+        ("export_interval_s", 0.05),
+        ("export_interval_s", 3601),
+        ("export_interval_s", 1e300),
+        ("export_interval_s", float("nan")),
+        ("flush_timeout_s", 0),
+        ("flush_timeout_s", 301),
+        ("flush_timeout_s", float("inf")),
+    ],
+)
+def test_bad_arguments_raise_value_error(argument, value):
+    with pytest.raises(ValueError, match=argument) as error:
+        resolve({}, **{argument: value})
+    assert not isinstance(error.value, ConfigError)
+
+
+def test_bounds_are_inclusive():
+    config = resolve(
+        {cfg.OTEL_METRIC_EXPORT_INTERVAL: "3600000", cfg.OTEL_EXPORTER_OTLP_TIMEOUT: "300"},
+        flush_timeout_s=300,
+    )
+    assert (config.export_interval_s, config.flush_timeout_s) == (3600, 300)
+    assert resolve({cfg.OTEL_METRIC_EXPORT_INTERVAL: "100"}).export_interval_s == 0.1
+    assert resolve({}, export_interval_s=0.1).export_interval_s == 0.1
 
 
 def test_credentials_are_not_sent_in_clear_text_to_a_remote_host():

@@ -122,7 +122,7 @@ async def test_rejected_credentials_are_explained_once_and_the_bot_goes_on(
     export_to, log_lines, monkeypatch
 ):
     receiver = export_to
-    monkeypatch.setenv(cfg.OTEL_METRIC_EXPORT_INTERVAL, "50")
+    monkeypatch.setenv(cfg.OTEL_METRIC_EXPORT_INTERVAL, "100")  # the shortest allowed
     receiver.respond_with(401)
     exporter = grafana()
     reporter = Reporter([turn(i) for i in range(5)])

@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     shown = {**config.describe(), "service.name": str(resource.attributes["service.name"])}
     for key, value in shown.items():
         print(f"  {key:<16} {value}")
+    for notice in config.notices:
+        print(f"Warning: {notice}")
     print("")
     if not config.enabled:
         print("Metrics export is off: no OTLP endpoint is configured. For Grafana Cloud, set in")
@@ -136,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
         for line in _next_steps(resource):
             print(line)
         return EXIT_ACCEPTED
-    print(f"Failed: {explain(outcome, config.endpoint, timeout_s=args.timeout)}.")
+    problem = explain(
+        outcome, config.endpoint, source=config.endpoint_source, timeout_s=args.timeout
+    )
+    print(f"Failed: {problem}.")
     for hint in _hints(outcome, config):
         print(f"  - {hint}")
     return EXIT_FAILED
@@ -251,17 +256,8 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
         )
     elif outcome.status == 404:
         endpoint = config.endpoint or ""
-        if endpoint.endswith("/v1/metrics/v1/metrics"):
-            hints.append(
-                f"The path has /v1/metrics twice: {source} should be the base URL (ending in "
-                "/otlp for Grafana Cloud); /v1/metrics is appended."
-            )
-        elif source == cfg.GRAFANA_CLOUD_OTLP_ENDPOINT and not endpoint.endswith(
-            "/otlp/v1/metrics"
-        ):
+        if source == cfg.GRAFANA_CLOUD_OTLP_ENDPOINT and not endpoint.endswith("/otlp/v1/metrics"):
             hints.append(f"{source} should end in /otlp, for example {_GRAFANA_ENDPOINT_EXAMPLE}.")
-        elif source == cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT:
-            hints.append(f"{source} is used as is: it must be the full URL, ending in /v1/metrics.")
         hints.append(
             f"The URL comes from {source}. Copy the endpoint from the portal: My Account > "
             "your stack > OpenTelemetry > Configure."
@@ -271,7 +267,8 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
             "A proxy or firewall that inspects HTTPS presents its own certificate: point "
             "OTEL_EXPORTER_OTLP_CERTIFICATE to its CA bundle (PEM)."
         )
-    elif outcome.status is None:
+    elif isinstance(outcome.error, requests.RequestException):
+        # A network error; a missing CA bundle (a bare OSError) is explained in full.
         hints.append(
             "Check the host name and port (copy the endpoint from the portal), that this "
             "machine can reach the internet (behind a proxy, set HTTPS_PROXY), and that a "
