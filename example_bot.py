@@ -27,7 +27,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from pipecat_grafana.commands.demo import OfflineDemo, add_arguments, run_demo
+from pipecat_grafana.commands.demo import OfflineDemo, add_arguments, run_demo, tracing_on
 from pipecat_grafana.config import load_env_file
 
 if TYPE_CHECKING:
@@ -153,6 +153,8 @@ def build_bot(transport: "BaseTransport", runner_args: "RunnerArguments | None" 
         observers=[MetricsLogObserver()],
         idle_timeout_secs=runner_args.pipeline_idle_timeout_secs if runner_args else None,
         conversation_id=runner_args.session_id if runner_args else None,
+        # Pipecat's traces (conversation, turns, STT/LLM/TTS) when PIPECAT_GRAFANA_TRACES=true.
+        enable_tracing=tracing_on(),
     )
     return worker
 

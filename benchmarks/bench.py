@@ -58,6 +58,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from loguru import logger
+from opentelemetry.sdk.trace import TracerProvider
 from pipecat.frames.frames import (
     EndFrame,
     Frame,
@@ -88,6 +89,7 @@ from pipecat.observers.loggers.metrics_log_observer import MetricsLogObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.utils.tracing.tracing_context import TracingContext
 from pipecat.workers.runner import WorkerRunner
 
 import pipecat_grafana
@@ -397,6 +399,8 @@ class Lane:
         processor: FrameProcessor,
         frames: Sequence[Frame],
         observers: Sequence[BaseObserver] = (),
+        *,
+        tracing: bool = False,
     ):
         self.frames = frames
         self.cpu = 0.0  # event-loop CPU seconds spent on this lane's batches
@@ -406,6 +410,7 @@ class Lane:
             params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
             observers=list(observers),
             cancel_on_idle_timeout=False,
+            enable_tracing=tracing,
         )
         self._running: asyncio.Task | None = None
 
@@ -577,6 +582,15 @@ async def bench_frames(scale: Scale, live: Receiver) -> list[Row]:
         "mix exporter": Lane(
             GrafanaMetricsExporter(**MODELS), frame_mix(scale.frames, metrics=True)
         ),
+        # Pipecat's tracing, through the provider this package installs when asked
+        # (traces=True): the same SDK TracerProvider and BatchSpanProcessor Pipecat's
+        # setup_tracing builds, so the bare lane is Pipecat's tracing as set up by hand.
+        "traced exporter": Lane(
+            GrafanaMetricsExporter(**MODELS, traces=True),
+            frame_mix(scale.frames, metrics=True),
+            tracing=True,
+        ),
+        "traced bare": Lane(PassThrough(), frame_mix(scale.frames, metrics=True), tracing=True),
     }
     segments = await interleave(lanes, scale.segments)
     cost = {name: statistics.median(values) for name, values in segments.items()}
@@ -589,7 +603,12 @@ async def bench_frames(scale: Scale, live: Receiver) -> list[Row]:
         "ratio to bare per segment: "
         + "; ".join(
             f"{name} {fmt(ratios(name, base), 2)}"
-            for name, base in (("exporter", "bare"), ("idle", "bare"), ("mix exporter", "mix bare"))
+            for name, base in (
+                ("exporter", "bare"),
+                ("idle", "bare"),
+                ("mix exporter", "mix bare"),
+                ("traced exporter", "traced bare"),
+            )
         )
     )
 
@@ -623,6 +642,15 @@ async def bench_frames(scale: Scale, live: Receiver) -> list[Row]:
         row("exporter", "bare", "per frame, pipeline, non-metrics frames", goal=True),
         row("idle", "bare", f"  bare + {observers} idle observers (as many as exporter)"),
         row("mix exporter", "mix bare", "per frame, pipeline, realistic mix"),
+        Row(
+            "per frame, traced pipeline, realistic mix",
+            us(cost["traced exporter"]),
+            f"{us(cost['traced bare'])} Pipecat's tracing alone",
+            f"{statistics.median(ratios('traced exporter', 'traced bare')):.3f}x",
+            "<= mix ratio",
+            statistics.median(ratios("traced exporter", "traced bare"))
+            <= statistics.median(ratios("mix exporter", "mix bare")) * 1.02,
+        ),
         Row(
             "process_frame alone, non-metrics frames",
             us(alone_cost["exporter"]),
@@ -666,6 +694,7 @@ async def bench_recording(scale: Scale, live: Receiver) -> list[Row]:
             by_type[kind].append(await cpu_per_item([data], call.observe))
     await call.end()
     exporter, baseline, off = (cpu[name] / records for name in ("exporter", "log", "off"))
+    plain, linked, traced = await exemplar_cost(turns, scale.records)
     NOTES.append(
         "record one MetricsData after a series' first point, median µs by type: "
         + ", ".join(f"{kind} {statistics.median(v):.1f}" for kind, v in sorted(by_type.items()))
@@ -680,7 +709,49 @@ async def bench_recording(scale: Scale, live: Receiver) -> list[Row]:
             exporter < 20,
         ),
         Row("  of which without OTel SDK (export off)", us(off)),
+        Row(
+            "  with exemplars (call ID), against without",
+            us(linked),
+            f"{us(plain)} without exemplars",
+            f"{linked / plain:.3f}x",
+            "<= 1.05x",
+            linked / plain <= 1.05,
+        ),
+        Row(
+            "  with exemplars and a traced call (trace, span IDs)",
+            us(traced),
+            f"{us(plain)} without exemplars",
+            f"{traced / plain:.3f}x",
+            "<= 1.05x",
+            traced / plain <= 1.05,
+        ),
     ]
+
+
+async def exemplar_cost(turns: list[list[FramePushed]], records: int) -> tuple[float, float, float]:
+    """µs per MetricsData without exemplars, with them, and with them on a traced call.
+
+    Interleaved on the same turns: a call whose recorder links nothing (as before
+    exemplars), one as it is, and one whose recorder reads a real Pipecat
+    ``TracingContext`` with a turn span open.
+    """
+    tracer = TracerProvider().get_tracer("bench")
+    conversation, turn = tracer.start_span("conversation"), tracer.start_span("turn")
+    tracing = TracingContext()
+    tracing.set_conversation_context(conversation.get_span_context(), "bench")
+    tracing.set_turn_context(turn.get_span_context())
+    cpu, done = {"plain": 0.0, "linked": 0.0, "traced": 0.0}, 0
+    while done < records:
+        calls = {"plain": Call(), "linked": Call(), "traced": Call()}
+        calls["plain"].exporter._recorder.exemplar = lambda: None  # as before exemplars
+        calls["traced"].exporter._recorder._tracing = tracing
+        for frames in turns:
+            for name, call in calls.items():
+                cpu[name] += await cpu_per_item(frames, call.observe) * len(frames)
+            done += len(frames)
+        for call in calls.values():
+            await call.end()
+    return cpu["plain"] / done, cpu["linked"] / done, cpu["traced"] / done
 
 
 # --------------------------------------------------------------------- 3. lag
@@ -864,7 +935,10 @@ async def bench_calls(scale: Scale, live: Receiver) -> list[Row]:
             rss[done] = rss_mb(), len(gc.get_objects())
     elapsed = time.perf_counter() - begin
     await asyncio.sleep(1.5)  # the export after the last call
-    per_call = (live.command()["bytes"] - before["bytes"]) / scale.calls
+    after = live.command()
+    per_call = (after["bytes"] - before["bytes"]) / scale.calls
+    records = after["log_records"] - before["log_records"]
+    log_per_call = (after["log_bytes"] - before["log_bytes"]) / max(records, 1)
     first, last = scale.calls_checkpoint, scale.calls
     return [
         Row(
@@ -880,6 +954,11 @@ async def bench_calls(scale: Scale, live: Receiver) -> list[Row]:
             f"{(rss[last][1] - rss[first][1]) / (last - first):+.1f}/call",
         ),
         Row(f"bytes exported per call ({len(call_frames)} metrics)", f"{per_call:,.0f} B"),
+        Row(
+            "  call summary log record per call (Loki)",
+            f"{log_per_call:,.0f} B",
+            f"{records:,} records for {scale.calls:,} calls",
+        ),
         Row(
             "  wall time per call, no pipeline",
             f"{elapsed / scale.calls * 1e3:.2f} ms",

@@ -9,6 +9,8 @@ talks to it over stdin/stdout, one line each way:
 - the child first prints its endpoint (``http://127.0.0.1:PORT``);
 - then it answers each command with one JSON line of running totals:
   ``stats`` (just the totals), ``hang`` (stop answering requests) or ``quit``.
+  The totals count metric requests and their bytes, and call summary log
+  records and the bytes of their requests.
 """
 
 import json
@@ -22,7 +24,14 @@ from tests.otlp_receiver import OtlpReceiver  # noqa: E402 (needs the repository
 
 def main() -> None:
     """Serve until stdin closes or ``quit`` arrives."""
-    totals = {"accepted": 0, "bytes": 0, "last_bytes": 0, "unanswered": 0}
+    totals = {
+        "accepted": 0,
+        "bytes": 0,
+        "last_bytes": 0,
+        "unanswered": 0,
+        "log_records": 0,
+        "log_bytes": 0,
+    }
     with OtlpReceiver() as receiver:
         print(receiver.endpoint, flush=True)
         for line in sys.stdin:
@@ -30,8 +39,10 @@ def main() -> None:
             if command == "hang":
                 receiver.hang()
             # Fold what arrived into the totals and forget it, so a long run stays small.
-            accepted, unanswered = receiver.requests, receiver.rejected
+            accepted, unanswered, logs = receiver.requests, receiver.rejected, receiver.logs
+            totals["log_bytes"] = receiver.bytes_of("logs")  # a running total already
             receiver.clear()
+            totals["log_records"] += len(logs)
             totals["accepted"] += len(accepted)
             totals["bytes"] += sum(r.size for r in accepted)
             totals["unanswered"] += len(unanswered)

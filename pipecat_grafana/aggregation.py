@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -38,6 +39,21 @@ SeriesKey = tuple[str, frozenset]
 """A series: its metric name and attribute set."""
 
 Attributes = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExemplarContext:
+    """What an exemplar links a measurement to: its call and, when traced, its span.
+
+    Parameters:
+        call_id: The call's ID as its series carry it (also with the ``call_id`` label off).
+        trace_id: The trace's ID, 0 when the call is not traced.
+        span_id: The span's ID (the turn's, else the conversation's), 0 when not traced.
+    """
+
+    call_id: str
+    trace_id: int = 0
+    span_id: int = 0
 
 
 def _key(attributes: dict[str, str]) -> Attributes:
@@ -101,6 +117,8 @@ class HistogramSeries:
         sum: Their sum.
         min: The smallest.
         max: The largest.
+        exemplars: The latest measurement per bucket since the last export, with what
+            it links to (``None`` for a bucket without one); ``None`` until the first.
     """
 
     bucket_counts: list[int]
@@ -108,10 +126,27 @@ class HistogramSeries:
     sum: float
     min: float
     max: float
+    exemplars: list[tuple[float, int, ExemplarContext] | None] | None = None
 
-    def copy(self) -> "HistogramSeries":
-        """A snapshot that later records do not change."""
-        return HistogramSeries(list(self.bucket_counts), self.count, self.sum, self.min, self.max)
+    def take(self) -> "HistogramSeries":
+        """A snapshot that later records do not change; its exemplars leave this series."""
+        exemplars, self.exemplars = self.exemplars, None
+        return HistogramSeries(
+            list(self.bucket_counts), self.count, self.sum, self.min, self.max, exemplars
+        )
+
+    def otlp_exemplars(self) -> list[Exemplar]:
+        """The exemplars as the SDK's, one per bucket at most."""
+        return [
+            Exemplar(
+                filtered_attributes={instruments.CALL_ID: context.call_id},
+                value=value,
+                time_unix_nano=at,
+                span_id=context.span_id or None,
+                trace_id=context.trace_id or None,
+            )
+            for value, at, context in filter(None, self.exemplars or ())
+        ]
 
 
 class CallHistogram:
@@ -123,8 +158,10 @@ class CallHistogram:
         self._lock = threading.Lock()
         self._series: dict[Attributes, HistogramSeries] = {}
 
-    def record(self, value: float, attributes: dict[str, str]) -> None:
-        """Add one measurement."""
+    def record(
+        self, value: float, attributes: dict[str, str], exemplar: ExemplarContext | None = None
+    ) -> None:
+        """Add one measurement, and keep it as its bucket's exemplar when given one."""
         key = _key(attributes)
         index = bisect.bisect_left(self._bounds, value)
         with self._lock:
@@ -137,11 +174,15 @@ class CallHistogram:
             series.sum += value
             series.min = min(series.min, value)
             series.max = max(series.max, value)
+            if exemplar is not None:
+                if series.exemplars is None:
+                    series.exemplars = [None] * len(series.bucket_counts)
+                series.exemplars[index] = (value, time.time_ns(), exemplar)
 
     def metric(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> Metric | None:
         """The cumulative histogram, each point with ``labels`` added; None if empty."""
         with self._lock:
-            snapshot = [(key, series.copy()) for key, series in self._series.items()]
+            snapshot = [(key, series.take()) for key, series in self._series.items()]
         if not snapshot:
             return None
         points = [
@@ -155,6 +196,7 @@ class CallHistogram:
                 explicit_bounds=self._bounds,
                 min=series.min,
                 max=series.max,
+                exemplars=series.otlp_exemplars(),
             )
             for key, series in snapshot
         ]
@@ -184,6 +226,7 @@ class CallMeters:
         exported: The call's series an export has carried (they need no zero point again).
         ended_at: ``time.monotonic()`` at the call's end, ``None`` while in progress.
         final_export: Settled once an export carried the call's final values (or gave up).
+        own_histograms: Whether the histograms are aggregated here (not an SDK's).
     """
 
     histograms: dict[InstrumentSpec, Any]
@@ -194,6 +237,7 @@ class CallMeters:
     exported: set[SeriesKey] = field(default_factory=set)
     ended_at: float | None = None
     final_export: Future = field(default_factory=Future)
+    own_histograms: bool = False
 
     @classmethod
     def own(cls, labels: dict[str, str]) -> "CallMeters":
@@ -203,25 +247,48 @@ class CallMeters:
             for spec in instruments.ALL
             if spec.kind is instruments.Kind.HISTOGRAM
         }
-        return cls(histograms, Totals(), {}, labels=labels)
+        return cls(histograms, Totals(), {}, labels=labels, own_histograms=True)
 
-    def record(self, spec: InstrumentSpec, value: float, attributes: dict[str, str]) -> None:
-        """Add ``value`` to a counter or record it in a histogram, with the call's attributes."""
+    def record(
+        self,
+        spec: InstrumentSpec,
+        value: float,
+        attributes: dict[str, str],
+        exemplar: ExemplarContext | None = None,
+    ) -> None:
+        """Add ``value`` to a counter or record it in a histogram, with the call's attributes.
+
+        ``exemplar`` is kept for the instruments of the contract that carry exemplars,
+        on histograms aggregated here (an application's own provider decides its own).
+        """
         if spec.per_call and self.attributes:
             attributes = {**attributes, **self.attributes}
-        if spec.kind is instruments.Kind.HISTOGRAM:
-            self.histograms[spec].record(value, attributes)
-        else:
+        if spec.kind is not instruments.Kind.HISTOGRAM:
             self.totals.add(spec, value, attributes)
+        elif exemplar is not None and spec.exemplars and self.own_histograms:
+            self.histograms[spec].record(value, attributes, exemplar)
+        else:
+            self.histograms[spec].record(value, attributes)
 
     def shares(self, attributes: dict[str, str]) -> "CallMeters":
         """Meters recording into the same instruments, with ``attributes`` added."""
-        return CallMeters(self.histograms, self.totals, attributes)
+        return CallMeters(
+            self.histograms,
+            self.totals,
+            attributes,
+            started_ns=self.started_ns,
+            own_histograms=self.own_histograms,
+        )
 
-    def metrics(self) -> list[Metric]:
-        """A call's own series, as cumulative metrics carrying its labels."""
+    def metrics(self, *, totals: bool = True) -> list[Metric]:
+        """A call's own series, as cumulative metrics carrying its labels.
+
+        Args:
+            totals: Include the counters (the fleet's are read by the SDK's observable
+                instruments instead).
+        """
         now = time.time_ns()
-        metrics = self.totals.metrics(self.started_ns, now, self.labels)
+        metrics = self.totals.metrics(self.started_ns, now, self.labels) if totals else []
         for histogram in self.histograms.values():
             metric = histogram.metric(self.started_ns, now, self.labels)
             if metric is not None:
@@ -234,16 +301,25 @@ class CallMeters:
             self.final_export.set_result(exported)
 
 
-def create_meters(meter: Meter) -> CallMeters:
-    """Create every instrument of the contract on ``meter``, and meters recording into them."""
+def create_meters(meter: Meter, *, own_histograms: bool = False) -> CallMeters:
+    """Create the instruments of the contract on ``meter``, and meters recording into them.
+
+    Args:
+        meter: Where the counters are observed, and the histograms created unless
+            ``own_histograms``.
+        own_histograms: Aggregate histograms here (cheaper per measurement than the
+            SDK's, and with exemplars); the export pipeline then sends them itself.
+    """
     totals = Totals()
     histograms = {}
     for spec in instruments.ALL:
         if spec.kind is instruments.Kind.HISTOGRAM:
-            histograms[spec] = instruments.create(meter, spec)
+            histograms[spec] = (
+                CallHistogram(spec) if own_histograms else instruments.create(meter, spec)
+            )
         else:
             instruments.create(meter, spec, callback=functools.partial(_observe, totals, spec))
-    return CallMeters(histograms, totals, {})
+    return CallMeters(histograms, totals, {}, own_histograms=own_histograms)
 
 
 def _observe(totals: Totals, spec: InstrumentSpec, options: CallbackOptions) -> list[Observation]:

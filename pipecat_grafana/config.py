@@ -68,6 +68,12 @@ FLUSH_TIMEOUT = "PIPECAT_GRAFANA_FLUSH_TIMEOUT"
 """Seconds a call's end and the process's exit wait for the final export (default 5)."""
 ALLOW_INSECURE = "PIPECAT_GRAFANA_ALLOW_INSECURE"
 """``true`` allows credentials over plain ``http://`` to a host that is not loopback."""
+LOGS = "PIPECAT_GRAFANA_LOGS"
+"""``true`` (default, when export is on) sends each call's summary as an OTLP log record."""
+TRACES = "PIPECAT_GRAFANA_TRACES"
+"""``true`` turns on Pipecat's tracing and sends its spans over OTLP (default ``false``)."""
+OTEL_EXPORTER_OTLP_LOGS_ENDPOINT = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 MAX_LABEL_VALUES = "PIPECAT_GRAFANA_MAX_LABEL_VALUES"
 """Distinct values the ``model`` and ``processor`` labels each take in a process (default
 100); later ones are exported as ``other``."""
@@ -108,6 +114,8 @@ class ExportConfig:
         call_id_label: Whether per-call series carry ``call_id``.
         notices: What was accepted but should be fixed, one sentence each; the
             exporter logs each once as a warning and ``check`` prints them.
+        logs_endpoint: The full OTLP/HTTP logs URL for call summaries, or ``None``.
+        traces_endpoint: The full OTLP/HTTP traces URL for Pipecat's spans, or ``None``.
     """
 
     endpoint: str | None
@@ -118,13 +126,16 @@ class ExportConfig:
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
     call_id_label: bool = True
     notices: tuple[str, ...] = ()
+    logs_endpoint: str | None = None
+    traces_endpoint: str | None = None
 
     def __repr__(self) -> str:
         return (
             f"ExportConfig(endpoint={self.endpoint!r}, endpoint_source={self.endpoint_source!r}, "
             f"auth={'<masked>' if self.has_auth else None}, "
             f"export_interval_s={self.export_interval_s}, flush_timeout_s={self.flush_timeout_s}, "
-            f"call_id_label={self.call_id_label})"
+            f"call_id_label={self.call_id_label}, logs_endpoint={self.logs_endpoint!r}, "
+            f"traces_endpoint={self.traces_endpoint!r})"
         )
 
     @property
@@ -136,7 +147,14 @@ class ExportConfig:
     def key(self) -> tuple:
         """What makes two configurations share one export pipeline."""
         headers = tuple(sorted(self.headers.items())) if self.headers else None
-        return (self.endpoint, headers, self.export_interval_s, self.call_id_label)
+        return (
+            self.endpoint,
+            headers,
+            self.export_interval_s,
+            self.call_id_label,
+            self.logs_endpoint,
+            self.traces_endpoint,
+        )
 
     def describe(self) -> dict[str, str]:
         """The configuration as a person should see it, credentials masked."""
@@ -147,6 +165,8 @@ class ExportConfig:
             "export interval": f"{self.export_interval_s:g}s",
             "flush timeout": f"{self.flush_timeout_s:g}s",
             "call_id label": "on" if self.call_id_label else "off",
+            "call summaries (logs)": self.logs_endpoint or "off",
+            "traces": self.traces_endpoint or "off",
         }
 
 
@@ -156,6 +176,8 @@ def resolve(
     call_id_label: bool | None = None,
     export_interval_s: float | None = None,
     flush_timeout_s: float | None = None,
+    logs: bool | None = None,
+    traces: bool | None = None,
 ) -> ExportConfig:
     """Resolve the export configuration from arguments and the environment.
 
@@ -167,6 +189,8 @@ def resolve(
         call_id_label: Tag per-call series with ``call_id`` (overrides the variable).
         export_interval_s: Seconds between exports (overrides the variable).
         flush_timeout_s: Bound on final exports (overrides the variable).
+        logs: Send call summaries as log records (overrides ``PIPECAT_GRAFANA_LOGS``).
+        traces: Send Pipecat's spans (overrides ``PIPECAT_GRAFANA_TRACES``).
 
     Returns:
         The resolved configuration.
@@ -217,7 +241,13 @@ def resolve(
     if call_id_label is None:
         call_id_label = _flag(env, CALL_ID_LABEL, default=True)
     _check_exporter_variables(env, source)
+    if logs is None:
+        logs = _flag(env, LOGS, default=True)
+    if traces is None:
+        traces = _flag(env, TRACES, default=False)
     return ExportConfig(
+        logs_endpoint=_signal_endpoint(env, endpoint, source, "logs") if logs else None,
+        traces_endpoint=_signal_endpoint(env, endpoint, source, "traces") if traces else None,
         endpoint=endpoint,
         endpoint_source=source,
         headers=headers,
@@ -315,6 +345,28 @@ def _metrics_url(name: str, base: str, notices: list[str]) -> str:
             "Grafana Cloud, ending in /otlp)."
         )
     return f"{base}/{_METRICS_PATH}"
+
+
+def _signal_endpoint(
+    env: Mapping[str, str], metrics: str | None, source: str | None, signal: str
+) -> str | None:
+    """Where ``signal`` (logs, traces) goes: beside the metrics, with the same credentials.
+
+    Grafana Cloud's OTLP gateway and OTLP/HTTP collectors serve ``/v1/logs`` and
+    ``/v1/traces`` at the base the metrics use. A signal-specific variable
+    (``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT``) is used as is when the metrics URL came
+    from ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` or the general variable.
+    """
+    if metrics is None:
+        return None
+    name = {"logs": OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, "traces": OTEL_EXPORTER_OTLP_TRACES_ENDPOINT}
+    if source != GRAFANA_CLOUD_OTLP_ENDPOINT and (value := env.get(name[signal], "").strip()):
+        _check_url(name[signal], value, f"https://host:4318/v1/{signal}")
+        return value
+    suffix = f"/{_METRICS_PATH}"
+    if metrics.rstrip("/").endswith(suffix):
+        return metrics.rstrip("/")[: -len(suffix)] + f"/v1/{signal}"
+    return None  # a metrics URL of another shape: no guess
 
 
 def _check_url(name: str, value: str, example: str) -> None:

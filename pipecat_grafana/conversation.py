@@ -28,7 +28,7 @@ from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, Measur
 from pipecat.utils.errors import ErrorCategory
 
 from pipecat_grafana import instruments as m
-from pipecat_grafana.aggregation import CallMeters
+from pipecat_grafana.aggregation import CallMeters, ExemplarContext
 from pipecat_grafana.labels import BoundedLabel, label, processor_label, service_type_of
 from pipecat_grafana.stats import LatencySketch
 
@@ -106,6 +106,7 @@ class Conversation:
         declared: The call attributes the application may set, with allowed values.
         function_names: The bound on the ``function`` label.
         processor_names: The bound on the ``processor`` label.
+        exemplar: What a latency measured now links to (the call, its span).
         time_source: Clock in seconds, for tool-call durations.
     """
 
@@ -116,12 +117,14 @@ class Conversation:
         declared: Mapping[str, tuple[str, ...]],
         function_names: BoundedLabel,
         processor_names: BoundedLabel,
+        exemplar: Callable[[], ExemplarContext | None] = lambda: None,
         time_source: Callable[[], float] = time.time,
     ):
         self._meters = meters
         self._declared = declared
         self._function_names = function_names
         self._processor_names = processor_names
+        self._exemplar = exemplar
         self._clock = time_source
         self.attributes: dict[str, str] = {}
         self._bot_speaking = False
@@ -166,7 +169,7 @@ class Conversation:
         value = seconds * 1000
         if 0 <= value <= m.MAX_LATENCY_MS:
             self.turn_latency.add(value)
-            self._meters.record(m.TURN_LATENCY, value, {})
+            self._meters.record(m.TURN_LATENCY, value, {}, self._exemplar())
 
     def latency_breakdown(self, breakdown: LatencyBreakdown) -> None:
         """Record where a turn's latency went (not the greeting's)."""
@@ -227,7 +230,9 @@ class Conversation:
         self.function_calls[name] = self.function_calls.get(name, 0) + 1
         self._meters.record(m.FUNCTION_CALLS, 1, {m.FUNCTION: function, m.STATUS: status})
         milliseconds = max(self._clock() - at, 0.0) * 1000
-        self._meters.record(m.FUNCTION_CALL_LATENCY, milliseconds, {m.FUNCTION: function})
+        self._meters.record(
+            m.FUNCTION_CALL_LATENCY, milliseconds, {m.FUNCTION: function}, self._exemplar()
+        )
         sketch = self.function_latency.setdefault(name, LatencySketch())
         sketch.add(milliseconds)
 

@@ -58,13 +58,16 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext
 
-from pipecat_grafana import __version__, instruments
+from pipecat_grafana import __version__, instruments, traces
 from pipecat_grafana.aggregation import CallMeters, SeriesKey, create_meters
 from pipecat_grafana.config import MAX_LABEL_VALUES, ExportConfig
 from pipecat_grafana.instruments import METER_NAME
 from pipecat_grafana.labels import BoundedLabel, LabelBounds, once
+from pipecat_grafana.logs import SummaryLogs
 from pipecat_grafana.otlp import ExportHealth, OutcomeSession, build_client
+from pipecat_grafana.summary import CallSummary
 
 # An ended call whose final values could not be exported (endpoint down) is
 # retried with the following exports for this long, then dropped.
@@ -126,11 +129,14 @@ class ExportPipeline:
         self._bounds: LabelBounds | None = None
         self._fleet_exported: set[SeriesKey] = set()
         self._fleet_waiters: list[Future] = []
+        self._log_waiters: list[Future] = []
         self._flush_requested = threading.Event()
         self._closed = False
         self._inherited = False
         self._reader: PeriodicExportingMetricReader | None = None
         self._provider: SdkMeterProvider | None = None
+        self.logs: SummaryLogs | None = None
+        self.traced = False
         if meter_provider is not None:
             meter = meter_provider.get_meter(METER_NAME, __version__)
         elif config.enabled:
@@ -149,13 +155,20 @@ class ExportPipeline:
                 exemplar_filter=_NO_EXEMPLARS,
             )
             meter = self._provider.get_meter(METER_NAME, __version__)
+            if config.logs_endpoint is not None:
+                self.logs = SummaryLogs(config, resource)
+            if config.traces_endpoint is not None:
+                traces.ensure_tracing(config, resource)
+                self.traced = True
             threading.Thread(
                 target=self._flush_loop, name="pipecat-grafana-flush", daemon=True
             ).start()
         else:
             meter = NoOpMeter(METER_NAME, __version__)
         self._calls_of_their_own = self._provider is not None and config.call_id_label
-        self.fleet = create_meters(meter)
+        # The fleet's histograms are aggregated here when we export them ourselves: a
+        # tenth of the SDK's cost a measurement, and with exemplars.
+        self.fleet = create_meters(meter, own_histograms=self._provider is not None)
         # Start the process-wide series at zero, so the first call is counted by rate().
         self.fleet.record(instruments.CALLS, 0, {})
         self.fleet.record(instruments.CALLS_ACTIVE, 0, {})
@@ -250,21 +263,39 @@ class ExportPipeline:
             )
         return unique
 
-    def close_call(self, meters: CallMeters) -> Future:
+    def close_call(
+        self,
+        meters: CallMeters,
+        summary: CallSummary | None = None,
+        span: SpanContext | None = None,
+    ) -> list[Future]:
         """Mark a call ended and export its final values soon, off the caller's thread.
 
+        Args:
+            meters: The call's meters.
+            summary: Its final summary, sent as a log record when logs are on.
+            span: Its conversation span, when it was traced (the record links to it).
+
         Returns:
-            A future that becomes ``True`` once an export carried the call's final
-            values, ``False`` if that first attempt failed (they go with the
-            following exports until accepted, or are dropped with a warning after
-            ``PENDING_RETENTION_S``). It is already ``True`` when export is off.
+            Futures to wait for, each ``True`` once sent: the call's final values
+            (``False`` if that first attempt failed: they go with the following
+            exports until accepted, or are dropped with a warning after
+            ``PENDING_RETENTION_S``), and its log record when logs are on. A
+            future is already ``True`` when export is off.
         """
         if self._inherited:
             meters.settle(False)  # a call the parent opened: the parent exports it
-            return meters.final_export
+            return [meters.final_export]
         if self._reader is None:
             meters.settle(True)
-            return meters.final_export
+            return [meters.final_export]
+        waiting = [meters.final_export]
+        if self.logs is not None and summary is not None:
+            self.logs.emit(summary, span)
+            sent: Future = Future()
+            with self._lock:
+                self._log_waiters.append(sent)
+            waiting.append(sent)
         if not meters.labels:
             # The call's values live in the fleet series: the next export carries them.
             with self._lock:
@@ -272,13 +303,14 @@ class ExportPipeline:
         else:
             meters.ended_at = time.monotonic()
         self._flush_requested.set()
-        return meters.final_export
+        return waiting
 
     def assemble(self, fleet: MetricsData) -> Batch:
         """Merge the fleet series the SDK collected with the series of every call."""
         merged = _Merged()
         new_series: list[tuple[set[SeriesKey], SeriesKey]] = []
         merged.add(fleet, self._fleet_exported, new_series)
+        merged.add_metrics(self.fleet.metrics(totals=False), self._fleet_exported, new_series)
         ended = []
         for call in self.calls():
             # Read before collecting: a call that ends while this export is under way
@@ -329,9 +361,15 @@ class ExportPipeline:
         if self._provider is not None:
             timeout_s = self.config.flush_timeout_s if timeout_s is None else timeout_s
             self._provider.shutdown(timeout_millis=timeout_s * 1000)
+            if self.logs is not None:
+                self.logs.shutdown(timeout_s)
+            if self.traced:
+                traces.shutdown(timeout_s)
         with self._lock:
             calls, self._calls = list(self._calls.values()), {}
             waiters, self._fleet_waiters = self._fleet_waiters, []
+            waiters += self._log_waiters
+            self._log_waiters = []
         self._drop(
             [c for c in calls if c.ended_at is not None],
             reason="the exporter shut down before they could be exported",
@@ -359,17 +397,30 @@ class ExportPipeline:
 
     def _flush_loop(self) -> None:
         # Requests arriving while an export runs are served by one more export:
-        # a hundred calls ending together cost two exports, not a hundred.
+        # a hundred calls ending together cost two exports, not a hundred. Between
+        # requests it wakes once an interval to send call summaries still pending.
+        timeout_s = self.config.flush_timeout_s
         while True:
-            self._flush_requested.wait()
+            requested = self._flush_requested.wait(timeout=self.config.export_interval_s)
             if self._closed:
                 return
             self._flush_requested.clear()
             try:
-                self._reader.force_flush(timeout_millis=self.config.flush_timeout_s * 1000)
+                # Summaries first: one small request per call's end, which a slow metrics
+                # export (the reader holds its lock while it retries) must not hold up.
+                if self.logs is not None:
+                    with self._lock:
+                        waiters, self._log_waiters = self._log_waiters, []
+                    sent = self.logs.flush(timeout_s)
+                    for waiter in waiters:
+                        waiter.set_result(sent)
+                if requested:
+                    self._reader.force_flush(timeout_millis=timeout_s * 1000)
+                if requested and self.traced:
+                    traces.flush(timeout_s)
             except Exception as e:  # the SDK contains export failures; this is a bug of ours
                 # No traceback: with loguru's diagnose its frames would show the headers.
-                logger.error(f"pipecat-grafana: metrics flush failed: {type(e).__name__}: {e}")
+                logger.error(f"pipecat-grafana: flush failed: {type(e).__name__}: {e}")
 
     def _drop(self, calls: list[CallMeters], *, reason: str) -> None:
         if calls:

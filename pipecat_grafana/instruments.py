@@ -60,6 +60,8 @@ class InstrumentSpec:
         description: What it measures, shown in Grafana's metric browser.
         per_call: Whether its points carry ``call_id`` (unless switched off).
         buckets: Explicit bucket boundaries for histograms.
+        exemplars: Whether points carry exemplars linking a measurement to its call
+            (and its trace, when traced).
     """
 
     name: str
@@ -68,6 +70,7 @@ class InstrumentSpec:
     description: str
     per_call: bool = True
     buckets: tuple[float, ...] | None = None
+    exemplars: bool = False
 
     @property
     def prometheus_name(self) -> str:
@@ -101,6 +104,7 @@ TTFB = InstrumentSpec(
     "ms",
     "Time to first byte of a service's response (TTFBMetricsData).",
     buckets=LATENCY_BUCKETS_MS,
+    exemplars=True,
 )
 PROCESSING = InstrumentSpec(
     "voice.processing.milliseconds",
@@ -115,6 +119,7 @@ TTFA = InstrumentSpec(
     "ms",
     "TTS time to first audible audio: TTFB plus leading silence (TTFAMetricsData.ttfa).",
     buckets=LATENCY_BUCKETS_MS,
+    exemplars=True,
 )
 TTFAT = InstrumentSpec(
     "voice.ttfat.milliseconds",
@@ -122,6 +127,7 @@ TTFAT = InstrumentSpec(
     "ms",
     "LLM time to first answer token: TTFB plus thinking time (TTFATMetricsData.ttfat).",
     buckets=LATENCY_BUCKETS_MS,
+    exemplars=True,
 )
 TEXT_AGGREGATION = InstrumentSpec(
     "voice.text_aggregation.milliseconds",
@@ -192,6 +198,7 @@ TURN_LATENCY = InstrumentSpec(
     "From the user falling silent to the bot's first audio, as Pipecat's "
     "UserBotLatencyObserver measures it.",
     buckets=LATENCY_BUCKETS_MS,
+    exemplars=True,
 )
 TURN_CONTRIBUTION = InstrumentSpec(
     "voice.turn.contribution.milliseconds",
@@ -230,6 +237,7 @@ FUNCTION_CALL_LATENCY = InstrumentSpec(
     "ms",
     "Time from a tool call's start to its result, by function.",
     buckets=LATENCY_BUCKETS_MS,
+    exemplars=True,
 )
 CALLS_ENDED = InstrumentSpec(
     "voice.calls.ended.total",

@@ -15,17 +15,20 @@ from dataclasses import dataclass
 
 import requests
 from loguru import logger
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 from pipecat_grafana.config import (
     OTEL_EXPORTER_OTLP_CERTIFICATE,
-    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
     ExportConfig,
 )
 
-# The exporter's HTTP client logs through the metric exporter's module logger.
+# The exporters' HTTP clients log through their module loggers.
 _OTEL_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.common.http",
 )
 _exporting = threading.local()
@@ -97,12 +100,23 @@ def build_client(config: ExportConfig, session: OutcomeSession | None = None):
     return OTLPMetricExporter(endpoint=config.endpoint, headers=config.headers, session=session)
 
 
+def build_log_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
+    """The OTLP/HTTP protobuf client for log records, with the metrics' credentials."""
+    return OTLPLogExporter(endpoint=endpoint, headers=config.headers, session=session)
+
+
+def build_span_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
+    """The OTLP/HTTP protobuf client for spans, with the metrics' credentials."""
+    return OTLPSpanExporter(endpoint=endpoint, headers=config.headers, session=session)
+
+
 def explain(
     outcome: Outcome | None,
     endpoint: str,
     *,
     source: str | None = None,
     timeout_s: float | None = None,
+    signal: str = "metrics",
 ) -> str:
     """Say in plain words why a request to ``endpoint`` failed, and what to check.
 
@@ -112,6 +126,8 @@ def explain(
         source: The variable the URL came from (``ExportConfig.endpoint_source``).
         timeout_s: The timeout the request had, when not the exporter's own
             (``OTEL_EXPORTER_OTLP_TIMEOUT``).
+        signal: What was sent: ``metrics``, ``logs`` or ``traces`` (the token's scope
+            for each is ``<signal>:write``).
     """
     if outcome is None:
         return f"the export to {endpoint} failed before a request was sent"
@@ -120,15 +136,15 @@ def explain(
         return (
             f"{endpoint} rejected the credentials ({status}): check that "
             "GRAFANA_CLOUD_INSTANCE_ID is the stack's numeric instance ID (not the org or "
-            "user ID), that GRAFANA_CLOUD_API_TOKEN is a current token with the "
-            "metrics:write scope, and that both belong to the same stack"
+            f"user ID), that GRAFANA_CLOUD_API_TOKEN is a current token with the "
+            f"{signal}:write scope, and that both belong to the same stack"
         )
     if status == 404:
-        return f"{endpoint} was not found (404): the endpoint URL is wrong; {_right_url(source)}"
+        return f"{endpoint} was not found (404): the endpoint URL is wrong; {_right_url(source, signal)}"
     if status is not None and 300 <= status < 400:
         # The exporter does not follow redirects, and counts a 3xx as a success.
         return (
-            f"{endpoint} answered with a redirect ({status}) instead of accepting the metrics: "
+            f"{endpoint} answered with a redirect ({status}) instead of accepting the {signal}: "
             "the URL is not the OTLP endpoint itself (http:// instead of https://, or a "
             "different path); set the endpoint to the URL it redirects to"
         )
@@ -137,24 +153,27 @@ def explain(
     if status is not None and status >= 500:
         return f"{endpoint} failed with a server error ({status}); the exporter retries"
     if status is not None:
-        return f"{endpoint} refused the metrics ({status})"
+        return f"{endpoint} refused the {signal} ({status})"
     return f"cannot connect to {endpoint}: {_connection_problem(outcome.error, timeout_s)}"
 
 
-def _right_url(source: str | None) -> str:
+def _right_url(source: str | None, signal: str = "metrics") -> str:
     """What the URL in ``source`` should look like: a base URL, or the full one."""
-    if source == OTEL_EXPORTER_OTLP_METRICS_ENDPOINT:
+    if source is not None and source.endswith(
+        ("_METRICS_ENDPOINT", "_LOGS_ENDPOINT", "_TRACES_ENDPOINT")
+    ):
         return (
-            f"{source} is used as is, so it must be the full metrics URL, for Grafana Cloud "
-            "https://otlp-gateway-<zone>.grafana.net/otlp/v1/metrics"
+            f"{source} is used as is, so it must be the full {signal} URL, for Grafana Cloud "
+            f"https://otlp-gateway-<zone>.grafana.net/otlp/v1/{signal}"
         )
     if source is None:
         return (
-            "Grafana Cloud's has the shape https://otlp-gateway-<zone>.grafana.net/otlp/v1/metrics"
+            "Grafana Cloud's has the shape "
+            f"https://otlp-gateway-<zone>.grafana.net/otlp/v1/{signal}"
         )
     return (
         f"{source} is the base URL, for Grafana Cloud "
-        f"https://otlp-gateway-<zone>.grafana.net/otlp (this package appends /v1/metrics)"
+        f"https://otlp-gateway-<zone>.grafana.net/otlp (this package appends /v1/{signal})"
     )
 
 
@@ -184,11 +203,18 @@ def _connection_problem(error: BaseException | None, timeout_s: float | None = N
 
 
 class ExportHealth:
-    """Logs export failures once per change of state, and recovery once."""
+    """Logs export failures once per change of state, and recovery once.
 
-    def __init__(self, endpoint: str, session: OutcomeSession):
+    Parameters:
+        endpoint: Where the signal goes.
+        session: The session its client sends with.
+        signal: ``metrics``, ``logs`` or ``traces``.
+    """
+
+    def __init__(self, endpoint: str, session: OutcomeSession, *, signal: str = "metrics"):
         self._endpoint = endpoint
         self._session = session
+        self._signal = signal
         self._failing: str | None = None
 
     def __enter__(self) -> "ExportHealth":
@@ -210,15 +236,23 @@ class ExportHealth:
             success = False
         if success:
             if self._failing is not None:
-                logger.info(f"pipecat-grafana: metrics export to {self._endpoint} works again")
+                logger.info(
+                    f"pipecat-grafana: {self._signal} export to {self._endpoint} works again"
+                )
             self._failing = None
             return True
-        problem = explain(last, self._endpoint, source=self._session.endpoint_source)
+        problem = explain(
+            last, self._endpoint, source=self._session.endpoint_source, signal=self._signal
+        )
         if problem != self._failing:
+            kept = {
+                "metrics": "totals are cumulative, so nothing is lost if this recovers",
+                "logs": "call summaries are kept and sent again (up to 5 minutes, 1,000 calls)",
+                "traces": "spans are dropped while it fails",
+            }[self._signal]
             logger.error(
-                f"pipecat-grafana: metrics export failing: {problem}. The bot is not affected; "
-                "totals are cumulative, so nothing is lost if this recovers. "
-                "This is logged again only if the problem changes."
+                f"pipecat-grafana: {self._signal} export failing: {problem}. The bot is not "
+                f"affected; {kept}. This is logged again only if the problem changes."
             )
         self._failing = problem
         return False

@@ -129,6 +129,8 @@ class GrafanaMetricsExporter(FrameProcessor):
         call_attributes: Mapping[str, Sequence[str]] | None = None,
         max_function_names: int = 50,
         max_label_values: int | None = None,
+        logs: bool | None = None,
+        traces: bool | None = None,
         meter_provider: MeterProvider | None = None,
         time_source: Callable[[], float] = time.time,
         **kwargs,
@@ -162,6 +164,12 @@ class GrafanaMetricsExporter(FrameProcessor):
             max_label_values: Distinct values the ``model`` and ``processor`` labels
                 each take in this process (default ``PIPECAT_GRAFANA_MAX_LABEL_VALUES``,
                 else 100); later ones are exported as ``other``.
+            logs: Send each call's summary as an OTLP log record to ``<endpoint>/v1/logs``
+                (default ``PIPECAT_GRAFANA_LOGS``, else on when export is on).
+            traces: Send Pipecat's spans to ``<endpoint>/v1/traces`` (default
+                ``PIPECAT_GRAFANA_TRACES``, else off); the worker must run with
+                ``enable_tracing=True``. Installs the global tracer provider unless the
+                application installed one.
             meter_provider: Record into the application's provider instead of
                 exporting; the application then owns export and series lifetime.
             time_source: Wall clock in seconds (tests pass a controlled one).
@@ -202,6 +210,8 @@ class GrafanaMetricsExporter(FrameProcessor):
                 call_id_label=call_id_label,
                 export_interval_s=export_interval_s,
                 flush_timeout_s=flush_timeout_s,
+                logs=logs,
+                traces=traces,
             )
         except cfg.ConfigError as e:
             once.error(f"pipecat-grafana: metrics export is off: {e}")
@@ -305,7 +315,7 @@ class GrafanaMetricsExporter(FrameProcessor):
             raise self._in_use_error()
         await super().setup(setup)
         self._links = (self._prev, self._next)
-        self._open_call(setup.pipeline_worker)
+        self._open_call(setup.pipeline_worker, setup.tracing_context)
 
     def _call_in_progress(self) -> bool:
         return self._recorder is not None and not self._recorder.finished
@@ -318,9 +328,10 @@ class GrafanaMetricsExporter(FrameProcessor):
             "(a new exporter is cheap: every exporter in a process shares one export thread)."
         )
 
-    def _open_call(self, worker) -> None:
+    def _open_call(self, worker, tracing=None) -> None:
         # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
         call_id = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
+        self._join_trace(worker, call_id)
         if self._pipeline.inherited:
             # Built before a fork: this process exports with its own pipeline and resource.
             self._pipeline, _ = export.shared_pipeline(self._config, self._resource())
@@ -338,11 +349,29 @@ class GrafanaMetricsExporter(FrameProcessor):
             declared=self._declared,
             attributes=self._pending_attributes,
             bounds=self._bounds,
+            tracing=tracing,
             time_source=self._clock,
         )
         self._pending_attributes = {}  # they belonged to this call
         self._summary = None
         worker.add_observer(self._observer)
+
+    def _join_trace(self, worker, call_id: str) -> None:
+        """Make the trace's ``conversation.id`` the call's ID, or say how to trace."""
+        observer = getattr(worker, "turn_trace_observer", None)
+        if observer is None:
+            if self._pipeline.traced:
+                once.warning(
+                    "tracing-off",
+                    "traces are on (PIPECAT_GRAFANA_TRACES) but the worker does not trace: "
+                    "create it with PipelineWorker(..., enable_tracing=True) (logged once)",
+                )
+            return
+        # Pipecat's trace observer invents a conversation ID at the StartFrame unless
+        # the worker was given one; give it the call's, so metrics, log record and trace
+        # carry one ID. Pipecat keeps it private, as it does the worker's.
+        if getattr(observer, "_conversation_id", None) is None:
+            observer._conversation_id = call_id
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Watch the call's start and end; pass every frame on unchanged."""
@@ -435,13 +464,18 @@ class GrafanaMetricsExporter(FrameProcessor):
         if recorder is None or self._summary is not None:
             return
         self._summary = recorder.finish()
-        final_export = self._pipeline.close_call(recorder.meters)
+        sent = self._pipeline.close_call(
+            recorder.meters, self._summary, recorder.conversation_span()
+        )
         logger.info("\n" + self._summary.format())
         await self._call_event_handler("on_call_summary", self._summary)
         timeout = self._flush_timeout_s
-        done, _ = await asyncio.wait([asyncio.wrap_future(final_export)], timeout=timeout)
-        if not done:
+        waiting = [asyncio.wrap_future(future) for future in sent]
+        _, pending = await asyncio.wait(waiting, timeout=timeout)
+        what = ["final metrics", "summary log record"]
+        late = [name for name, future in zip(what, waiting, strict=False) if future in pending]
+        if late:
             logger.warning(
-                f"pipecat-grafana: the final metrics of call {recorder.call_id} were not exported "
-                f"within {timeout:g}s; the exporter keeps trying in the background"
+                f"pipecat-grafana: the {' and '.join(late)} of call {recorder.call_id} were not "
+                f"exported within {timeout:g}s; the exporter keeps trying in the background"
             )

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from opentelemetry import trace
 from pipecat.frames.frames import Frame
 from pipecat.metrics.metrics import (
     LLMUsageMetricsData,
@@ -33,7 +34,7 @@ from pipecat.observers.user_bot_latency_observer import LatencyBreakdown
 from pipecat.processors.frame_processor import FrameProcessor
 
 from pipecat_grafana import instruments as m
-from pipecat_grafana.aggregation import CallMeters
+from pipecat_grafana.aggregation import CallMeters, ExemplarContext
 from pipecat_grafana.conversation import Conversation
 from pipecat_grafana.labels import LabelBounds, label, once, processor_label, service_type_of
 from pipecat_grafana.pricing import PriceTable
@@ -90,6 +91,8 @@ class CallRecorder:
         declared: The call attributes the application may set, with allowed values.
         attributes: Call attributes set before the call opened.
         bounds: The bounds on the open-ended labels (function, model, processor).
+        tracing: The worker's tracing context when the call is traced (Pipecat's
+            ``TracingContext``): exemplars and the log record link to its spans.
         time_source: Clock in seconds (wall time).
     """
 
@@ -105,14 +108,19 @@ class CallRecorder:
         declared: Mapping[str, tuple[str, ...]],
         attributes: Mapping[str, str],
         bounds: LabelBounds,
+        tracing: object | None = None,
         time_source: Callable[[], float] = time.time,
     ):
         self.call_id = call_id
+        self._tracing = tracing
+        self._untraced = self._traced = ExemplarContext(call_id)
+        self._conversation_span: trace.SpanContext | None = None
         self._conversation = Conversation(
             meters=meters,
             declared=declared,
             function_names=bounds.function,
             processor_names=bounds.processor,
+            exemplar=self.exemplar,
             time_source=time_source,
         )
         self._conversation.set_attributes(**attributes)
@@ -192,6 +200,29 @@ class CallRecorder:
     def set_attributes(self, **attributes: str) -> None:
         """Set declared call attributes (validated against the declared values)."""
         self._conversation.set_attributes(**attributes)
+
+    def exemplar(self) -> ExemplarContext:
+        """What a measurement made now links to: this call, and its turn's span if traced."""
+        tracing = self._tracing
+        if tracing is None:
+            return self._untraced
+        context = tracing.get_turn_context() or tracing.get_conversation_context()
+        if context is None:
+            return self._untraced
+        span = trace.get_current_span(context).get_span_context()
+        if span.span_id != self._traced.span_id:
+            self._traced = ExemplarContext(self.call_id, span.trace_id, span.span_id)
+            self.conversation_span()  # seen while the conversation is open
+        return self._traced
+
+    def conversation_span(self) -> trace.SpanContext | None:
+        """The span of the call's conversation, once tracing has opened it."""
+        if self._conversation_span is None and self._tracing is not None:
+            context = self._tracing.get_conversation_context()
+            if context is not None:
+                span = trace.get_current_span(context).get_span_context()
+                self._conversation_span = span if span.is_valid else None
+        return self._conversation_span
 
     def observe(self, frame: Frame, source: FrameProcessor | None) -> None:
         """Follow one conversation frame (speaking, errors, tool calls), at its first push."""
@@ -281,7 +312,10 @@ class CallRecorder:
             )
             return
         attributes, _ = self._labels(data, None, source)
-        self._meters.record(latency.spec, value, attributes)
+        if latency.spec.exemplars:
+            self._meters.record(latency.spec, value, attributes, self.exemplar())
+        else:
+            self._meters.record(latency.spec, value, attributes)
         key = (latency.name, processor_label(data.processor))
         sketch = self._latency.get(key)
         if sketch is None:

@@ -2,37 +2,35 @@ import logging
 
 import pytest
 from loguru import logger
+from opentelemetry import trace as otel_trace
+from opentelemetry.util._once import Once
 
 import pipecat_grafana
 from pipecat_grafana import config as cfg
+from pipecat_grafana import traces
 from pipecat_grafana.labels import once
 from tests.helpers import MemoryMetrics
 from tests.otlp_receiver import OtlpReceiver
 
-_OUR_VARIABLES = (
-    cfg.GRAFANA_CLOUD_OTLP_ENDPOINT,
-    cfg.GRAFANA_CLOUD_INSTANCE_ID,
-    cfg.GRAFANA_CLOUD_API_TOKEN,
-    cfg.OTEL_EXPORTER_OTLP_ENDPOINT,
-    cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
-    cfg.OTEL_EXPORTER_OTLP_HEADERS,
-    cfg.OTEL_EXPORTER_OTLP_METRICS_HEADERS,
-    cfg.OTEL_METRIC_EXPORT_INTERVAL,
-    cfg.OTEL_EXPORTER_OTLP_TIMEOUT,
-    cfg.OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
-    cfg.OTEL_EXPORTER_OTLP_CERTIFICATE,
-    cfg.OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE,
-    cfg.OTEL_EXPORTER_OTLP_COMPRESSION,
-    cfg.OTEL_EXPORTER_OTLP_METRICS_COMPRESSION,
-    cfg.OTEL_EXPORTER_OTLP_PROTOCOL,
-    cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
-    cfg.OTEL_RESOURCE_ATTRIBUTES,
-    cfg.CALL_ID_LABEL,
-    cfg.FLUSH_TIMEOUT,
-    cfg.ALLOW_INSECURE,
+_OUR_VARIABLES = tuple(
+    value
+    for name, value in vars(cfg).items()
+    if name.isupper()
+    and isinstance(value, str)
+    and value.startswith(("GRAFANA_", "OTEL_", "PIPECAT_"))
+) + (
     "OTEL_SERVICE_NAME",
     "PIPECAT_GRAFANA_PRICES_FILE",
 )
+
+
+def _forget_tracing() -> None:
+    """Undo the global tracer provider a test's exporter installed (a process sets it once)."""
+    if traces._installed is not None:
+        traces._installed.shutdown()
+        traces._installed = None
+        otel_trace._TRACER_PROVIDER = None
+        otel_trace._TRACER_PROVIDER_SET_ONCE = Once()
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +42,7 @@ def clean_environment(monkeypatch):
     once.clear()
     yield
     pipecat_grafana.shutdown(timeout_s=2)
+    _forget_tracing()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A local OTLP/HTTP metrics receiver for tests.
+"""A local OTLP/HTTP receiver (metrics, logs, traces) for tests.
 
 Tests must prove that metrics really leave the process as Grafana Cloud would see them:
 serialized by the real OpenTelemetry SDK exporter and sent over HTTP with the right headers,
@@ -20,11 +20,16 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest as ExportRequest,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 METRICS_PATH = "/v1/metrics"
+LOGS_PATH = "/v1/logs"
+TRACES_PATH = "/v1/traces"
+_SIGNALS = {METRICS_PATH: "metrics", LOGS_PATH: "logs", TRACES_PATH: "traces"}
 _DECOMPRESS = {"gzip": gzip.decompress, "deflate": zlib.decompress, "": bytes, "identity": bytes}
 
 
@@ -42,6 +47,46 @@ class Request:
     status: int | None
     message: ExportRequest | None
     received_at: float = 0.0  # time.monotonic() on arrival
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """One exemplar of a histogram point: a measurement, its attributes, its trace."""
+
+    value: float
+    time_unix_nano: int
+    attributes: dict[str, Any]
+    trace_id: str  # hex, "" when none
+    span_id: str
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One OTLP log record with its scope and resource; IDs in hex, "" when unset."""
+
+    body: Any
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    severity_text: str
+    severity_number: int
+    time_unix_nano: int
+    trace_id: str
+    span_id: str
+    size: int  # bytes of the request that carried it, on the wire
+
+
+@dataclass(frozen=True)
+class Span:
+    """One OTLP span with its scope and resource; IDs in hex."""
+
+    name: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +114,7 @@ class Point:
     explicit_bounds: tuple[float, ...] = ()
     min: float | None = None
     max: float | None = None
+    exemplars: tuple[Exemplar, ...] = ()
 
 
 def _value(v: Any) -> Any:
@@ -126,8 +172,55 @@ def _metric_points(m: Any, scope: str, resource: dict[str, Any]) -> list[Point]:
             explicit_bounds=tuple(dp.explicit_bounds) if hist else (),
             min=_optional(dp, "min") if hist else None,
             max=_optional(dp, "max") if hist else None,
+            exemplars=tuple(
+                Exemplar(
+                    value=getattr(e, e.WhichOneof("value")),
+                    time_unix_nano=e.time_unix_nano,
+                    attributes=_attrs(e.filtered_attributes),
+                    trace_id=e.trace_id.hex(),
+                    span_id=e.span_id.hex(),
+                )
+                for e in dp.exemplars
+            ),
         )
         for dp in data.data_points
+    ]
+
+
+def _log_records(message: ExportLogsServiceRequest, size: int) -> list[LogRecord]:
+    return [
+        LogRecord(
+            body=_value(record.body) if record.HasField("body") else None,
+            attributes=_attrs(record.attributes),
+            resource=_attrs(rl.resource.attributes),
+            scope=sl.scope.name,
+            severity_text=record.severity_text,
+            severity_number=record.severity_number,
+            time_unix_nano=record.time_unix_nano,
+            trace_id=record.trace_id.hex(),
+            span_id=record.span_id.hex(),
+            size=size,
+        )
+        for rl in message.resource_logs
+        for sl in rl.scope_logs
+        for record in sl.log_records
+    ]
+
+
+def _spans(message: ExportTraceServiceRequest) -> list[Span]:
+    return [
+        Span(
+            name=span.name,
+            attributes=_attrs(span.attributes),
+            resource=_attrs(rs.resource.attributes),
+            scope=ss.scope.name,
+            trace_id=span.trace_id.hex(),
+            span_id=span.span_id.hex(),
+            parent_span_id=span.parent_span_id.hex(),
+        )
+        for rs in message.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
     ]
 
 
@@ -139,12 +232,16 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-        if self.path != METRICS_PATH:
+        signal = _SIGNALS.get(self.path)
+        if signal is None:
             self.send_error(404)
             return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, retry_after = self.server.receiver._answer(headers, body)
+        if signal == "metrics":
+            status, retry_after = self.server.receiver._answer(headers, body)
+        else:
+            status, retry_after = self.server.receiver._answer_other(signal, headers, body), None
         if status is None:  # hung, then released: close without answering
             self.close_connection = True
             return
@@ -179,6 +276,11 @@ class OtlpReceiver:
         self._status, self._retry_after, self._times = 200, None, None
         self._released = threading.Event()
         self._released.set()
+        self._other_status = {"logs": 200, "traces": 200}
+        self._logs: list[LogRecord] = []
+        self._spans: list[Span] = []
+        self._other_attempts = {"logs": 0, "traces": 0}
+        self._other_bytes = {"logs": 0, "traces": 0}
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.receiver = self
         scheme = "http"
@@ -225,6 +327,52 @@ class OtlpReceiver:
         """
         with self._lock:
             self._status, self._retry_after, self._times = status, retry_after, times
+
+    def respond_to(self, signal: str, status: int) -> None:
+        """Answers every later ``logs`` or ``traces`` request with ``status`` (200: accept)."""
+        with self._lock:
+            self._other_status[signal] = status
+
+    def _answer_other(self, signal: str, headers: dict[str, str], body: bytes) -> int:
+        with self._lock:
+            self._other_attempts[signal] += 1
+            status = self._other_status[signal]
+        if status != 200:
+            return status
+        try:
+            raw = _DECOMPRESS[headers.get("content-encoding", "").lower()](body)
+            if signal == "logs":
+                records = _log_records(ExportLogsServiceRequest.FromString(raw), len(body))
+            else:
+                records = _spans(ExportTraceServiceRequest.FromString(raw))
+        except Exception:  # unknown encoding or not an OTLP request
+            return 400
+        with self._lock:
+            (self._logs if signal == "logs" else self._spans).extend(records)
+            self._other_bytes[signal] += len(body)
+        return 200
+
+    @property
+    def logs(self) -> list[LogRecord]:
+        """Every accepted log record, in arrival order."""
+        with self._lock:
+            return list(self._logs)
+
+    @property
+    def spans(self) -> list[Span]:
+        """Every accepted span, in arrival order."""
+        with self._lock:
+            return list(self._spans)
+
+    def bytes_of(self, signal: str) -> int:
+        """Bytes on the wire of the accepted ``logs`` or ``traces`` requests so far."""
+        with self._lock:
+            return self._other_bytes[signal]
+
+    def attempts_of(self, signal: str) -> int:
+        """POSTs to ``/v1/logs`` or ``/v1/traces`` so far, accepted or not."""
+        with self._lock:
+            return self._other_attempts[signal]
 
     def hang(self) -> None:
         """Reads requests but never answers them, until ``unhang()`` or ``stop()``."""
@@ -277,10 +425,12 @@ class OtlpReceiver:
             return len(self._accepted) + len(self._rejected)
 
     def clear(self) -> None:
-        """Forgets all recorded requests; the programmed behaviour is kept."""
+        """Forgets all recorded requests, records and spans; the programmed behaviour is kept."""
         with self._lock:
             self._accepted.clear()
             self._rejected.clear()
+            self._logs.clear()
+            self._spans.clear()
 
     def points(self, name: str | None = None) -> list[Point]:
         """Every data point of every accepted request (or of metric ``name``), arrival order."""

@@ -404,3 +404,37 @@ def test_command_line_help_and_configuration_errors(tmp_path):
     assert f"{cfg.GRAFANA_CLOUD_OTLP_ENDPOINT}=" in mistake.stderr
     assert "is not an http(s) URL" in mistake.stderr
     assert TOKEN not in mistake.stdout + mistake.stderr
+
+
+def test_check_sends_a_log_record_and_a_span_with_the_same_credentials(
+    monkeypatch, capsys, receiver
+):
+    grafana_cloud(monkeypatch, receiver.endpoint)
+    monkeypatch.setenv(cfg.TRACES, "true")
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 0
+    assert "The credentials may write: metrics, logs, traces." in output
+    (record,) = receiver.logs
+    assert record.attributes["event_name"] == check.CHECK_EVENT
+    assert record.resource["service.name"] == "voice-rag-bot"
+    (span,) = receiver.spans
+    assert span.name == check.CHECK_EVENT
+
+
+@pytest.mark.parametrize("signal", ["logs", "traces"])
+@pytest.mark.parametrize("status_code", [401, 403])
+def test_a_token_without_a_scope_is_named(monkeypatch, capsys, receiver, signal, status_code):
+    grafana_cloud(monkeypatch, receiver.endpoint)
+    monkeypatch.setenv(cfg.TRACES, "true")
+    receiver.respond_to(signal, status_code)
+
+    status, output, elapsed = run_check(capsys)
+
+    assert status == check.EXIT_FAILED
+    assert elapsed < 2 * BOUND_S
+    assert f"{signal}:write scope" in output
+    written = [s for s in ("metrics", "logs", "traces") if s != signal]
+    assert f"The credentials may write: {', '.join(written)}." in output
+    assert f"Not: {signal}." in output and f"{check.SWITCH[signal]}=false" in output

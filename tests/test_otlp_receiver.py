@@ -203,7 +203,7 @@ def test_hung_export_times_out_after_exporter_timeout(receiver: OtlpReceiver) ->
 
 
 def test_other_paths_404_and_helpers_fail_loudly(receiver: OtlpReceiver) -> None:
-    req = urllib.request.Request(receiver.endpoint + "/v1/traces", data=b"x", method="POST")
+    req = urllib.request.Request(receiver.endpoint + "/v1/profiles", data=b"x", method="POST")
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=2)
     assert err.value.code == 404

@@ -20,9 +20,14 @@ import threading
 import time
 
 import requests
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pipecat_grafana import __version__
 from pipecat_grafana import config as cfg
@@ -33,11 +38,14 @@ from pipecat_grafana.otlp import (
     Outcome,
     OutcomeSession,
     build_client,
+    build_log_client,
+    build_span_client,
     explain,
 )
 from pipecat_grafana.resource import default_resource
 
 CHECK_METRIC = "pipecat_grafana.check"
+CHECK_EVENT = "pipecat_grafana_check"
 CHECK_UNIT = "{check}"
 CHECK_DESCRIPTION = "Set to 1 by `pipecat-grafana check` each time it tests the connection."
 # Gauges are named like up-down counters: no _total, and a unit in braces adds nothing.
@@ -130,21 +138,43 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"Sending one test metric ({CHECK_METRIC} = 1) to {config.endpoint} ...")
     outcome, elapsed = send_test_metric(config, resource, timeout_s=args.timeout)
-    if outcome.ok:
-        print(
-            f"Accepted: the endpoint took the test metric (HTTP {outcome.status}, {elapsed:.2f} s)."
+    if not outcome.ok:
+        problem = explain(
+            outcome, config.endpoint, source=config.endpoint_source, timeout_s=args.timeout
         )
-        print("")
-        for line in _next_steps(resource):
-            print(line)
-        return EXIT_ACCEPTED
-    problem = explain(
-        outcome, config.endpoint, source=config.endpoint_source, timeout_s=args.timeout
-    )
-    print(f"Failed: {problem}.")
-    for hint in _hints(outcome, config):
-        print(f"  - {hint}")
-    return EXIT_FAILED
+        print(f"Failed: {problem}.")
+        for hint in _hints(outcome, config):
+            print(f"  - {hint}")
+        return EXIT_FAILED
+    print(f"Accepted: the endpoint took the test metric (HTTP {outcome.status}, {elapsed:.2f} s).")
+    writes, refused = ["metrics"], []
+    for signal, endpoint, what in (
+        ("logs", config.logs_endpoint, "call summaries"),
+        ("traces", config.traces_endpoint, "traces"),
+    ):
+        if endpoint is None:
+            continue
+        print(f"Sending one test {TEST_RECORD[signal]} ({what}) to {endpoint} ...")
+        outcome, elapsed = send_test_signal(signal, config, resource, timeout_s=args.timeout)
+        if outcome.ok:
+            print(f"Accepted (HTTP {outcome.status}, {elapsed:.2f} s).")
+            writes.append(signal)
+        else:
+            print(f"Failed: {explain(outcome, endpoint, timeout_s=args.timeout, signal=signal)}.")
+            refused.append(signal)
+    print("")
+    print(f"The credentials may write: {', '.join(writes)}.")
+    if refused:
+        scopes = ", ".join(f"{signal}:write" for signal in refused)
+        print(
+            f"Not: {', '.join(refused)}. In the portal, give the access policy the scope(s) "
+            f"{scopes}, or switch them off ({', '.join(SWITCH[s] for s in refused)}=false)."
+        )
+        return EXIT_FAILED
+    print("")
+    for line in _next_steps(resource):
+        print(line)
+    return EXIT_ACCEPTED
 
 
 def send_test_metric(
@@ -158,15 +188,39 @@ def send_test_metric(
     Returns:
         How the request ended, and how long it took, in seconds.
     """
+    return send_test_signal("metrics", config, resource, timeout_s=timeout_s)
+
+
+TEST_RECORD = {"metrics": "metric", "logs": "log record", "traces": "span"}
+SWITCH = {"logs": cfg.LOGS, "traces": cfg.TRACES}
+
+
+def send_test_signal(
+    signal: str, config: cfg.ExportConfig, resource: Resource, *, timeout_s: float
+) -> tuple[Outcome, float]:
+    """Send one test metric, log record or span through the client the bot uses.
+
+    Returns:
+        How the request ended, and how long it took, in seconds.
+    """
     session = _FirstAnswer(timeout_s)
-    exporter = build_client(config, session)
-    data = _test_metric(resource)
+    if signal == "metrics":
+        endpoint, exporter = config.endpoint, build_client(config, session)
+        data = _test_metric(resource)
+    elif signal == "logs":
+        endpoint = config.logs_endpoint
+        exporter = build_log_client(endpoint, config, session)
+        data = _test_log_record(resource)
+    else:
+        endpoint = config.traces_endpoint
+        exporter = build_span_client(endpoint, config, session)
+        data = _test_span(resource)
 
     def export() -> None:
         # ExportHealth's context drops the exporter's own log line for each failed
         # attempt ("Failed to export metrics batch code: 401"), on this thread only:
         # the check says the same in plain words, once.
-        with ExportHealth(config.endpoint, session):
+        with ExportHealth(endpoint, session, signal=signal):
             exporter.export(data)
 
     started = time.monotonic()
@@ -212,6 +266,26 @@ def _test_metric(resource: Resource) -> MetricsData:
     data = reader.get_metrics_data()
     provider.shutdown()
     return data
+
+
+def _test_log_record(resource: Resource) -> list:
+    records = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(records))
+    provider.get_logger(METER_NAME, __version__).emit(
+        body="pipecat-grafana check: a test record", attributes={"event_name": CHECK_EVENT}
+    )
+    provider.shutdown()
+    return list(records.get_finished_logs())
+
+
+def _test_span(resource: Resource) -> list:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # not the global one
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    provider.get_tracer(METER_NAME, __version__).start_span(CHECK_EVENT).end()
+    provider.shutdown()
+    return list(spans.get_finished_spans())
 
 
 def _job(resource: Resource) -> str:

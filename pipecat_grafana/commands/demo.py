@@ -167,6 +167,7 @@ class OfflineDemo:
                 speed=self.speed,
                 seed=seed,
                 incidents=self.incidents,
+                enable_tracing=tracing_on(),
                 **_models(),
             )
             # Keep the summaries, not the finished pipelines: a load run can last hours.
@@ -191,6 +192,14 @@ class OfflineDemo:
         exporter.set_call_attributes(outcome=scripted_outcome(seed))
         self._exporters.append(exporter)
         return [exporter]
+
+
+def tracing_on() -> bool:
+    """Whether traces are asked for (``PIPECAT_GRAFANA_TRACES``) and can be sent."""
+    try:
+        return cfg.resolve().traces_endpoint is not None
+    except ValueError:  # a configuration error, said once by the exporter
+        return False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

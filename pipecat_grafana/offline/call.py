@@ -72,6 +72,7 @@ async def run_offline_call(
     stt_model: str = DEFAULT_STT_MODEL,
     tts_model: str = DEFAULT_TTS_MODEL,
     incidents: bool = True,
+    enable_tracing: bool = False,
 ) -> None:
     """Run one scripted call through a real Pipecat pipeline, to its end.
 
@@ -103,6 +104,8 @@ async def run_offline_call(
         tts_model: The model name the TTS reports with its metrics.
         incidents: Whether the call has its tool call, barge-in and rate-limited
             TTS request.
+        enable_tracing: Run the worker with Pipecat's tracing (``conversation``,
+            ``turn`` and service spans, through the global tracer provider).
 
     Raises:
         ValueError: If ``turns`` is less than 1 or ``speed`` is not positive.
@@ -197,6 +200,7 @@ async def run_offline_call(
         ),
         observers=list(observers),
         conversation_id=conversation_id,
+        enable_tracing=enable_tracing,
     )
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
@@ -215,6 +219,7 @@ async def run_offline_calls(
     stt_model: str = DEFAULT_STT_MODEL,
     tts_model: str = DEFAULT_TTS_MODEL,
     incidents: bool = True,
+    enable_tracing: bool = False,
 ) -> None:
     """Run several scripted calls at once, each through its own pipeline.
 
@@ -241,6 +246,7 @@ async def run_offline_calls(
         tts_model: The model name the TTSs report with their metrics.
         incidents: Whether each call has its tool call, barge-in and rate-limited
             TTS request (see ``run_offline_call``).
+        enable_tracing: Run each worker with Pipecat's tracing.
 
     Raises:
         ValueError: If ``calls`` or ``turns`` is less than 1 or ``speed`` is not
@@ -264,5 +270,6 @@ async def run_offline_calls(
                     stt_model=stt_model,
                     tts_model=tts_model,
                     incidents=incidents,
+                    enable_tracing=enable_tracing,
                 )
             )

@@ -1,0 +1,94 @@
+"""Pipecat's own traces, sent where the metrics go: what happened in each call, turn by turn.
+
+Pipecat traces a call when its worker runs with ``enable_tracing=True``: a
+``conversation`` span (attribute ``conversation.id``), a ``turn`` span per turn
+and ``stt``/``llm``/``tts`` spans under it. Its spans come from the *global*
+tracer provider, so when the application asks for traces
+(``PIPECAT_GRAFANA_TRACES=true`` or ``traces=True``) and has not installed a
+provider itself, this module installs one: the one place this package sets a
+global provider, and only because the application asked. It is built with the
+metrics' resource (Pipecat's ``setup_tracing`` would give the spans another
+``service.instance.id``) and an OTLP/HTTP span exporter with the metrics'
+credentials, batched on the SDK's own thread, off the event loop. An
+application's own provider is used as it is.
+"""
+
+import threading
+
+from loguru import logger
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from pipecat_grafana.config import ExportConfig
+from pipecat_grafana.otlp import ExportHealth, OutcomeSession, build_span_client
+
+_lock = threading.Lock()
+_installed: TracerProvider | None = None
+
+
+def ensure_tracing(config: ExportConfig, resource: Resource) -> TracerProvider | None:
+    """Install the tracer provider Pipecat's spans go through, once per process.
+
+    Returns:
+        The provider this package installed (now or before), or ``None`` when the
+        application installed its own, which is then used as it is.
+    """
+    global _installed
+    with _lock:
+        if _installed is not None:
+            return _installed
+        current = trace.get_tracer_provider()
+        if not isinstance(current, trace.ProxyTracerProvider):
+            logger.info(
+                "pipecat-grafana: tracing uses the tracer provider the application installed "
+                f"({type(current).__name__}); its spans go where that provider sends them"
+            )
+            return None
+        session = OutcomeSession()
+        endpoint = str(config.traces_endpoint)
+        exporter = _HealthyExporter(
+            build_span_client(endpoint, config, session),
+            ExportHealth(endpoint, session, signal="traces"),
+        )
+        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, export_timeout_millis=config.flush_timeout_s * 1000)
+        )
+        trace.set_tracer_provider(provider)
+        _installed = provider
+        logger.info(f"pipecat-grafana: Pipecat's traces go to {endpoint}")
+        return provider
+
+
+def flush(timeout_s: float) -> None:
+    """Send the spans ended so far (at a call's end, from the flush thread)."""
+    provider = _installed
+    if provider is not None:
+        provider.force_flush(timeout_millis=int(timeout_s * 1000))
+
+
+def shutdown(timeout_s: float) -> None:
+    """Send what is left; the provider stays installed (a global can be set only once)."""
+    flush(timeout_s)
+
+
+class _HealthyExporter(SpanExporter):
+    """The OTLP client, with its failures said once in plain words."""
+
+    def __init__(self, client: SpanExporter, health: ExportHealth):
+        self._client = client
+        self._health = health
+
+    def export(self, spans: "list[ReadableSpan]") -> SpanExportResult:
+        with self._health as health:
+            result = self._client.export(spans)
+        ok = health.report(result is SpanExportResult.SUCCESS)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._client.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
