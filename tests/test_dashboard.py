@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,6 +205,40 @@ def test_totals_over_the_range_are_exact_for_short_series():
         assert "increase(" not in pq.query.expr, pq.panel.title
         if dashboard.RANGE in pq.query.expr:
             assert "max_over_time(" in pq.query.expr, pq.panel.title
+
+
+_LATENCY_HISTOGRAMS = [
+    spec for spec in m.ALL if spec.kind is m.Kind.HISTOGRAM and spec.unit == "ms"
+]
+
+
+def _is_latency_trend(panel: dict[str, Any]) -> bool:
+    """A time series of latency histogram percentiles: where exemplars show."""
+    buckets = [f"{spec.prometheus_name}_bucket{{" for spec in _LATENCY_HISTOGRAMS]
+    return panel["type"] == "timeseries" and all(
+        any(bucket in target.get("expr", "") for bucket in buckets) for target in panel["targets"]
+    )
+
+
+def test_exemplars_are_shown_exactly_on_the_latency_panels():
+    assert len(_LATENCY_HISTOGRAMS) == len(m.LATENCY) + 2  # with turn and tool-call latency
+    shown = set()
+    for panel in PANELS:
+        for target in panel["targets"]:
+            # No flag (Loki, Tempo) is no exemplars.
+            assert target.get("exemplar", False) is _is_latency_trend(panel), panel["title"]
+            if target.get("exemplar"):
+                shown.add(panel["title"])
+    keys = {p.title: p.key for row in dashboard.ROWS for p in row.panels}
+    assert {
+        "latency-ttfb",
+        "latency-ttfa",
+        "latency-ttfat",
+        "turn-latency",
+        "tool-call-latency",
+    } <= {keys[title] for title in shown}
+    for spec in _LATENCY_HISTOGRAMS:
+        assert any(spec.prometheus_name in json.dumps(p) for p in PANELS if p["title"] in shown)
 
 
 def test_panels_do_not_overlap():

@@ -377,6 +377,7 @@ def _target(query: Query, ref_id: str) -> dict[str, Any]:
         "instant": query.instant,
         "range": not query.instant,
         "format": "table" if query.table else "time_series",
+        "exemplar": query.exemplars,
         "editorMode": "code",
     }
 

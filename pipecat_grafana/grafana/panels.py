@@ -47,6 +47,8 @@ class Query:
             when the exporter runs with the label off.
         instant: An instant query (stat, bar gauge, table) rather than a range query.
         table: Return the result as a table (one row per series).
+        exemplars: Show the series' exemplars (latency histograms: each links a point to
+            its call and, with tracing on, to its trace).
     """
 
     expr: str
@@ -54,6 +56,7 @@ class Query:
     labels: tuple[str, ...] = ()
     instant: bool = False
     table: bool = False
+    exemplars: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,11 @@ def _rate_by(spec: InstrumentSpec, by: tuple[str, ...], per_seconds: int = 60) -
 def _percentiles(
     spec: InstrumentSpec, quantiles: tuple[float, ...], by: tuple[str, ...] = (m.PROCESSOR,)
 ) -> tuple[Query, ...]:
-    """Percentiles of a histogram over ``$__rate_interval``, a series per value of ``by``."""
-    return tuple(Query(quantile(q, spec, by), _legend(by, f"p{q * 100:g}"), by) for q in quantiles)
+    """Percentiles of a latency histogram over ``$__rate_interval``, with its exemplars."""
+    return tuple(
+        Query(quantile(q, spec, by), _legend(by, f"p{q * 100:g}"), by, exemplars=True)
+        for q in quantiles
+    )
 
 
 def _alert_level(level: float) -> tuple[tuple[float, str], ...]:
@@ -181,7 +187,7 @@ class LatencyPanel:
                 f"{self.what} {percentiles} per processor over {RATE_INTERVAL}, from "
                 f"`{self.spec.prometheus_name}_bucket` (interpolated within histogram "
                 "buckets). Dashed lines: the thresholds; red is the alert rule's level where "
-                "there is one."
+                f"there is one. {_EXEMPLARS_NOTE}"
             ),
             queries=_percentiles(self.spec, self.quantiles),
             thresholds=self.thresholds,
@@ -269,6 +275,10 @@ _PER_CALL_NOTE = (
     "Choose one call in the call_id variable (the 'Most expensive calls' table links to it). "
     "With All, the panel adds up every call of the range. Needs the exporter's call_id label "
     "(PIPECAT_GRAFANA_CALL_ID_LABEL, on by default)."
+)
+_EXEMPLARS_NOTE = (
+    "Dots: exemplars, measurements with the call_id they belong to (and, with tracing on, "
+    "a link to their trace)."
 )
 _OUTCOME = "outcome"
 """The call attribute the conversation panels read: the application declares it with
@@ -400,7 +410,8 @@ ROWS: tuple[Row, ...] = (
                 "The callers' wait from falling silent to the bot's first audio (Pipecat's "
                 f"UserBotLatencyObserver), p50/p95/p99 over {RATE_INTERVAL}, from "
                 f"`{m.TURN_LATENCY.prometheus_name}_bucket` (interpolated within histogram "
-                "buckets). Dashed lines: the thresholds; red is the turn latency alert's level.",
+                "buckets). Dashed lines: the thresholds; red is the turn latency alert's level. "
+                f"{_EXEMPLARS_NOTE}",
                 _percentiles(m.TURN_LATENCY, (0.5, 0.95, 0.99), ()),
                 thresholds=_alert_level(alerts.DEFAULT_TURN_LATENCY_P95_MS),
                 width=12,
@@ -554,7 +565,7 @@ ROWS: tuple[Row, ...] = (
                 "ms",
                 "Time from a tool call's start to its result (the handler's work, which the "
                 f"caller waits through), p50/p95 per function over {RATE_INTERVAL}, from "
-                f"`{m.FUNCTION_CALL_LATENCY.prometheus_name}_bucket`.",
+                f"`{m.FUNCTION_CALL_LATENCY.prometheus_name}_bucket`. {_EXEMPLARS_NOTE}",
                 _percentiles(m.FUNCTION_CALL_LATENCY, (0.5, 0.95), (m.FUNCTION,)),
                 thresholds=_SLOW_MS,
                 width=8,
