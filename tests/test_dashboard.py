@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,8 @@ from tests.backends import require_tools
 
 DASHBOARD = dashboard.build_dashboard()
 PANELS = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
-QUERIES = list(dashboard.panel_queries())
+QUERIES = [pq for pq in dashboard.panel_queries() if pq.panel.source == dashboard.PROMETHEUS]
+"""The PromQL queries; test_dashboard_calls.py checks the Loki and Tempo ones."""
 SERVICE_FILTER = f'{dashboard.SERVICE_LABEL_VAR}=~"{dashboard.SERVICE_VAR}"'
 SELECTOR = re.compile(r"\b(voice_\w+)\{((?:\$\{\w+\}|[^{}])*)\}")  # ${variables} inside
 
@@ -50,15 +52,33 @@ def test_importable_and_provisionable_with_a_datasource_variable():
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     for panel in PANELS:
-        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        source = panel["datasource"]["type"]
+        variable = dashboard.DATASOURCE_VARIABLES[source]
+        assert panel["datasource"] == {"type": source, "uid": f"${{{variable}}}"}, panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"], panel["title"]
     assert json.loads(text) == DASHBOARD
 
 
+def test_only_loki_and_tempo_panels_are_left_to_the_form_checks():
+    # Every query not run against a database here is knowingly so: a Loki or Tempo one.
+    others = {pq.panel.source for pq in dashboard.panel_queries()} - {dashboard.PROMETHEUS}
+    assert others == {dashboard.LOKI, dashboard.TEMPO}
+
+
 def test_variables_service_model_and_call_id_default_to_all():
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
-    assert list(variables) == ["datasource", "service_label", "service", m.MODEL, m.CALL_ID]
+    assert list(variables) == [
+        "datasource",
+        "loki",
+        "tempo",
+        "service_label",
+        "service",
+        m.MODEL,
+        m.CALL_ID,
+        "calls_min_cost_usd",
+        "calls_min_turn_latency_ms",
+    ]
     assert variables["service_label"]["current"]["value"] == "job"
     assert [o["value"] for o in variables["service_label"]["options"]] == list(
         dashboard.SERVICE_LABELS
@@ -87,8 +107,9 @@ def test_links_open_the_dashboard_they_are_in_with_its_filters():
         (panel["title"], link["url"])
         for panel in PANELS
         for link in panel["fieldConfig"]["defaults"].get("links", [])
+        if not link["url"].startswith("/explore?")  # Loki and Tempo: test_dashboard_calls.py
     ]
-    assert "Most expensive calls" in {title for title, _ in links}
+    assert {"Most expensive calls", "Newest calls"} <= {title for title, _ in links}
     carried = [v["name"] for v in DASHBOARD["templating"]["list"] if v["name"] != m.CALL_ID]
     assert m.MODEL in carried
     for title, url in links:
@@ -96,6 +117,13 @@ def test_links_open_the_dashboard_they_are_in_with_its_filters():
         assert dashboard.DASHBOARD_UID not in url, (title, url)
         for name in carried:
             assert f"${{{name}:queryparam}}" in url, (title, name)
+
+
+def test_panel_keys_and_titles_are_unique():
+    # Tests and links find a panel by its key; a user by its title.
+    panels = [p for row in dashboard.ROWS for p in row.panels]
+    assert len({p.key for p in panels}) == len(panels)
+    assert len({p.title for p in panels}) == len(panels)
 
 
 def test_every_panel_has_a_description_a_unit_and_thresholds():
@@ -119,7 +147,9 @@ def test_rows_and_panels_a_voice_team_needs():
         "Latency",
         "Usage",
         "Cost",
+        "Calls",
         "Per call",
+        "Per call, from its summary record",
     ]
     assert {
         "active-calls",
@@ -136,6 +166,15 @@ def test_rows_and_panels_a_voice_team_needs():
     assert {"tokens", "tts-characters", "stt-audio-minutes", "cache-read-share"} <= rows["Usage"]
     assert {"cost-by-service", "projected-cost-per-day", "most-expensive-calls"} <= rows["Cost"]
     assert {"call-cost", "call-duration", "call-tokens", "call-latency"} <= rows["Per call"]
+    assert {
+        "calls-table-newest",
+        "calls-table-most-expensive",
+        "calls-table-slowest",
+        "calls-table-by-outcome",
+    } <= rows["Calls"]
+    assert {"call-record-figures", "call-record", "call-traces"} <= rows[
+        "Per call, from its summary record"
+    ]
     (today,) = [p for p in PANELS if p["title"] == "Cost today"]
     assert today["timeFrom"] == "now/d"
 
@@ -204,6 +243,40 @@ def test_totals_over_the_range_are_exact_for_short_series():
         assert "increase(" not in pq.query.expr, pq.panel.title
         if dashboard.RANGE in pq.query.expr:
             assert "max_over_time(" in pq.query.expr, pq.panel.title
+
+
+_LATENCY_HISTOGRAMS = [
+    spec for spec in m.ALL if spec.kind is m.Kind.HISTOGRAM and spec.unit == "ms"
+]
+
+
+def _is_latency_trend(panel: dict[str, Any]) -> bool:
+    """A time series of latency histogram percentiles: where exemplars show."""
+    buckets = [f"{spec.prometheus_name}_bucket{{" for spec in _LATENCY_HISTOGRAMS]
+    return panel["type"] == "timeseries" and all(
+        any(bucket in target.get("expr", "") for bucket in buckets) for target in panel["targets"]
+    )
+
+
+def test_exemplars_are_shown_exactly_on_the_latency_panels():
+    assert len(_LATENCY_HISTOGRAMS) == len(m.LATENCY) + 2  # with turn and tool-call latency
+    shown = set()
+    for panel in PANELS:
+        for target in panel["targets"]:
+            # No flag (Loki, Tempo) is no exemplars.
+            assert target.get("exemplar", False) is _is_latency_trend(panel), panel["title"]
+            if target.get("exemplar"):
+                shown.add(panel["title"])
+    keys = {p.title: p.key for row in dashboard.ROWS for p in row.panels}
+    assert {
+        "latency-ttfb",
+        "latency-ttfa",
+        "latency-ttfat",
+        "turn-latency",
+        "tool-call-latency",
+    } <= {keys[title] for title in shown}
+    for spec in _LATENCY_HISTOGRAMS:
+        assert any(spec.prometheus_name in json.dumps(p) for p in PANELS if p["title"] in shown)
 
 
 def test_panels_do_not_overlap():

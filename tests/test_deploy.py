@@ -70,6 +70,13 @@ def test_the_shipped_dashboard_is_mounted_where_provisioning_reads():
     assert PurePosixPath(home) == dashboard_target
 
 
+def test_the_images_own_data_sources_are_used():
+    # The image provisions Prometheus (exemplars linked to Tempo), Loki and Tempo; a data
+    # source file mounted over them would have to link the exemplars itself.
+    targets = [str(t) for t in _mounts()]
+    assert not [t for t in targets if "/provisioning/datasources" in t]
+
+
 def test_the_provisioned_dashboard_needs_no_import_inputs():
     text = dashboard.SHIPPED_DASHBOARD.read_text()
     assert "__inputs" not in text and "${DS_" not in text

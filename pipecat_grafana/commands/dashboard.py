@@ -17,7 +17,8 @@ examples:
   pipecat-grafana dashboard --service-label service_name --out voice-bot.json   # VictoriaMetrics
 
 Import it in Grafana Cloud: Dashboards > New > Import > Upload dashboard JSON file, then pick
-your Prometheus data source (grafanacloud-<stack>-prom) in the dashboard's "Data source" list.
+your Prometheus data source (grafanacloud-<stack>-prom) in the dashboard's "Data source" list,
+and your Loki and Tempo ones (grafanacloud-<stack>-logs, -traces) in "Logs" and "Traces".
 It also loads as it is by file provisioning.
 """
 

@@ -2,9 +2,13 @@
 
 Every query and alert expression is built from ``pipecat_grafana.instruments`` rather than kept
 as hand-edited JSON or YAML, so that a renamed instrument cannot leave a panel showing "No
-data" or an alert that never fires. The package reads nothing else of ``pipecat_grafana``:
+data" or an alert that never fires; the calls panels' queries are built from the call
+summary record's event name (``pipecat_grafana.summary``). The package reads nothing else of
+``pipecat_grafana``:
 
 - ``promql``: the PromQL both are written in, and the labels a backend stores the service in;
+- ``logql``: the LogQL and TraceQL of the calls panels, which find single calls in Loki and
+  Tempo;
 - ``alerts``: the Prometheus/Mimir alert rules;
 - ``panels``: what the dashboard shows, a table of rows of panels;
 - ``dashboard``: the dashboard JSON Grafana imports, with its filter variables.

@@ -2,10 +2,11 @@
 
 A dashboard exported from Grafana's UI drifts from the metrics the code emits: a renamed
 instrument leaves a panel that silently shows "No data". So every query is built from
-``instruments`` (Prometheus names, label keys) by the helpers of ``promql``, the panels are
-rows of a table (``panels``), and this module turns them, with the filter variables, into the
-JSON Grafana imports. The tests run every query against real metrics databases fed by the
-exporter.
+``instruments`` (Prometheus names, label keys) by the helpers of ``promql``, or from the call
+summary record's keys by ``logql``, the panels are rows of a table (``panels``), and this
+module turns them, with the data source and filter variables, into the JSON Grafana imports.
+The tests run every PromQL query against real metrics databases fed by the exporter, and
+check the LogQL and TraceQL for form (no Loki or Tempo runs where they do).
 
 Example::
 
@@ -21,14 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from pipecat_grafana import instruments as m
+from pipecat_grafana.grafana import logql
 from pipecat_grafana.grafana.panels import (
     CALLS_ENDED,
+    DATASOURCE_VARIABLES,
     LATENCY_PANELS,
+    LOKI,
+    PROMETHEUS,
     ROWS,
+    TEMPO,
     LatencyPanel,
     Panel,
     PanelQuery,
     Query,
+    RecordField,
     Row,
     panel_queries,
 )
@@ -56,12 +63,16 @@ __all__ = [
     "ALL",
     "CALL_ID_VAR",
     "DASHBOARD_UID",
+    "DATASOURCE_VARIABLES",
+    "LOKI",
     "MODEL_VAR",
+    "PROMETHEUS",
     "RANGE",
     "SERVICE_LABELS",
     "SERVICE_LABEL_VAR",
     "SERVICE_VAR",
     "SHIPPED_DASHBOARD",
+    "TEMPO",
     "Panel",
     "PanelQuery",
     "Query",
@@ -87,7 +98,12 @@ DASHBOARD_TITLE = "Pipecat voice bot"
 SHIPPED_DASHBOARD = Path(__file__).parent / "pipecat-voice-bot.json"
 """The dashboard as shipped in the package: ``build_dashboard()`` with its defaults."""
 
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+DATASOURCES = {
+    source: {"type": source, "uid": f"${{{variable}}}"}
+    for source, variable in DATASOURCE_VARIABLES.items()
+}
+"""Each panel's data source, by type: a variable, chosen in the dashboard."""
+DATASOURCE = DATASOURCES[PROMETHEUS]
 
 # --------------------------------------------------------------------------------------------
 # Variables
@@ -157,8 +173,10 @@ VARIABLES: tuple[Variable, ...] = (
         "Call",
         m.CALL_ID,
         _series((*_PRICED_USAGE, CALLS_ENDED), SERVICE_FILTER, MODEL_FILTER),
-        "One call, for the per-call row (every per-call panel follows it). Empty when the "
-        "exporter runs with PIPECAT_GRAFANA_CALL_ID_LABEL=false; All works in both modes.",
+        "One call, for the per-call rows (every per-call panel follows it). Empty when the "
+        "exporter runs with PIPECAT_GRAFANA_CALL_ID_LABEL=false: then click a call in the Calls "
+        "row (or add &var-call_id=<id> to the URL), and the summary record row shows it. All "
+        "works in both modes.",
         multi=False,
     ),
 )
@@ -232,16 +250,52 @@ def dashboard_json(*, service_label: str = SERVICE_LABELS[0]) -> str:
     return json.dumps(build_dashboard(service_label=service_label), indent=2) + "\n"
 
 
+_DATASOURCE_CHOICES = (
+    (
+        PROMETHEUS,
+        "Data source",
+        "The Prometheus data source your bots' metrics go to (on Grafana Cloud: "
+        "grafanacloud-<stack>-prom). Link its exemplars' trace_id to Tempo in its settings to "
+        "go from a latency point to its trace.",
+    ),
+    (
+        LOKI,
+        "Logs",
+        "The Loki data source the call summary records go to (on Grafana Cloud: "
+        "grafanacloud-<stack>-logs), for the Calls rows.",
+    ),
+    (
+        TEMPO,
+        "Traces",
+        "The Tempo data source Pipecat's traces go to when tracing is on (on Grafana Cloud: "
+        "grafanacloud-<stack>-traces).",
+    ),
+)
+_CALL_THRESHOLDS = (
+    (
+        logql.MIN_COST_VAR,
+        "Calls costing over (USD)",
+        "The 'Most expensive calls (summary records)' table lists the calls that cost more. "
+        "Grafana fetches at most 1000 records: with many calls, raise it until the list fits.",
+    ),
+    (
+        logql.MIN_TURN_LATENCY_VAR,
+        "Calls slower than (ms)",
+        "The 'Slowest calls' table lists the calls whose turn latency p95 is higher. Grafana "
+        "fetches at most 1000 records: with many calls, raise it until the list fits.",
+    ),
+)
+
+
 def _templating(service_label: str) -> list[dict[str, Any]]:
     labels = list(dict.fromkeys((service_label, *SERVICE_LABELS)))
     variables: list[dict[str, Any]] = [
         {
-            "name": "datasource",
-            "label": "Data source",
+            "name": DATASOURCE_VARIABLES[source],
+            "label": label,
             "type": "datasource",
-            "query": "prometheus",
-            "description": "The Prometheus data source your bots' metrics go to (on Grafana "
-            "Cloud: grafanacloud-<stack>-prom).",
+            "query": source,
+            "description": description,
             "current": {},
             "options": [],
             "hide": 0,
@@ -249,7 +303,10 @@ def _templating(service_label: str) -> list[dict[str, Any]]:
             "regex": "",
             "includeAll": False,
             "multi": False,
-        },
+        }
+        for source, label, description in _DATASOURCE_CHOICES
+    ]
+    variables += [
         {
             "name": "service_label",
             "label": "Service label",
@@ -293,6 +350,20 @@ def _templating(service_label: str) -> list[dict[str, Any]]:
                 "hide": 0,
             }
         )
+    for variable, label, description in _CALL_THRESHOLDS:
+        value = {"selected": True, "text": "0", "value": "0"}
+        variables.append(
+            {
+                "name": variable.lstrip("$"),
+                "label": label,
+                "type": "textbox",
+                "query": "0",
+                "description": description,
+                "current": value,
+                "options": [value],
+                "hide": 0,
+            }
+        )
     return variables
 
 
@@ -326,26 +397,28 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "unit": panel.unit,
         "color": {"mode": "thresholds" if panel.kind != "timeseries" else "palette-classic"},
-        "thresholds": {
-            "mode": "absolute",
-            "steps": [{"color": panel.base_color, "value": None}]
-            + [{"color": color, "value": value} for value, color in panel.thresholds],
-        },
+        "thresholds": _thresholds(panel.base_color, panel.thresholds),
     }
     if panel.decimals is not None:
         defaults["decimals"] = panel.decimals
     if panel.links:
         defaults["links"] = [{"title": title, "url": url} for title, url in panel.links]
+    options = dict(_OPTIONS[panel.kind])
     result: dict[str, Any] = {
         "id": panel_id,
         "type": panel.kind,
         "title": panel.title,
         "description": panel.description,
-        "datasource": DATASOURCE,
+        "datasource": DATASOURCES[panel.source],
         "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
-        "targets": [_target(query, ref_id) for ref_id, query in panel.lettered_queries()],
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": _OPTIONS[panel.kind],
+        "targets": [
+            _target(panel.source, query, ref_id) for ref_id, query in panel.lettered_queries()
+        ],
+        "fieldConfig": {
+            "defaults": defaults,
+            "overrides": [_field_override(field, panel.kind) for field in panel.fields],
+        },
+        "options": options,
     }
     if panel.kind == "timeseries":
         defaults["custom"] = {
@@ -356,27 +429,103 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
             "spanNulls": False,
             "thresholdsStyle": {"mode": "dashed" if panel.thresholds else "off"},
         }
-    if panel.kind == "table":
+    if panel.kind == "stat":
+        options["reduceOptions"] = {**_REDUCE_LAST, "calcs": [panel.reduce]}
+    if panel.source == LOKI:
+        result["transformations"] = _record_transformations(panel)
+        if panel.kind == "table":
+            defaults["custom"] = {"filterable": True}
+    elif panel.kind == "table" and panel.source == PROMETHEUS:
         result["transformations"] = [
             {
                 "id": "organize",
                 "options": {"excludeByName": {"Time": True}, "renameByName": {"Value": "Cost"}},
             }
         ]
+        options["sortBy"] = [{"displayName": "Cost", "desc": True}]
     if panel.time_from:
         result["timeFrom"] = panel.time_from
     return result
 
 
-def _target(query: Query, ref_id: str) -> dict[str, Any]:
+def _thresholds(base_color: str, steps: tuple[tuple[float, str], ...]) -> dict[str, Any]:
     return {
-        "refId": ref_id,
-        "datasource": DATASOURCE,
+        "mode": "absolute",
+        "steps": [{"color": base_color, "value": None}]
+        + [{"color": color, "value": value} for value, color in steps],
+    }
+
+
+# Grafana returns each Loki record's stream labels and structured metadata together, as the
+# object in the record's "labels" field: the calls panels make a field of each key.
+_LOKI_LABELS_FIELD = "labels"
+
+
+def _record_transformations(panel: Panel) -> list[dict[str, Any]]:
+    """Loki records to a table of ``panel.fields``: one row per call, typed, sorted."""
+    keys = [field.key for field in panel.fields]
+    conversions = [
+        {"targetField": field.key, "destinationType": field.kind}
+        for field in panel.fields
+        if field.kind != "string"
+    ]
+    return [
+        {
+            "id": "extractFields",
+            "options": {"source": _LOKI_LABELS_FIELD, "format": "auto", "replace": True},
+        },
+        {"id": "filterFieldsByName", "options": {"include": {"names": keys}}},
+        {
+            "id": "organize",
+            "options": {
+                "indexByName": {key: index for index, key in enumerate(keys)},
+                "excludeByName": {},
+                "renameByName": {},
+            },
+        },
+        {"id": "convertFieldType", "options": {"conversions": conversions, "fields": {}}},
+        *(
+            {"id": "sortBy", "options": {"sort": [{"field": key, "desc": desc}], "fields": {}}}
+            for key, desc in panel.sort_by
+        ),
+    ]
+
+
+def _field_override(field: RecordField, kind: str) -> dict[str, Any]:
+    """The title, unit and colors of one key of the record."""
+    properties: list[dict[str, Any]] = [{"id": "displayName", "value": field.title}]
+    if field.unit:
+        properties.append({"id": "unit", "value": field.unit})
+    if field.decimals is not None:
+        properties.append({"id": "decimals", "value": field.decimals})
+    if field.thresholds:
+        properties.append({"id": "thresholds", "value": _thresholds("green", field.thresholds)})
+        if kind == "table":
+            properties.append({"id": "custom.cellOptions", "value": {"type": "color-text"}})
+    return {"matcher": {"id": "byName", "options": field.key}, "properties": properties}
+
+
+def _target(source: str, query: Query, ref_id: str) -> dict[str, Any]:
+    target: dict[str, Any] = {"refId": ref_id, "datasource": DATASOURCES[source]}
+    if source == LOKI:
+        # A log query: one row per record.
+        return {**target, "expr": query.expr, "queryType": "range", "editorMode": "code"}
+    if source == TEMPO:
+        return {
+            **target,
+            "queryType": "traceql",
+            "query": query.expr,
+            "limit": 20,
+            "tableType": "traces",
+        }
+    return {
+        **target,
         "expr": query.expr,
         "legendFormat": query.legend or "__auto",
         "instant": query.instant,
         "range": not query.instant,
         "format": "table" if query.table else "time_series",
+        "exemplar": query.exemplars,
         "editorMode": "code",
     }
 
@@ -401,9 +550,5 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "displayMode": "gradient",
         "showUnfilled": True,
     },
-    "table": {
-        "showHeader": True,
-        "cellHeight": "sm",
-        "sortBy": [{"displayName": "Cost", "desc": True}],
-    },
+    "table": {"showHeader": True, "cellHeight": "sm"},
 }

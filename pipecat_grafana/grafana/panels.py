@@ -1,17 +1,23 @@
 """What the dashboard shows: its rows of panels, a table built from the metric contract.
 
-Each panel names its queries (built by ``promql`` from the instruments), its unit, its
-thresholds and what it shows; ``dashboard`` turns the table into Grafana's JSON. The
-thresholds of the latency, error and cost panels are the alert rules' default levels, so that a
-panel's red line is where an alert fires.
+Each panel names its data source, its queries (built by ``promql`` from the instruments, or by
+``logql`` from the call summary record), its unit, its thresholds and what it shows;
+``dashboard`` turns the table into Grafana's JSON. The thresholds of the latency, error and
+cost panels are the alert rules' default levels, so that a panel's red line is where an alert
+fires.
 """
 
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 from pipecat_grafana import instruments as m
-from pipecat_grafana.grafana import alerts
+from pipecat_grafana.grafana import alerts, logql
 from pipecat_grafana.grafana.promql import (
+    CALL_ID_VAR,
     RANGE_SECONDS,
     RATE_INTERVAL,
     aggregate,
@@ -25,15 +31,26 @@ from pipecat_grafana.instruments import InstrumentSpec
 
 __all__ = [
     "CALLS_ENDED",
+    "DATASOURCE_VARIABLES",
     "LATENCY_PANELS",
+    "LOKI",
     "LatencyPanel",
+    "PROMETHEUS",
     "Panel",
     "PanelQuery",
     "Query",
     "ROWS",
+    "RecordField",
     "Row",
+    "TEMPO",
     "panel_queries",
 ]
+
+# The data source types of the panels, and the dashboard variable choosing each.
+PROMETHEUS = "prometheus"
+LOKI = "loki"
+TEMPO = "tempo"
+DATASOURCE_VARIABLES = {PROMETHEUS: "datasource", LOKI: "loki", TEMPO: "tempo"}
 
 
 @dataclass(frozen=True)
@@ -41,12 +58,15 @@ class Query:
     """One query of a panel.
 
     Parameters:
-        expr: The PromQL, with Grafana variables.
+        expr: The query, with Grafana variables: PromQL, LogQL or TraceQL (the panel's data
+            source says which).
         legend: Grafana's legend format.
         labels: The labels every result series carries (its shape); ``call_id`` is absent
             when the exporter runs with the label off.
         instant: An instant query (stat, bar gauge, table) rather than a range query.
         table: Return the result as a table (one row per series).
+        exemplars: Show the series' exemplars (latency histograms: each links a point to
+            its call and, with tracing on, to its trace).
     """
 
     expr: str
@@ -54,6 +74,32 @@ class Query:
     labels: tuple[str, ...] = ()
     instant: bool = False
     table: bool = False
+    exemplars: bool = False
+
+
+@dataclass(frozen=True)
+class RecordField:
+    """A key of the call summary record, shown by a Loki panel as a column or a stat.
+
+    Loki returns every structured metadata value as text; ``kind`` says what to make of it.
+
+    Parameters:
+        key: The record's key (``CallSummary.log_attributes()``), or the stream label
+            ``service_name``.
+        title: The column's or the stat's name.
+        unit: Grafana's unit id; empty for text and times.
+        kind: ``number``, ``time`` (ISO 8601) or ``string``.
+        decimals: Decimals to show, when Grafana's choice is not good.
+        thresholds: ``(value, color)`` steps that color the value, above the panel's base
+            color.
+    """
+
+    key: str
+    title: str
+    unit: str = ""
+    kind: str = "string"
+    decimals: int | None = None
+    thresholds: tuple[tuple[float, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +120,13 @@ class Panel:
         time_from: A relative time overriding the dashboard's (``now/d``: today so far).
         decimals: Decimals to show, when Grafana's choice is not good.
         links: Data links (``title``, ``url``).
+        source: The data source type: ``prometheus``, ``loki`` or ``tempo``.
+        fields: Loki panels: the record's keys shown, in order (the table's columns, or the
+            stat's values).
+        sort_by: Loki tables: ``(key, descending)`` sorts, applied in order (the last one
+            decides; rows it finds equal keep the order of the one before).
+        reduce: Loki stats: how the values of several records (the call variable's All)
+            are combined: ``sum`` or ``max``.
     """
 
     key: str
@@ -89,6 +142,10 @@ class Panel:
     time_from: str | None = None
     decimals: int | None = None
     links: tuple[tuple[str, str], ...] = ()
+    source: str = PROMETHEUS
+    fields: tuple[RecordField, ...] = ()
+    sort_by: tuple[tuple[str, bool], ...] = ()
+    reduce: str = "lastNotNull"
 
     def lettered_queries(self) -> Iterator[tuple[str, Query]]:
         """Its queries with their ``refId`` letters: ``A``, ``B``, ..."""
@@ -126,8 +183,11 @@ def _rate_by(spec: InstrumentSpec, by: tuple[str, ...], per_seconds: int = 60) -
 def _percentiles(
     spec: InstrumentSpec, quantiles: tuple[float, ...], by: tuple[str, ...] = (m.PROCESSOR,)
 ) -> tuple[Query, ...]:
-    """Percentiles of a histogram over ``$__rate_interval``, a series per value of ``by``."""
-    return tuple(Query(quantile(q, spec, by), _legend(by, f"p{q * 100:g}"), by) for q in quantiles)
+    """Percentiles of a latency histogram over ``$__rate_interval``, with its exemplars."""
+    return tuple(
+        Query(quantile(q, spec, by), _legend(by, f"p{q * 100:g}"), by, exemplars=True)
+        for q in quantiles
+    )
 
 
 def _alert_level(level: float) -> tuple[tuple[float, str], ...]:
@@ -181,7 +241,7 @@ class LatencyPanel:
                 f"{self.what} {percentiles} per processor over {RATE_INTERVAL}, from "
                 f"`{self.spec.prometheus_name}_bucket` (interpolated within histogram "
                 "buckets). Dashed lines: the thresholds; red is the alert rule's level where "
-                "there is one."
+                f"there is one. {_EXEMPLARS_NOTE}"
             ),
             queries=_percentiles(self.spec, self.quantiles),
             thresholds=self.thresholds,
@@ -266,9 +326,22 @@ _EXACT = (
     "for calls that start and end inside the range."
 )
 _PER_CALL_NOTE = (
-    "Choose one call in the call_id variable (the 'Most expensive calls' table links to it). "
-    "With All, the panel adds up every call of the range. Needs the exporter's call_id label "
-    "(PIPECAT_GRAFANA_CALL_ID_LABEL, on by default)."
+    "Choose one call in the call_id variable (the 'Most expensive calls' table and the Calls "
+    "row link to it). With All, the panel adds up every call of the range. Needs the "
+    "exporter's call_id label (PIPECAT_GRAFANA_CALL_ID_LABEL, on by default); without it, the "
+    "next row reads the call's figures from its summary record."
+)
+_RECORD_NOTE = (
+    "From the call summary records in Loki (one per call, sent when it ends), so it works "
+    "with the call_id label off too."
+)
+_RECORD_PER_CALL_NOTE = (
+    f"{_RECORD_NOTE} Choose the call in the call_id variable, or click a call in the Calls "
+    "row; with All, every call of the range."
+)
+_EXEMPLARS_NOTE = (
+    "Dots: exemplars, measurements with the call_id they belong to (and, with tracing on, "
+    "a link to their trace)."
 )
 _OUTCOME = "outcome"
 """The call attribute the conversation panels read: the application declares it with
@@ -296,14 +369,128 @@ def _share(part: str, whole: str) -> str:
     return f"{_or_zero(part, whole)} / {whole}"
 
 
+_KEPT_VARIABLES = (
+    *DATASOURCE_VARIABLES.values(),
+    "service_label",
+    "service",
+    m.MODEL,
+    logql.MIN_COST_VAR.lstrip("$"),
+    logql.MIN_TURN_LATENCY_VAR.lstrip("$"),
+)
+"""The dashboard's variables but the call: a link to another call keeps them."""
 _CALL_LINK = (
     "Show this call",
     # This dashboard, whatever UID it was imported under, with the call chosen and the
     # other filters and the time range kept.
-    f"/d/${{__dashboard.uid}}/?var-{m.CALL_ID}=${{__data.fields.{m.CALL_ID}}}"
-    "&${datasource:queryparam}&${service_label:queryparam}&${service:queryparam}"
-    "&${model:queryparam}&${__url_time_range}",
+    f"/d/${{__dashboard.uid}}/?var-{m.CALL_ID}=${{__data.fields.{m.CALL_ID}}}&"
+    + "&".join(f"${{{name}:queryparam}}" for name in _KEPT_VARIABLES)
+    + "&${__url_time_range}",
 )
+
+
+def _field(key: str) -> str:
+    """A data link's value of the row's ``key`` field, encoded for a URL."""
+    return f"${{__data.fields.{key}:percentencode}}"
+
+
+_GRAFANA_VARIABLE = re.compile(r"\$\{[^}]+\}")
+
+
+def _explore(source: str, query: dict[str, Any]) -> str:
+    """A link to Explore running ``query`` on the dashboard's ``source`` data source.
+
+    Explore reads its panes as JSON in the URL: the JSON is percent-encoded around the
+    Grafana variables, which Grafana replaces (encoded, for the row's fields) when the link
+    is followed.
+    """
+    uid = f"${{{DATASOURCE_VARIABLES[source]}}}"
+    pane = {
+        "datasource": uid,
+        "queries": [{"refId": "A", "datasource": {"type": source, "uid": uid}, **query}],
+        "range": {"from": "${__from}", "to": "${__to}"},
+    }
+    text = json.dumps({"call": pane}, separators=(",", ":"))
+    encoded, last = [], 0
+    for variable in _GRAFANA_VARIABLE.finditer(text):
+        encoded += [quote(text[last : variable.start()], safe=""), variable.group()]
+        last = variable.end()
+    encoded.append(quote(text[last:], safe=""))
+    return "/explore?schemaVersion=1&panes=" + "".join(encoded)
+
+
+_TRACE_LINK = (
+    "Trace in Tempo (with tracing on)",
+    _explore(
+        TEMPO,
+        {
+            "queryType": "traceql",
+            "query": logql.conversation_traces(_field(logql.CALL_ID), regex=False),
+        },
+    ),
+)
+_RECORD_LINK = (
+    "Summary record in Explore",
+    _explore(
+        LOKI,
+        {
+            "queryType": "range",
+            "expr": logql.summary_of(_field(logql.SERVICE_STREAM_LABEL), _field(logql.CALL_ID)),
+        },
+    ),
+)
+_RECORD_LINKS = (_TRACE_LINK, _RECORD_LINK, _CALL_LINK)
+
+
+_OUTCOME_KEY = logql.attribute(_OUTCOME)
+_CALL_FIELDS = (
+    RecordField(logql.CALL_ID, "Call"),
+    RecordField(logql.SERVICE_STREAM_LABEL, "Service"),
+    RecordField(logql.STARTED_AT, "Started", kind="time"),
+    RecordField(logql.DURATION, "Duration", "s", "number", decimals=1),
+    RecordField(logql.COST, "Cost", "currencyUSD", "number", 4, _CALL_COST),
+    RecordField(logql.TURNS, "Turns", "short", "number"),
+    RecordField(
+        logql.TURN_LATENCY_P95,
+        "Turn latency p95",
+        "ms",
+        "number",
+        0,
+        _alert_level(alerts.DEFAULT_TURN_LATENCY_P95_MS),
+    ),
+    RecordField(logql.ERRORS, "Errors", "short", "number", thresholds=((1.0, "orange"),)),
+    RecordField(logql.END_REASON, "End reason"),
+    RecordField(_OUTCOME_KEY, "Outcome"),
+)
+"""The columns of the calls tables, from the call summary record."""
+_NEWEST = (logql.STARTED_AT, True)
+_CALLS_TABLE_NOTE = (
+    "Click a call for its trace in Tempo, its summary record in Explore, or the per-call "
+    "rows. Filter a column with the funnel in its header. Grafana fetches at most the newest "
+    "1000 records (the Loki data source's line limit)"
+)
+
+
+def _calls_table(
+    key: str, title: str, what: str, *stages: str, sort_by: tuple[tuple[str, bool], ...]
+) -> Panel:
+    """A table of calls from their summary records, filtered by ``stages``."""
+    return Panel(
+        key,
+        title,
+        "table",
+        "short",
+        f"{what} {_RECORD_NOTE} {_CALLS_TABLE_NOTE}.",
+        (Query(logql.call_summaries(*stages)),),
+        width=24,
+        height=8,
+        links=_RECORD_LINKS,
+        source=LOKI,
+        fields=_CALL_FIELDS,
+        sort_by=sort_by,
+    )
+
+
+_CHOSEN_CALL = logql.matches(logql.CALL_ID, CALL_ID_VAR)
 
 ROWS: tuple[Row, ...] = (
     Row(
@@ -400,7 +587,8 @@ ROWS: tuple[Row, ...] = (
                 "The callers' wait from falling silent to the bot's first audio (Pipecat's "
                 f"UserBotLatencyObserver), p50/p95/p99 over {RATE_INTERVAL}, from "
                 f"`{m.TURN_LATENCY.prometheus_name}_bucket` (interpolated within histogram "
-                "buckets). Dashed lines: the thresholds; red is the turn latency alert's level.",
+                "buckets). Dashed lines: the thresholds; red is the turn latency alert's level. "
+                f"{_EXEMPLARS_NOTE}",
                 _percentiles(m.TURN_LATENCY, (0.5, 0.95, 0.99), ()),
                 thresholds=_alert_level(alerts.DEFAULT_TURN_LATENCY_P95_MS),
                 width=12,
@@ -554,7 +742,7 @@ ROWS: tuple[Row, ...] = (
                 "ms",
                 "Time from a tool call's start to its result (the handler's work, which the "
                 f"caller waits through), p50/p95 per function over {RATE_INTERVAL}, from "
-                f"`{m.FUNCTION_CALL_LATENCY.prometheus_name}_bucket`.",
+                f"`{m.FUNCTION_CALL_LATENCY.prometheus_name}_bucket`. {_EXEMPLARS_NOTE}",
                 _percentiles(m.FUNCTION_CALL_LATENCY, (0.5, 0.95), (m.FUNCTION,)),
                 thresholds=_SLOW_MS,
                 width=8,
@@ -715,6 +903,41 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
+        "Calls",
+        (
+            _calls_table(
+                "calls-table-newest",
+                "Newest calls",
+                "The calls that ended during the dashboard's range, the last to start first.",
+                sort_by=(_NEWEST,),
+            ),
+            _calls_table(
+                "calls-table-most-expensive",
+                "Most expensive calls (summary records)",
+                "The calls that cost more than the 'Calls costing over' variable (USD; 0 lists "
+                "every priced call), most expensive first.",
+                logql.above(logql.COST, logql.MIN_COST_VAR),
+                sort_by=((logql.COST, True),),
+            ),
+            _calls_table(
+                "calls-table-slowest",
+                "Slowest calls",
+                "The calls whose turn latency p95 (the caller's wait from falling silent to the "
+                "bot's first audio) is over the 'Calls slower than' variable (ms; 0 lists every "
+                "call with a turn), slowest first.",
+                logql.above(logql.TURN_LATENCY_P95, logql.MIN_TURN_LATENCY_VAR),
+                sort_by=((logql.TURN_LATENCY_P95, True),),
+            ),
+            _calls_table(
+                "calls-table-by-outcome",
+                "Calls grouped by outcome",
+                f"The calls grouped by the {_OUTCOME} the application set (empty: never set), "
+                "the last to start first within each.",
+                sort_by=(_NEWEST, (_OUTCOME_KEY, False)),
+            ),
+        ),
+    ),
+    Row(
         "Per call",
         (
             Panel(
@@ -812,6 +1035,81 @@ ROWS: tuple[Row, ...] = (
                 ),
                 width=16,
                 height=6,
+            ),
+        ),
+    ),
+    Row(
+        "Per call, from its summary record",
+        (
+            Panel(
+                "call-record-figures",
+                "Call figures",
+                "stat",
+                "short",
+                f"The chosen call's length, estimated cost, turns, barge-ins, errors and tool "
+                f"calls (with All, added up). {_RECORD_PER_CALL_NOTE}",
+                (Query(logql.call_summaries(_CHOSEN_CALL)),),
+                base_color="blue",
+                width=16,
+                height=5,
+                source=LOKI,
+                fields=(
+                    RecordField(logql.DURATION, "Duration", "s", "number", decimals=1),
+                    RecordField(logql.COST, "Cost", "currencyUSD", "number", 4, _CALL_COST),
+                    RecordField(logql.TURNS, "Turns", "short", "number"),
+                    RecordField(logql.INTERRUPTIONS, "Barge-ins", "short", "number"),
+                    RecordField(logql.ERRORS, "Errors", "short", "number"),
+                    RecordField(logql.FUNCTION_CALLS, "Tool calls", "short", "number"),
+                ),
+                reduce="sum",
+            ),
+            Panel(
+                "call-record-turn-latency",
+                "Call turn latency",
+                "stat",
+                "ms",
+                "The chosen call's turn latency p50 and p95 (the caller's wait from falling "
+                f"silent to the bot's first audio); with All, the highest of the range's calls. "
+                f"{_RECORD_NOTE}",
+                (Query(logql.call_summaries(_CHOSEN_CALL)),),
+                thresholds=_alert_level(alerts.DEFAULT_TURN_LATENCY_P95_MS),
+                width=8,
+                height=5,
+                source=LOKI,
+                fields=(
+                    RecordField(logql.TURN_LATENCY_P50, "p50", "ms", "number", 0),
+                    RecordField(logql.TURN_LATENCY_P95, "p95", "ms", "number", 0),
+                ),
+                reduce="max",
+            ),
+            Panel(
+                "call-record",
+                "Call summary record",
+                "table",
+                "short",
+                f"The chosen call's summary record, with its model. {_RECORD_PER_CALL_NOTE} "
+                "Click it for its trace or the record in Explore.",
+                (Query(logql.call_summaries(_CHOSEN_CALL)),),
+                width=24,
+                height=5,
+                links=_RECORD_LINKS[:2],
+                source=LOKI,
+                fields=(*_CALL_FIELDS, RecordField(logql.LLM_MODEL, "LLM")),
+                sort_by=(_NEWEST,),
+            ),
+            Panel(
+                "call-traces",
+                "Call traces",
+                "table",
+                "short",
+                "The traces of the chosen call (with All, of the latest calls): Pipecat's "
+                f"conversation span, whose {logql.CONVERSATION_ID} is the call's ID, with its "
+                "turns and its STT, LLM and TTS spans. Click a trace to open it. Needs "
+                "Pipecat's tracing on and traces sent to Tempo.",
+                (Query(logql.conversation_traces()),),
+                width=24,
+                height=6,
+                source=TEMPO,
             ),
         ),
     ),

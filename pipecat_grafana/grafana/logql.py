@@ -1,0 +1,123 @@
+"""The LogQL and TraceQL of the dashboard's calls panels, built from the call summary record.
+
+At each call's end the exporter sends one OTLP log record, the call summary
+(``CallSummary.log_attributes()``). Loki's OTLP ingestion makes the resource's
+``service.name`` the stream label ``service_name`` and the record's attributes structured
+metadata, which LogQL filters on without a parser: ``| cost_usd > 0.05``. These panels read
+calls from those records, so they work with the metrics' ``call_id`` label switched off, at
+any number of calls. When tracing is on, Pipecat's ``conversation`` span carries the call's ID
+as ``conversation.id``, which TraceQL finds.
+
+The queries keep to a small, standard subset: a stream selector, then label filters
+``| key="value"``, ``| key=~"regex"`` and ``| key > number``; no parser stage, no line
+filter, no metric query. TraceQL: one span attribute compared with a string. The keys named
+here are the record's; the tests compare them with the keys a real ``CallSummary`` produces.
+
+Loki refuses a stream selector whose every matcher matches the empty string. The service
+variable's "All" is ``.*`` (it also serves PromQL, where a regex must match a missing
+label), so the panels' selector adds ``service_name!=""``, which never does.
+"""
+
+from pipecat_grafana.grafana.promql import CALL_ID_VAR, SERVICE_VAR
+from pipecat_grafana.summary import EVENT_NAME, EVENT_NAME_KEY
+
+__all__ = [
+    "CALL_ID",
+    "CONVERSATION_ID",
+    "COST",
+    "DURATION",
+    "END_REASON",
+    "ERRORS",
+    "FUNCTION_CALLS",
+    "INTERRUPTIONS",
+    "LLM_MODEL",
+    "MIN_COST_VAR",
+    "MIN_TURN_LATENCY_VAR",
+    "SERVICE_STREAM_LABEL",
+    "STARTED_AT",
+    "SUMMARIES",
+    "TURNS",
+    "TURN_LATENCY_P50",
+    "TURN_LATENCY_P95",
+    "above",
+    "attribute",
+    "call_summaries",
+    "conversation_traces",
+    "equal",
+    "matches",
+    "summary_of",
+]
+
+SERVICE_STREAM_LABEL = "service_name"
+"""The stream label Loki's OTLP ingestion makes of the resource's ``service.name``."""
+
+# Keys of the call summary record that the panels show or filter on.
+CALL_ID = "call_id"
+STARTED_AT = "started_at"
+DURATION = "duration_seconds"
+COST = "cost_usd"
+TURNS = "turns"
+INTERRUPTIONS = "interruptions"
+TURN_LATENCY_P50 = "turn_latency_p50_ms"
+TURN_LATENCY_P95 = "turn_latency_p95_ms"
+ERRORS = "errors"
+FUNCTION_CALLS = "function_calls"
+END_REASON = "end_reason"
+LLM_MODEL = "llm_model"
+
+CONVERSATION_ID = "conversation.id"
+"""The attribute of Pipecat's ``conversation`` span holding the call's ID."""
+
+# The dashboard's thresholds for the calls tables (textbox variables).
+MIN_COST_VAR = "$calls_min_cost_usd"
+MIN_TURN_LATENCY_VAR = "$calls_min_turn_latency_ms"
+
+
+def attribute(name: str) -> str:
+    """The record's key for the call attribute ``name``: ``attribute_outcome``."""
+    return f"attribute_{name}"
+
+
+def equal(key: str, value: str) -> str:
+    """A label filter stage: ``| key="value"``."""
+    return f'| {key}="{value}"'
+
+
+def matches(key: str, regex: str) -> str:
+    """A regex label filter stage, ``| key=~"regex"``: Grafana's "All" (``.*``) passes all."""
+    return f'| {key}=~"{regex}"'
+
+
+def above(key: str, number: str) -> str:
+    """A numeric label filter stage: ``| key > number`` (a record without ``key`` fails it)."""
+    return f"| {key} > {number}"
+
+
+def _records(*matchers: str) -> str:
+    return f"{{{', '.join(matchers)}}} {equal(EVENT_NAME_KEY, EVENT_NAME)}"
+
+
+SUMMARIES = _records(f'{SERVICE_STREAM_LABEL}=~"{SERVICE_VAR}"', f'{SERVICE_STREAM_LABEL}!=""')
+"""The call summary records of the chosen services."""
+
+
+def call_summaries(*stages: str) -> str:
+    """The chosen services' call summary records, through ``stages`` (``equal``, ...)."""
+    return " ".join((SUMMARIES, *stages))
+
+
+def summary_of(service: str, call_id: str) -> str:
+    """The summary record of one call of one service (for a link to Explore)."""
+    selector = _records(f'{SERVICE_STREAM_LABEL}="{service}"')
+    return f"{selector} {equal(CALL_ID, call_id)}"
+
+
+def conversation_traces(call_id: str = CALL_ID_VAR, *, regex: bool = True) -> str:
+    """TraceQL for the traces of a call: ``{ span.conversation.id =~ "$call_id" }``.
+
+    Args:
+        call_id: The call's ID, or a Grafana variable.
+        regex: Match as a regex (so that the call variable's "All" lists every call's trace)
+            rather than equal to ``call_id``.
+    """
+    return f'{{ span.{CONVERSATION_ID} {"=~" if regex else "="} "{call_id}" }}'
