@@ -94,7 +94,10 @@ from pipecat.workers.runner import WorkerRunner
 
 import pipecat_grafana
 from pipecat_grafana import GrafanaMetricsExporter
+from pipecat_grafana import instruments as m
+from pipecat_grafana.commands.demo import OfflineDemo
 from pipecat_grafana.offline import run_offline_call
+from tests.otlp_receiver import OtlpReceiver
 
 HERE = Path(__file__).resolve().parent
 ENDPOINT, COMPRESSION = "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_COMPRESSION"
@@ -1002,6 +1005,132 @@ async def bench_calls(scale: Scale, live: Receiver) -> list[Row]:
     ]
 
 
+# ----------------------------------------------------------------- 5. the bill
+
+# The offline call the cost is measured on (pipecat-grafana demo --turns 8 --speed 4
+# --no-incidents), played ten times faster with a ten times shorter export interval:
+# the same exports per call as at the default 10 s, in a tenth of the time.
+BILL_TIME_SCALE = 10
+BILL_SPEED = 4 / BILL_TIME_SCALE
+BILL_INTERVAL_MS = 10_000 // BILL_TIME_SCALE
+# Latency histograms had 14 bounds before the voice-tuned ones: a point of theirs was
+# 14 + 1 bucket series, a _sum and a _count in a Prometheus-style backend.
+TODAYS_LATENCY_BOUNDS = 14
+TODAYS_WAY = {
+    "PIPECAT_GRAFANA_CALL_HISTOGRAMS": "true",  # every call its own latency histograms
+    "PIPECAT_GRAFANA_HEARTBEAT": "0.1",  # every series in every export
+    "PIPECAT_GRAFANA_HISTOGRAM_INTERVAL": "0.1",
+}
+
+
+@dataclass
+class Bill:
+    """What one workload made a Prometheus-style backend store."""
+
+    calls: int
+    series: int
+    samples: int
+    minutes: float  # how long the workload ran, at the default interval's pace
+
+    @property
+    def dpm(self) -> float:
+        """Data points per minute while the calls were in progress."""
+        return self.samples / self.minutes
+
+    def per_call(self) -> tuple[float, float, float]:
+        """Series, DPM and billable series-equivalents (the higher of the two), per call."""
+        series, dpm = self.series / self.calls, self.dpm / self.calls
+        return series, dpm, max(series, dpm)
+
+
+async def bill_of(calls: int, *, todays_way: bool) -> Bill:
+    """Run ``calls`` offline calls at once in a fresh pipeline and count what arrived."""
+    saved = {name: os.environ.get(name) for name in (*TODAYS_WAY, "OTEL_METRIC_EXPORT_INTERVAL")}
+    os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = str(BILL_INTERVAL_MS)
+    if todays_way:
+        os.environ.update(TODAYS_WAY)
+    latency = {spec.name for spec in m.ALL if spec.buckets == m.LATENCY_BUCKETS_MS}
+    try:
+        with OtlpReceiver() as receiver:
+            export_to(receiver)
+            demo = OfflineDemo(turns=8, calls=calls, speed=BILL_SPEED, seed=7, incidents=False)
+            await demo.run()
+            # The calls' own length, not the set-up around them: DPM while in progress.
+            elapsed = max(summary.duration_seconds for summary in demo.summaries)
+            pipecat_grafana.shutdown(timeout_s=2)
+            series, samples = set(), 0
+            for point in receiver.points():
+                if point.kind == "histogram":
+                    bounds = len(point.explicit_bounds)
+                    if todays_way and point.name in latency:
+                        bounds = TODAYS_LATENCY_BOUNDS
+                    names = [f"{point.name}_bucket{i}" for i in range(bounds + 1)]
+                    names += [f"{point.name}_sum", f"{point.name}_count"]
+                else:
+                    names = [point.name]
+                key = frozenset(point.attributes.items())
+                series.update((name, key) for name in names)
+                samples += len(names)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        export_to(None)
+    return Bill(calls, len(series), samples, elapsed * BILL_TIME_SCALE / 60)
+
+
+async def bench_bill() -> list[Row]:
+    """Series, data points per minute and billable series-equivalents per call, both ways."""
+    await bill_of(1, todays_way=False)  # warm-up: the first call imports and loads models
+    bills = {
+        (calls, today): await bill_of(calls, todays_way=today)
+        for calls in (1, 3)
+        for today in (True, False)
+    }
+    rows = []
+    for calls in (1, 3):
+        today, now = bills[(calls, True)].per_call(), bills[(calls, False)].per_call()
+        where = "1 call in a process" if calls == 1 else f"{calls} concurrent calls in a process"
+        rows += [
+            Row(f"series per call, {where}", f"{now[0]:,.0f}", f"{today[0]:,.0f} today's way"),
+            Row(f"  DPM per call, {where}", f"{now[1]:,.0f}", f"{today[1]:,.0f} today's way"),
+            Row(
+                f"  billable series-equivalents per call, {where}",
+                f"{now[2]:,.0f}",
+                f"{today[2]:,.0f} today's way",
+                f"{today[2] / now[2]:.1f}x lower",
+                ">= 3x lower",
+                today[2] / now[2] >= 3,
+            ),
+        ]
+    # Fleet shapes, from the two workloads: what a process costs whatever its calls, and
+    # what each call adds.
+    for label, today in (("today's way", True), ("new way", False)):
+        one, three = bills[(1, today)], bills[(3, today)]
+        call_series, call_dpm = (three.series - one.series) / 2, (three.dpm - one.dpm) / 2
+        base_series, base_dpm = one.series - call_series, one.dpm - call_dpm
+        shapes = {
+            "3 calls/process": (base_series + 3 * call_series, base_dpm + 3 * call_dpm, 3),
+            "100 calls in 10 processes": (
+                10 * (base_series + 10 * call_series),
+                10 * (base_dpm + 10 * call_dpm),
+                100,
+            ),
+            "1 process per call": (one.series, one.dpm, 1),
+        }
+        NOTES.append(
+            f"fleet shapes, {label} (series and DPM while in progress; billable per call): "
+            + "; ".join(
+                f"{name}: {series:,.0f} series, {dpm:,.0f} DPM, "
+                f"{max(series, dpm) / calls:,.0f}/call"
+                for name, (series, dpm, calls) in shapes.items()
+            )
+        )
+    return rows
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -1044,6 +1173,7 @@ async def run(scale: Scale) -> None:
             ("recording cost", lambda: bench_recording(scale, live)),
             ("event-loop lag", lambda: bench_lag(scale, live, hanging)),
             ("calls, memory and traffic", lambda: bench_calls(scale, live)),
+            ("what a call costs on Grafana Cloud", bench_bill),
         ):
             print(f"... {title}", file=sys.stderr, flush=True)
             before = Counter(problems)

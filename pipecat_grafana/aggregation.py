@@ -117,8 +117,9 @@ class HistogramSeries:
         sum: Their sum.
         min: The smallest.
         max: The largest.
-        exemplars: The latest measurement per bucket since the last export, with what
-            it links to (``None`` for a bucket without one); ``None`` until the first.
+        exemplars: The latest measurement per bucket, with when and what it links to
+            (``None`` for a bucket without one); ``None`` until the first. An export
+            sends those newer than the series' last accepted send.
     """
 
     bucket_counts: list[int]
@@ -128,9 +129,9 @@ class HistogramSeries:
     max: float
     exemplars: list[tuple[float, int, ExemplarContext] | None] | None = None
 
-    def take(self) -> "HistogramSeries":
-        """A snapshot that later records do not change; its exemplars leave this series."""
-        exemplars, self.exemplars = self.exemplars, None
+    def copy(self) -> "HistogramSeries":
+        """A snapshot that later records do not change."""
+        exemplars = list(self.exemplars) if self.exemplars is not None else None
         return HistogramSeries(
             list(self.bucket_counts), self.count, self.sum, self.min, self.max, exemplars
         )
@@ -182,7 +183,7 @@ class CallHistogram:
     def metric(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> Metric | None:
         """The cumulative histogram, each point with ``labels`` added; None if empty."""
         with self._lock:
-            snapshot = [(key, series.take()) for key, series in self._series.items()]
+            snapshot = [(key, series.copy()) for key, series in self._series.items()]
         if not snapshot:
             return None
         points = [
@@ -223,10 +224,15 @@ class CallMeters:
         labels: Attributes added to every point of a call exported on its own, at export
             (``call_id``); empty for meters that share the fleet's instruments.
         started_ns: When the call's own series start.
-        exported: The call's series an export has carried (they need no zero point again).
+        exported: What the endpoint accepted of the call's series (value and when), so
+            that an unchanged series is not sent again and none gets a second zero.
         ended_at: ``time.monotonic()`` at the call's end, ``None`` while in progress.
         final_export: Settled once an export carried the call's final values (or gave up).
         own_histograms: Whether the histograms are aggregated here (not an SDK's).
+        shared: The histograms the call records into but does not export: the
+            process-wide ones, which the fleet's series carry.
+        labelled: The instruments whose points get ``attributes`` (meters sharing the
+            fleet's instruments: ``call_id`` on those that carry it).
     """
 
     histograms: dict[InstrumentSpec, Any]
@@ -234,20 +240,36 @@ class CallMeters:
     attributes: dict[str, str]
     labels: dict[str, str] = field(default_factory=dict)
     started_ns: int = field(default_factory=time.time_ns)
-    exported: set[SeriesKey] = field(default_factory=set)
+    exported: dict[SeriesKey, tuple[object, float, int]] = field(default_factory=dict)
     ended_at: float | None = None
     final_export: Future = field(default_factory=Future)
     own_histograms: bool = False
+    shared: frozenset[InstrumentSpec] = frozenset()
+    labelled: frozenset[InstrumentSpec] = frozenset()
 
     @classmethod
-    def own(cls, labels: dict[str, str]) -> "CallMeters":
-        """Meters with instruments of their own, exported with ``labels`` added."""
+    def own(
+        cls, labels: dict[str, str], fleet: dict[InstrumentSpec, Any] | None = None
+    ) -> "CallMeters":
+        """Meters with instruments of their own, exported with ``labels`` added.
+
+        Args:
+            labels: Added to every point at export (``call_id``).
+            fleet: The process-wide histograms: the call's latencies go there
+                rather than into histograms of its own (all but those that always
+                belong to one call, such as its duration).
+        """
         histograms = {
             spec: CallHistogram(spec)
+            if fleet is None or spec in instruments.CALL_HISTOGRAMS
+            else fleet[spec]
             for spec in instruments.ALL
             if spec.kind is instruments.Kind.HISTOGRAM
         }
-        return cls(histograms, Totals(), {}, labels=labels, own_histograms=True)
+        shared = frozenset(
+            spec for spec, histogram in histograms.items() if fleet and histogram is fleet[spec]
+        )
+        return cls(histograms, Totals(), {}, labels=labels, own_histograms=True, shared=shared)
 
     def record(
         self,
@@ -261,7 +283,7 @@ class CallMeters:
         ``exemplar`` is kept for the instruments of the contract that carry exemplars,
         on histograms aggregated here (an application's own provider decides its own).
         """
-        if spec.per_call and self.attributes:
+        if self.attributes and spec in self.labelled:
             attributes = {**attributes, **self.attributes}
         if spec.kind is not instruments.Kind.HISTOGRAM:
             self.totals.add(spec, value, attributes)
@@ -270,14 +292,25 @@ class CallMeters:
         else:
             self.histograms[spec].record(value, attributes)
 
-    def shares(self, attributes: dict[str, str]) -> "CallMeters":
-        """Meters recording into the same instruments, with ``attributes`` added."""
+    def shares(self, attributes: dict[str, str], *, call_histograms: bool = False) -> "CallMeters":
+        """Meters recording into the same instruments, with ``attributes`` added.
+
+        Args:
+            attributes: Added to the points of the instruments that carry ``call_id``.
+            call_histograms: Whether latency histograms carry it too.
+        """
+        labelled = frozenset(
+            spec
+            for spec in instruments.ALL
+            if instruments.carries_call_id(spec, call_histograms=call_histograms)
+        )
         return CallMeters(
             self.histograms,
             self.totals,
             attributes,
             started_ns=self.started_ns,
             own_histograms=self.own_histograms,
+            labelled=labelled,
         )
 
     def metrics(self, *, totals: bool = True) -> list[Metric]:
@@ -289,7 +322,9 @@ class CallMeters:
         """
         now = time.time_ns()
         metrics = self.totals.metrics(self.started_ns, now, self.labels) if totals else []
-        for histogram in self.histograms.values():
+        for spec, histogram in self.histograms.items():
+            if spec in self.shared:
+                continue  # the fleet's series carry it
             metric = histogram.metric(self.started_ns, now, self.labels)
             if metric is not None:
                 metrics.append(metric)

@@ -68,6 +68,15 @@ FLUSH_TIMEOUT = "PIPECAT_GRAFANA_FLUSH_TIMEOUT"
 """Seconds a call's end and the process's exit wait for the final export (default 5)."""
 ALLOW_INSECURE = "PIPECAT_GRAFANA_ALLOW_INSECURE"
 """``true`` allows credentials over plain ``http://`` to a host that is not loopback."""
+CALL_HISTOGRAMS = "PIPECAT_GRAFANA_CALL_HISTOGRAMS"
+"""``true`` gives each call latency histograms of its own (with ``call_id``); by default
+latency histograms are process-wide and a call's latency is in its summary record."""
+HEARTBEAT = "PIPECAT_GRAFANA_HEARTBEAT"
+"""Seconds after which a series that has not changed is sent again (default: six export
+intervals, 60 s at the default interval)."""
+HISTOGRAM_INTERVAL = "PIPECAT_GRAFANA_HISTOGRAM_INTERVAL"
+"""Seconds between two sends of a changed latency histogram (default: six export
+intervals, 60 s at the default interval; a call's end sends at once)."""
 LOGS = "PIPECAT_GRAFANA_LOGS"
 """``true`` (default, when export is on) sends each call's summary as an OTLP log record."""
 TRACES = "PIPECAT_GRAFANA_TRACES"
@@ -80,6 +89,10 @@ MAX_LABEL_VALUES = "PIPECAT_GRAFANA_MAX_LABEL_VALUES"
 
 DEFAULT_EXPORT_INTERVAL_S = 10.0
 DEFAULT_FLUSH_TIMEOUT_S = 5.0
+# Unchanged series and changed histograms are sent every this many export intervals.
+DEFAULT_SPARSE_EXPORTS = 6
+# Below Prometheus' 5-minute lookback, with room for a missed export.
+MAX_HEARTBEAT_S = 240.0
 DEFAULT_MAX_LABEL_VALUES = 100
 MIN_EXPORT_INTERVAL_S = 0.1
 MAX_EXPORT_INTERVAL_S = 3600.0
@@ -116,6 +129,9 @@ class ExportConfig:
             exporter logs each once as a warning and ``check`` prints them.
         logs_endpoint: The full OTLP/HTTP logs URL for call summaries, or ``None``.
         traces_endpoint: The full OTLP/HTTP traces URL for Pipecat's spans, or ``None``.
+        call_histograms: Whether each call has latency histograms of its own.
+        heartbeat_s: Seconds after which an unchanged series is sent again.
+        histogram_interval_s: Seconds between two periodic sends of a changed histogram.
     """
 
     endpoint: str | None
@@ -128,6 +144,9 @@ class ExportConfig:
     notices: tuple[str, ...] = ()
     logs_endpoint: str | None = None
     traces_endpoint: str | None = None
+    call_histograms: bool = False
+    heartbeat_s: float = DEFAULT_SPARSE_EXPORTS * DEFAULT_EXPORT_INTERVAL_S
+    histogram_interval_s: float = DEFAULT_SPARSE_EXPORTS * DEFAULT_EXPORT_INTERVAL_S
 
     def __repr__(self) -> str:
         return (
@@ -135,7 +154,8 @@ class ExportConfig:
             f"auth={'<masked>' if self.has_auth else None}, "
             f"export_interval_s={self.export_interval_s}, flush_timeout_s={self.flush_timeout_s}, "
             f"call_id_label={self.call_id_label}, logs_endpoint={self.logs_endpoint!r}, "
-            f"traces_endpoint={self.traces_endpoint!r})"
+            f"traces_endpoint={self.traces_endpoint!r}, call_histograms={self.call_histograms}, "
+            f"heartbeat_s={self.heartbeat_s}, histogram_interval_s={self.histogram_interval_s})"
         )
 
     @property
@@ -154,6 +174,9 @@ class ExportConfig:
             self.call_id_label,
             self.logs_endpoint,
             self.traces_endpoint,
+            self.call_histograms,
+            self.heartbeat_s,
+            self.histogram_interval_s,
         )
 
     def describe(self) -> dict[str, str]:
@@ -167,6 +190,9 @@ class ExportConfig:
             "call_id label": "on" if self.call_id_label else "off",
             "call summaries (logs)": self.logs_endpoint or "off",
             "traces": self.traces_endpoint or "off",
+            "latency histograms": "per call" if self.call_histograms else "per process",
+            "resend unchanged": f"every {self.heartbeat_s:g}s",
+            "histograms": f"at most every {self.histogram_interval_s:g}s (and at a call's end)",
         }
 
 
@@ -241,6 +267,12 @@ def resolve(
     if call_id_label is None:
         call_id_label = _flag(env, CALL_ID_LABEL, default=True)
     _check_exporter_variables(env, source)
+    heartbeat_s, histogram_interval_s = (
+        _number(env, name, unit="seconds", low=0.1, high=MAX_HEARTBEAT_S, example=example)
+        for name, example in ((HEARTBEAT, "60"), (HISTOGRAM_INTERVAL, "60"))
+    )
+    interval_s = export_interval_s or DEFAULT_EXPORT_INTERVAL_S
+    sparse_s = min(DEFAULT_SPARSE_EXPORTS * interval_s, MAX_HEARTBEAT_S)
     if logs is None:
         logs = _flag(env, LOGS, default=True)
     if traces is None:
@@ -256,6 +288,9 @@ def resolve(
         flush_timeout_s=flush_timeout_s or DEFAULT_FLUSH_TIMEOUT_S,
         call_id_label=call_id_label,
         notices=tuple(notices),
+        call_histograms=_flag(env, CALL_HISTOGRAMS, default=False),
+        heartbeat_s=heartbeat_s or sparse_s,
+        histogram_interval_s=histogram_interval_s or sparse_s,
     )
 
 

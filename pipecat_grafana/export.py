@@ -62,6 +62,11 @@ from opentelemetry.trace import SpanContext
 
 from pipecat_grafana import __version__, instruments, traces
 from pipecat_grafana.aggregation import CallMeters, SeriesKey, create_meters
+
+Sent = dict[SeriesKey, tuple[object, float, int]]
+"""What the endpoint accepted of each series: its value (histograms: count and sum), when
+(monotonic seconds), and the wall time of the points sent (exemplars after it are new)."""
+Sending = list[tuple[Sent, SeriesKey, tuple[object, float, int]]]
 from pipecat_grafana.config import MAX_LABEL_VALUES, ExportConfig
 from pipecat_grafana.instruments import METER_NAME
 from pipecat_grafana.labels import BoundedLabel, LabelBounds, once
@@ -88,13 +93,13 @@ class Batch:
     Parameters:
         request: The fleet series and the series of every call, as one request.
         ended: The calls that had ended when their values were collected.
-        new_series: Series sent for the first time (with their zero point), and
-            the set that remembers them once the request is accepted.
+        sending: Each series the request carries, with the record of what was sent
+            that remembers it once the request is accepted.
     """
 
     request: MetricsData
     ended: list[CallMeters]
-    new_series: list[tuple[set[SeriesKey], SeriesKey]]
+    sending: "Sending"
 
 
 class ExportPipeline:
@@ -127,7 +132,8 @@ class ExportPipeline:
         self._calls: dict[str, CallMeters] = {}
         self._call_ids: OrderedDict[str, int] = OrderedDict()
         self._bounds: LabelBounds | None = None
-        self._fleet_exported: set[SeriesKey] = set()
+        self._fleet_exported: Sent = {}
+        self._flushing = False
         self._fleet_waiters: list[Future] = []
         self._log_waiters: list[Future] = []
         self._flush_requested = threading.Event()
@@ -235,8 +241,9 @@ class ExportPipeline:
             return self.fleet.shares({})
         attributes = {instruments.CALL_ID: self._unique(call_id)}
         if not self._calls_of_their_own:
-            return self.fleet.shares(attributes)
-        meters = CallMeters.own(labels=attributes)
+            return self.fleet.shares(attributes, call_histograms=self.config.call_histograms)
+        fleet = None if self.config.call_histograms else self.fleet.histograms
+        meters = CallMeters.own(labels=attributes, fleet=fleet)
         with self._lock:
             self._calls[attributes[instruments.CALL_ID]] = meters
         return meters
@@ -307,24 +314,30 @@ class ExportPipeline:
 
     def assemble(self, fleet: MetricsData) -> Batch:
         """Merge the fleet series the SDK collected with the series of every call."""
-        merged = _Merged()
-        new_series: list[tuple[set[SeriesKey], SeriesKey]] = []
-        merged.add(fleet, self._fleet_exported, new_series)
-        merged.add_metrics(self.fleet.metrics(totals=False), self._fleet_exported, new_series)
+        merged = _Merged(
+            heartbeat_s=self.config.heartbeat_s,
+            histogram_interval_s=self.config.histogram_interval_s,
+            flush=self._flushing,
+        )
+        sending: Sending = []
+        merged.add(fleet, self._fleet_exported, sending)
+        merged.add_metrics(self.fleet.metrics(totals=False), self._fleet_exported, sending)
         ended = []
         for call in self.calls():
             # Read before collecting: a call that ends while this export is under way
             # recorded values this collection may not hold, so it must be sent again.
             if call.ended_at is not None:
                 ended.append(call)
-            merged.add_metrics(call.metrics(), call.exported, new_series)
-        return Batch(merged.metrics_data(self.resource), ended, new_series)
+            merged.add_metrics(
+                call.metrics(), call.exported, sending, flush=call.ended_at is not None
+            )
+        return Batch(merged.metrics_data(self.resource), ended, sending)
 
     def settle(self, batch: Batch, success: bool) -> None:
         """Settle what a request carried, once the endpoint answered (or did not)."""
         if success:
-            for seen, key in batch.new_series:
-                seen.add(key)
+            for sent, key, what in batch.sending:
+                sent[key] = what
         now = time.monotonic()
         for call in batch.ended:
             # The call's end waits for the first attempt only; a failed one is retried
@@ -415,7 +428,11 @@ class ExportPipeline:
                     for waiter in waiters:
                         waiter.set_result(sent)
                 if requested:
-                    self._reader.force_flush(timeout_millis=timeout_s * 1000)
+                    self._flushing = True  # a call's end: send what it changed, now
+                    try:
+                        self._reader.force_flush(timeout_millis=timeout_s * 1000)
+                    finally:
+                        self._flushing = False
                 if requested and self.traced:
                     traces.flush(timeout_s)
             except Exception as e:  # the SDK contains export failures; this is a bug of ours
@@ -471,42 +488,73 @@ class _Merged:
 
     The OTLP encoder keeps one entry per instrumentation scope, so the calls'
     metrics (all from this package's scope) must be merged, not appended.
+
+    Grafana Cloud bills every data point: a series is sent only when it changed
+    since the endpoint last accepted it, or when ``heartbeat_s`` has passed since
+    (well inside the 5-minute lookback of Prometheus-style queries, so it never
+    looks stale); a changed histogram, whose every bucket is a billed series, at
+    most once per ``histogram_interval_s`` except on a flush (a call's end sends
+    everything it changed).
     """
 
-    def __init__(self):
+    def __init__(self, *, heartbeat_s: float, histogram_interval_s: float, flush: bool):
         self._scope = None
         self._metrics: dict[str, Metric] = {}
         self._points: dict[str, list] = {}
+        self._heartbeat_s = heartbeat_s
+        self._histogram_interval_s = histogram_interval_s
+        self._flush = flush
+        self._now = time.monotonic()
 
-    def add(
-        self,
-        data: MetricsData | None,
-        seen: set[SeriesKey],
-        new_keys: list[tuple[set[SeriesKey], SeriesKey]],
-    ) -> None:
+    def add(self, data: MetricsData | None, sent: Sent, sending: Sending) -> None:
         """Add every metric the SDK collected."""
         for resource_metrics in data.resource_metrics if data else ():
             for scope in resource_metrics.scope_metrics:
                 self._scope = self._scope or scope.scope
-                self.add_metrics(scope.metrics, seen, new_keys)
+                self.add_metrics(scope.metrics, sent, sending)
 
     def add_metrics(
-        self,
-        metrics: Iterable[Metric],
-        seen: set[SeriesKey],
-        new_keys: list[tuple[set[SeriesKey], SeriesKey]],
+        self, metrics: Iterable[Metric], sent: Sent, sending: Sending, *, flush: bool = False
     ) -> None:
-        """Add every point, preceding the first of each new series with a zero."""
+        """Add the points worth sending, preceding the first of each new series with a zero.
+
+        Args:
+            metrics: The metrics to add.
+            sent: What the endpoint accepted of these series: signature and when.
+            sending: Where to note what this request carries, to remember on success.
+            flush: Send every changed series now (an ended call's final values).
+        """
+        flush = flush or self._flush
         for metric in metrics:
-            self._metrics.setdefault(metric.name, metric)
-            points = self._points.setdefault(metric.name, [])
+            histogram = isinstance(metric.data, Histogram)
+            sparse = metric.name in instruments.SPARSE
+            starts_at_zero = _starts_at_zero(metric)
             for point in metric.data.data_points:
-                if _starts_at_zero(metric):
-                    key = (metric.name, frozenset(point.attributes.items()))
-                    if key not in seen:
-                        new_keys.append((seen, key))
-                        points.append(_zero(point))
+                key = (metric.name, frozenset(point.attributes.items()))
+                signature = (point.count, point.sum) if histogram else point.value
+                last = sent.get(key)
+                if last is not None:
+                    age = self._now - last[1]
+                    if last[0] == signature:
+                        if age < self._heartbeat_s:
+                            continue  # unchanged and recently sent
+                    elif sparse and not flush and age < self._histogram_interval_s:
+                        continue  # changed, but sent not long ago
+                points = self._points.setdefault(metric.name, [])
+                self._metrics.setdefault(metric.name, metric)
+                if last is None and starts_at_zero:
+                    points.append(_zero(point))
+                    if sparse and not flush:
+                        # The zero starts the series; its value waits like any change.
+                        zero = (0, 0) if histogram else 0
+                        sending.append((sent, key, (zero, self._now, 0)))
+                        continue
+                if histogram and point.exemplars and last is not None:
+                    # Exemplars already accepted are not sent again.
+                    fresh = [e for e in point.exemplars if e.time_unix_nano > last[2]]
+                    point = replace(point, exemplars=fresh)
                 points.append(point)
+                sending.append((sent, key, (signature, self._now, point.time_unix_nano)))
 
     def metrics_data(self, resource: Resource) -> MetricsData:
         """One resource, one scope, one metric per name."""

@@ -25,11 +25,12 @@ class Kind(StrEnum):
     HISTOGRAM = "histogram"
 
 
-# Explicit boundaries, so that the percentiles a voice team cares about (a few
-# hundred ms to a few seconds) fall between buckets rather than inside one.
+# Explicit boundaries, voice-tuned: the percentiles a voice team acts on (a few hundred
+# ms to a few seconds) fall between buckets rather than inside one. Every bucket is a
+# billed series on every send, so there are no more than those decisions need: under
+# 50 ms is simply fast, and over 5 s is a failure whatever its value (the +Inf bucket;
+# the call's summary and its exemplars keep the exact figure).
 LATENCY_BUCKETS_MS = (
-    10.0,
-    25.0,
     50.0,
     100.0,
     200.0,
@@ -41,7 +42,6 @@ LATENCY_BUCKETS_MS = (
     2000.0,
     3000.0,
     5000.0,
-    10000.0,
 )
 # A latency over an hour is a broken measurement, not a slow call: it is dropped,
 # never recorded (and the summary's percentile sketch is sized by this bound).
@@ -62,6 +62,8 @@ class InstrumentSpec:
         buckets: Explicit bucket boundaries for histograms.
         exemplars: Whether points carry exemplars linking a measurement to its call
             (and its trace, when traced).
+        sparse: Whether a changed series waits for the histogram interval between two
+            sends, as histograms do (a figure read over minutes, never alerted on).
     """
 
     name: str
@@ -71,6 +73,7 @@ class InstrumentSpec:
     per_call: bool = True
     buckets: tuple[float, ...] | None = None
     exemplars: bool = False
+    sparse: bool = False
 
     @property
     def prometheus_name(self) -> str:
@@ -206,6 +209,7 @@ TURN_CONTRIBUTION = InstrumentSpec(
     "ms",
     "Time of the user-to-bot interval spent on each part of a turn (endpointing wait, "
     "transcription, LLM inference, speech synthesis, ...), summed over turns.",
+    sparse=True,
 )
 TURNS = InstrumentSpec(
     "voice.turns.total",
@@ -248,6 +252,26 @@ CALLS_ENDED = InstrumentSpec(
     per_call=False,
 )
 
+CALL_HISTOGRAMS = (SESSION_DURATION,)
+"""Histograms that always carry ``call_id`` (with the label on): recorded once per call,
+they cost two points a call. Latency histograms carry it only with
+``PIPECAT_GRAFANA_CALL_HISTOGRAMS=true``; by default they are process-wide and a call's
+latency is in its summary record and in exemplars."""
+
+
+def carries_call_id(spec: InstrumentSpec, *, call_histograms: bool = False) -> bool:
+    """Whether a call's points of ``spec`` carry ``call_id`` (when the label is on).
+
+    Args:
+        spec: The instrument.
+        call_histograms: Whether latency histograms are per call
+            (``PIPECAT_GRAFANA_CALL_HISTOGRAMS``).
+    """
+    if not spec.per_call:
+        return False
+    return spec.kind is not Kind.HISTOGRAM or call_histograms or spec in CALL_HISTOGRAMS
+
+
 ALL = (
     TTFB,
     PROCESSING,
@@ -272,6 +296,8 @@ ALL = (
     CALLS_ENDED,
 )
 LATENCY = (TTFB, PROCESSING, TTFA, TTFAT, TEXT_AGGREGATION, TURN_DETECTION)
+SPARSE = frozenset(spec.name for spec in ALL if spec.sparse or spec.kind is Kind.HISTOGRAM)
+"""Instruments whose changed series are sent at most once per histogram interval."""
 CONVERSATION = (
     TURN_LATENCY,
     TURN_CONTRIBUTION,

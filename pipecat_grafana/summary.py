@@ -199,6 +199,9 @@ class CallSummary(BaseModel):
             attributes[f"cost_usd_{service_type}"] = sum(
                 cost.usd for cost in self.costs if cost.service_type == service_type
             )
+        for stats in self.latency:
+            key = f"{_key(stats.metric)}_p95_ms"  # the slowest processor's, per metric
+            attributes[key] = max(round(stats.p95_ms, 1), attributes.get(key, 0.0))
         if self.turn_latency is not None:
             attributes["turn_latency_p50_ms"] = round(self.turn_latency.p50_ms, 1)
             attributes["turn_latency_p95_ms"] = round(self.turn_latency.p95_ms, 1)
@@ -233,6 +236,8 @@ LOG_KEYS = {
     "turns": "turns the bot answered",
     "interruptions": "times the caller spoke over the bot",
     "turn_latency_p50_ms, turn_latency_p95_ms": "user-to-bot latency percentiles",
+    "<metric>_p95_ms": "p95 of ttfb, ttfa, ttfat, processing, text_aggregation, "
+    "turn_detection, function_call: the slowest processor's (the summary has each one's)",
     "errors": "errors in all; errors_<error_type> by type (rate_limit, timeout, other)",
     "function_calls": "tool calls in all; function_calls_<function> by tool",
     "attribute_<name>": "the call attributes the application set (attribute_outcome)",

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from pipecat_grafana.grafana import dashboard, logql
+from pipecat_grafana.recorder import _LATENCIES
 from pipecat_grafana.summary import CallSummary, LatencyStats, ServiceCost
 from tests.query_forms import FormError, parse_logql, parse_traceql
 
@@ -58,7 +59,11 @@ def _full_summary() -> CallSummary:
         tokens={"prompt": 2533, "completion": 136, "cache_read": 1664},
         tts_characters=437,
         stt_audio_seconds=12.0,
-        latency=[LatencyStats(metric="ttfb", processor="LLM", p95_ms=384.0, **stats)],
+        # One of each latency metric the recorder reports (its names are the summary's).
+        latency=[
+            LatencyStats(metric=name, processor="LLM", p95_ms=384.0, **stats)
+            for name in [*(latency.name for latency in _LATENCIES.values()), "function_call"]
+        ],
         costs=[ServiceCost(service_type="llm", model="gpt-4o", usd=0.0056)],
         total_cost_usd=0.0056,
         unpriced_models=["tts:cartesia"],

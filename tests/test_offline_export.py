@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 import pipecat_grafana
+from pipecat_grafana import config as cfg
 from pipecat_grafana import instruments as m
 from pipecat_grafana.commands.demo import SERVICE_NAME, OfflineDemo, scripted_outcome
 from pipecat_grafana.offline import TOOL_NAME
@@ -52,7 +53,10 @@ PLAUSIBLE_MS = (0.0, 10_000.0)
 
 
 @pytest.fixture
-async def offline_calls(export_to) -> tuple[OtlpReceiver, list[CallSummary]]:
+async def offline_calls(export_to, monkeypatch) -> tuple[OtlpReceiver, list[CallSummary]]:
+    # Each call's own latency histograms (the switch), so that every figure can be
+    # checked per call; tests/test_series_cost.py checks the default, process-wide ones.
+    monkeypatch.setenv(cfg.CALL_HISTOGRAMS, "true")
     demo = OfflineDemo(turns=TURNS, calls=CALLS, speed=SPEED, seed=SEED)
     await asyncio.wait_for(demo.run(), RUN_TIMEOUT_S)
     # Every call's end was exported already; shutting down sends nothing new but waits

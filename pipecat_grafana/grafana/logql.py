@@ -63,6 +63,8 @@ TURN_LATENCY_P95 = "turn_latency_p95_ms"
 ERRORS = "errors"
 FUNCTION_CALLS = "function_calls"
 END_REASON = "end_reason"
+LATENCY_P95 = "{metric}_p95_ms"
+"""The record's p95 of a latency metric (``ttfb``, ...), its slowest processor's."""
 LLM_MODEL = "llm_model"
 
 CONVERSATION_ID = "conversation.id"

@@ -22,7 +22,6 @@ from pipecat_grafana.grafana.promql import (
     RATE_INTERVAL,
     aggregate,
     quantile,
-    range_quantile,
     range_total,
     rate,
     selector,
@@ -1001,25 +1000,6 @@ ROWS: tuple[Row, ...] = (
                 height=6,
             ),
             Panel(
-                "call-latency",
-                "Call latency p95",
-                "bargauge",
-                "ms",
-                "p95 of each latency metric per processor over the whole of the chosen call "
-                f"(interpolated within histogram buckets). {_PER_CALL_NOTE}",
-                tuple(
-                    _instant(
-                        range_quantile(0.95, latency.spec),
-                        _legend((m.PROCESSOR,), latency.key),
-                        (m.PROCESSOR,),
-                    )
-                    for latency in LATENCY_PANELS
-                ),
-                thresholds=_SLOW_MS,
-                width=8,
-                height=12,
-            ),
-            Panel(
                 "call-cost-over-time",
                 "Call cost over time",
                 "timeseries",
@@ -1079,6 +1059,32 @@ ROWS: tuple[Row, ...] = (
                 fields=(
                     RecordField(logql.TURN_LATENCY_P50, "p50", "ms", "number", 0),
                     RecordField(logql.TURN_LATENCY_P95, "p95", "ms", "number", 0),
+                ),
+                reduce="max",
+            ),
+            Panel(
+                "call-record-latency",
+                "Call latency p95",
+                "stat",
+                "ms",
+                "p95 of each latency metric over the whole of the chosen call, its slowest "
+                "processor's (the call's summary, a percentile within 1 %, not a bucket "
+                "interpolation; each processor's is in the summary). With All, the highest of "
+                f"the range's calls. {_RECORD_NOTE}",
+                (Query(logql.call_summaries(_CHOSEN_CALL)),),
+                thresholds=_SLOW_MS,
+                width=24,
+                height=5,
+                source=LOKI,
+                fields=tuple(
+                    RecordField(
+                        logql.LATENCY_P95.format(metric=latency.spec.name.split(".")[1]),
+                        latency.title.removesuffix(" p95").removesuffix(" by processor"),
+                        "ms",
+                        "number",
+                        0,
+                    )
+                    for latency in LATENCY_PANELS
                 ),
                 reduce="max",
             ),
