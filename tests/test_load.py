@@ -66,6 +66,7 @@ async def test_100_concurrent_calls_each_summary_matches_its_own_pipeline(export
 async def test_threads_and_requests_per_interval_do_not_grow_with_calls(export_to, monkeypatch):
     receiver = export_to
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "500")
+
     def active_threads() -> int:
         # The test receiver answers each request on a thread of its own; those are not ours.
         return sum("process_request" not in t.name for t in threading.enumerate())
