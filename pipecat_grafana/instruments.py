@@ -47,6 +47,23 @@ LATENCY_BUCKETS_MS = (
 # never recorded (and the summary's percentile sketch is sized by this bound).
 MAX_LATENCY_MS = 3_600_000.0
 SESSION_BUCKETS_S = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+# A processor connects to its provider, or loads a model, in milliseconds to seconds.
+STARTUP_BUCKETS_MS = (
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    30000.0,
+)
+# A healthy loop runs a timer within a millisecond or two; 50 ms is heard as a stutter.
+LAG_BUCKETS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
 
 
 @dataclass(frozen=True)
@@ -240,6 +257,43 @@ CALLS_ENDED = InstrumentSpec(
     per_call=False,
 )
 
+GREETING_LATENCY = InstrumentSpec(
+    "voice.greeting.latency.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "From the caller connecting (the first ClientConnectedFrame) to the bot's first speech, "
+    "when the bot speaks first, as Pipecat's UserBotLatencyObserver measures it.",
+    buckets=LATENCY_BUCKETS_MS,
+)
+TTS_AUDIO = InstrumentSpec(
+    "voice.tts.audio.seconds",
+    Kind.COUNTER,
+    "s",
+    "Seconds of audio text-to-speech produced (its TTSAudioRawFrames).",
+)
+# Process-wide: one value per processor and call, a property of the deployment (the
+# provider's connect time, a model's load time) rather than of a call; per call it would
+# add a histogram per processor to every call's series for a single measurement.
+STARTUP = InstrumentSpec(
+    "voice.startup.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "Start-up time as Pipecat's StartupTimingObserver reports it, by phase: a processor's "
+    "setup() and start() together (processor), and from the pipeline starting to set up to "
+    "the transport's bot_connected and client_connected, by processor.",
+    per_call=False,
+    buckets=STARTUP_BUCKETS_MS,
+)
+EVENT_LOOP_LAG = InstrumentSpec(
+    "voice.event_loop.lag.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "How late the event loop that runs the calls ran a timer, sampled every 100 ms while "
+    "calls are in progress: time every frame of every call waited for the loop.",
+    per_call=False,
+    buckets=LAG_BUCKETS_MS,
+)
+
 ALL = (
     TTFB,
     PROCESSING,
@@ -262,6 +316,10 @@ ALL = (
     FUNCTION_CALLS,
     FUNCTION_CALL_LATENCY,
     CALLS_ENDED,
+    GREETING_LATENCY,
+    TTS_AUDIO,
+    STARTUP,
+    EVENT_LOOP_LAG,
 )
 LATENCY = (TTFB, PROCESSING, TTFA, TTFAT, TEXT_AGGREGATION, TURN_DETECTION)
 CONVERSATION = (
@@ -274,6 +332,8 @@ CONVERSATION = (
     FUNCTION_CALL_LATENCY,
 )
 """Instruments fed by conversation frames rather than by ``MetricsData``."""
+HEALTH = (GREETING_LATENCY, STARTUP, EVENT_LOOP_LAG)
+"""What callers feel before the first turn, and whether the bot keeps up."""
 
 # Attribute keys (labels), and the bounded values of the enumerated ones.
 CALL_ID = "call_id"
@@ -288,6 +348,7 @@ FATAL = "fatal"
 ERROR_TYPE = "error_type"
 FUNCTION = "function"
 STATUS = "status"
+PHASE = "phase"
 SERVICE_TYPES = ("llm", "stt", "tts", "other")
 TOKEN_TYPES = (
     "prompt",
@@ -301,6 +362,7 @@ TOKEN_TYPES = (
 END_REASONS = ("ended", "cancelled")
 ERROR_TYPES = ("rate_limit", "timeout", "other")
 FUNCTION_STATUSES = ("ok", "error", "cancelled")
+STARTUP_PHASES = ("processor", "bot_connected", "client_connected")
 OTHER = "other"
 """The value a bounded label takes beyond its bound (a function name, a contribution)."""
 # The stable keys of Pipecat's LatencyContribution (UserBotLatencyObserver); any
