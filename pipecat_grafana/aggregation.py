@@ -241,7 +241,7 @@ def create_meters(meter: Meter) -> CallMeters:
     for spec in instruments.ALL:
         if spec.kind is instruments.Kind.HISTOGRAM:
             histograms[spec] = instruments.create(meter, spec)
-        else:
+        elif spec.kind is not instruments.Kind.GAUGE:  # a gauge is observed by its value's owner
             instruments.create(meter, spec, callback=functools.partial(_observe, totals, spec))
     return CallMeters(histograms, totals, {})
 

@@ -23,6 +23,7 @@ class Kind(StrEnum):
     COUNTER = "counter"
     UP_DOWN_COUNTER = "up-down counter"
     HISTOGRAM = "histogram"
+    GAUGE = "gauge"
 
 
 # Explicit boundaries, so that the percentiles a voice team cares about (a few
@@ -77,6 +78,8 @@ class InstrumentSpec:
         description: What it measures, shown in Grafana's metric browser.
         per_call: Whether its points carry ``call_id`` (unless switched off).
         buckets: Explicit bucket boundaries for histograms.
+
+    A gauge is observed when the reader collects it, by whoever owns its value.
     """
 
     name: str
@@ -293,6 +296,29 @@ EVENT_LOOP_LAG = InstrumentSpec(
     per_call=False,
     buckets=LAG_BUCKETS_MS,
 )
+EXPORTS = InstrumentSpec(
+    "pipecat_grafana.exports.total",
+    Kind.COUNTER,
+    "{export}",
+    "The exporter's export requests, by outcome and reason; a failure is counted after the "
+    "request, and arrives with the next accepted export.",
+    per_call=False,
+)
+CALLS_DROPPED = InstrumentSpec(
+    "pipecat_grafana.calls.dropped.total",
+    Kind.COUNTER,
+    "{call}",
+    "Ended calls whose final values were never exported, by reason.",
+    per_call=False,
+)
+EXPORT_AGE = InstrumentSpec(
+    "pipecat_grafana.export.age.seconds",
+    Kind.GAUGE,
+    "s",
+    "Seconds since the endpoint last accepted an export (since the exporter started, before "
+    "the first).",
+    per_call=False,
+)
 
 ALL = (
     TTFB,
@@ -320,6 +346,9 @@ ALL = (
     TTS_AUDIO,
     STARTUP,
     EVENT_LOOP_LAG,
+    EXPORTS,
+    CALLS_DROPPED,
+    EXPORT_AGE,
 )
 LATENCY = (TTFB, PROCESSING, TTFA, TTFAT, TEXT_AGGREGATION, TURN_DETECTION)
 CONVERSATION = (
@@ -332,8 +361,8 @@ CONVERSATION = (
     FUNCTION_CALL_LATENCY,
 )
 """Instruments fed by conversation frames rather than by ``MetricsData``."""
-HEALTH = (GREETING_LATENCY, STARTUP, EVENT_LOOP_LAG)
-"""What callers feel before the first turn, and whether the bot keeps up."""
+HEALTH = (GREETING_LATENCY, STARTUP, EVENT_LOOP_LAG, EXPORTS, CALLS_DROPPED, EXPORT_AGE)
+"""What callers feel before the first turn, and whether the bot and the exporter are healthy."""
 
 # Attribute keys (labels), and the bounded values of the enumerated ones.
 CALL_ID = "call_id"
@@ -349,6 +378,8 @@ ERROR_TYPE = "error_type"
 FUNCTION = "function"
 STATUS = "status"
 PHASE = "phase"
+OUTCOME = "outcome"
+REASON = "reason"
 SERVICE_TYPES = ("llm", "stt", "tts", "other")
 TOKEN_TYPES = (
     "prompt",
@@ -363,6 +394,32 @@ END_REASONS = ("ended", "cancelled")
 ERROR_TYPES = ("rate_limit", "timeout", "other")
 FUNCTION_STATUSES = ("ok", "error", "cancelled")
 STARTUP_PHASES = ("processor", "bot_connected", "client_connected")
+EXPORT_OUTCOMES = ("ok", "rejected", "unreachable", "timeout", "error")
+"""Accepted; answered with another status; no connection; no answer in time; not sent."""
+EXPORT_REASONS = (
+    "none",
+    "3xx",
+    "400",
+    "401",
+    "403",
+    "404",
+    "408",
+    "413",
+    "429",
+    "4xx",
+    "5xx",
+    "refused",
+    "dns",
+    "tls",
+    "timeout",
+    "network",
+    "other",
+)
+"""Why an export was not accepted: the HTTP status (others of a class as ``4xx``/``5xx``), or
+what kept it from an answer; ``none`` when it was accepted."""
+DROP_REASONS = ("expired", "overflow")
+"""Why ended calls were dropped: not accepted within the retention time, or too many waiting.
+(Those left at shutdown are logged, not counted: nothing would send the count.)"""
 OTHER = "other"
 """The value a bounded label takes beyond its bound (a function name, a contribution)."""
 # The stable keys of Pipecat's LatencyContribution (UserBotLatencyObserver); any
@@ -388,8 +445,8 @@ CONTRIBUTIONS = (
 def create(meter: Meter, spec: InstrumentSpec, *, callback: Callable | None = None) -> Any:
     """Create the instrument ``spec`` describes on ``meter``.
 
-    Counters are created observable, reporting what ``callback`` returns (running
-    totals kept by the caller); histograms are synchronous.
+    Counters and gauges are created observable, reporting what ``callback`` returns
+    (running totals or a value kept by the caller); histograms are synchronous.
     """
     if spec.kind is Kind.HISTOGRAM:
         return meter.create_histogram(
@@ -398,11 +455,11 @@ def create(meter: Meter, spec: InstrumentSpec, *, callback: Callable | None = No
             description=spec.description,
             explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
         )
-    create = (
-        meter.create_observable_counter
-        if spec.kind is Kind.COUNTER
-        else meter.create_observable_up_down_counter
-    )
+    create = {
+        Kind.COUNTER: meter.create_observable_counter,
+        Kind.UP_DOWN_COUNTER: meter.create_observable_up_down_counter,
+        Kind.GAUGE: meter.create_observable_gauge,
+    }[spec.kind]
     return create(
         spec.name,
         callbacks=[callback] if callback else [],

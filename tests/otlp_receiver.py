@@ -171,15 +171,15 @@ class OtlpReceiver:
         metrics_url: ``endpoint + "/v1/metrics"``.
     """
 
-    def __init__(self, *, tls: tuple[str, str] | None = None) -> None:
-        """Bind to an ephemeral port; ``tls`` is ``(certfile, keyfile)`` to serve HTTPS."""
+    def __init__(self, *, tls: tuple[str, str] | None = None, port: int = 0) -> None:
+        """Bind to ``port`` (default: an ephemeral one); ``tls`` is ``(certfile, keyfile)``."""
         self._lock = threading.Lock()
         self._accepted: list[Request] = []
         self._rejected: list[Request] = []
         self._status, self._retry_after, self._times = 200, None, None
         self._released = threading.Event()
         self._released.set()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.receiver = self
         scheme = "http"
         if tls is not None:

@@ -2,11 +2,13 @@
 
 Real pipelines export through the real SDK to the local receiver: the greeting's latency
 and the TTS's audio from a real TTS service and output transport on a controlled clock,
-start-up time from Pipecat's own observer, and the event loop's lag around a processor
-that blocks it.
+start-up time from Pipecat's own observer, the event loop's lag around a processor that
+blocks it, and the export pipeline's own outcomes against a receiver that refuses,
+rejects and hangs before it recovers.
 """
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncGenerator
 
@@ -27,9 +29,12 @@ from pipecat.transports.base_transport import TransportParams
 
 import pipecat_grafana
 from pipecat_grafana import GrafanaMetricsExporter, loop_lag
+from pipecat_grafana import config as cfg
+from pipecat_grafana import export as export_module
 from pipecat_grafana import instruments as m
 from pipecat_grafana.aggregation import CallMeters
 from pipecat_grafana.offline.transport import OfflineOutputTransport
+from pipecat_grafana.otlp import Outcome, classify
 from tests.helpers import FakeClock, LiveCall, Trigger
 from tests.otlp_receiver import OtlpReceiver
 
@@ -250,3 +255,88 @@ async def test_one_sampler_per_loop_runs_while_calls_are_in_progress():
 
 def test_no_sampler_without_a_running_loop():
     assert loop_lag.attach(CallMeters.own({})) is None
+
+
+# --------------------------------------------------------------------------------------------
+# The exporter's own health
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _exports(receiver: OtlpReceiver) -> dict[tuple[str, str], float]:
+    return {
+        (p.attributes[m.OUTCOME], p.attributes[m.REASON]): p.value
+        for p in receiver.latest(m.EXPORTS.name).values()
+    }
+
+
+async def test_export_failures_are_counted_and_arrive_once_the_endpoint_recovers(
+    monkeypatch, log_lines
+):
+    port = _free_port()  # nothing listens there yet: connections are refused
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(cfg.OTEL_METRIC_EXPORT_INTERVAL, "200")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.5")
+    exporter = grafana()  # starts the export pipeline
+    down_since = time.monotonic()
+    await wait_until(lambda: any("refused" in line for line in log_lines))
+    await asyncio.sleep(0.3)
+
+    with OtlpReceiver(port=port) as receiver:
+        receiver.respond_with(401, times=1)
+        await asyncio.to_thread(receiver.wait_for, lambda r: r.requests, 5)
+        down_for = time.monotonic() - down_since
+        receiver.hang()
+        await asyncio.to_thread(receiver.wait_for, lambda r: r.rejected[-1].status is None, 5)
+        await asyncio.sleep(0.7)  # the export times out
+        receiver.unhang()
+        await asyncio.to_thread(
+            receiver.wait_for, lambda r: ("timeout", "timeout") in _exports(r), 10
+        )
+        await asyncio.to_thread(receiver.wait_for, lambda r: ("ok", "none") in _exports(r), 5)
+        exports = _exports(receiver)
+        ages = [p.value for p in receiver.points(m.EXPORT_AGE.name)]
+        pipecat_grafana.shutdown(timeout_s=2)
+
+    assert exports[("unreachable", "refused")] >= 1
+    assert exports[("rejected", "401")] == 1  # the receiver rejected exactly one
+    assert exports[("timeout", "timeout")] >= 1
+    assert exports[("ok", "none")] >= 1
+    assert set(k for k, _ in exports) <= set(m.EXPORT_OUTCOMES)
+    assert set(r for _, r in exports) <= set(m.EXPORT_REASONS)
+    for point in receiver.latest(m.EXPORTS.name).values():
+        assert m.CALL_ID not in point.attributes  # process-wide
+    # The first accepted export says how long none had been; later ones, about an interval.
+    assert {p.kind for p in receiver.points(m.EXPORT_AGE.name)} == {"gauge"}
+    assert 0.5 <= ages[0] <= down_for + 1
+    assert ages[-1] < 1.0
+    assert exporter.summary is None  # no call: the exporter's own series alone
+
+
+async def test_a_call_dropped_while_the_endpoint_was_down_is_counted(export_to, monkeypatch):
+    receiver = export_to
+    monkeypatch.setattr(export_module, "PENDING_RETENTION_S", 0.3)
+    receiver.respond_with(401)
+    exporter = grafana()
+    async with LiveCall([exporter]) as call:
+        await call.end()
+    await asyncio.sleep(0.8)  # failed exports past the retention: the call is given up
+    receiver.respond_with(200)
+    await asyncio.to_thread(
+        receiver.wait_for, lambda r: r.total(m.CALLS_DROPPED.name, reason="expired") == 1, 5
+    )
+    assert exporter.summary.end_reason == "ended"  # its summary was kept
+
+
+def test_every_export_outcome_is_a_bounded_label():
+    outcomes = [Outcome(status) for status in range(100, 600)]
+    outcomes += [Outcome(None, error) for error in (ConnectionRefusedError("refused"), None)]
+    outcomes += [None]
+    for outcome in outcomes:
+        for accepted in (False, True):
+            kind, reason = classify(outcome, accepted=accepted)
+            assert kind in m.EXPORT_OUTCOMES and reason in m.EXPORT_REASONS, outcome
