@@ -20,7 +20,9 @@ DASHBOARD = dashboard.build_dashboard()
 PANELS = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
 QUERIES = list(dashboard.panel_queries())
 SERVICE_FILTER = f'{dashboard.SERVICE_LABEL_VAR}=~"{dashboard.SERVICE_VAR}"'
-SELECTOR = re.compile(r"\b(voice_\w+)\{((?:\$\{\w+\}|[^{}])*)\}")  # ${variables} inside
+SELECTOR = re.compile(
+    r"\b((?:voice|pipecat_grafana)_\w+)\{((?:\$\{\w+\}|[^{}])*)\}"
+)  # ${vars} inside
 
 
 def _spec_of(name: str) -> m.InstrumentSpec:
@@ -116,6 +118,7 @@ def test_rows_and_panels_a_voice_team_needs():
         "Overview",
         "Conversation",
         "Errors and tool calls",
+        "Health",
         "Latency",
         "Usage",
         "Cost",
@@ -133,7 +136,13 @@ def test_rows_and_panels_a_voice_team_needs():
         assert any(f"{spec.prometheus_name}_bucket" in expr for expr in latency), spec.name
     for q in (0.5, 0.95, 0.99):
         assert any(expr.startswith(f"histogram_quantile({q:g}, ") for expr in latency), q
-    assert {"tokens", "tts-characters", "stt-audio-minutes", "cache-read-share"} <= rows["Usage"]
+    assert {
+        "tokens",
+        "tts-characters",
+        "tts-audio-minutes",
+        "stt-audio-minutes",
+        "cache-read-share",
+    } <= rows["Usage"]
     assert {"cost-by-service", "projected-cost-per-day", "most-expensive-calls"} <= rows["Cost"]
     assert {"call-cost", "call-duration", "call-tokens", "call-latency"} <= rows["Per call"]
     (today,) = [p for p in PANELS if p["title"] == "Cost today"]
@@ -168,6 +177,28 @@ def test_conversation_rows_show_every_conversation_instrument():
     ]
 
 
+def test_health_row_shows_every_health_instrument():
+    rows = {row.title: {p.key for p in row.panels} for row in dashboard.ROWS}
+    assert {
+        "greeting-latency",
+        "event-loop-lag",
+        "startup",
+        "exports-per-minute",
+        "calls-dropped",
+        "export-age",
+    } <= rows["Health"]
+    exprs = [q.query.expr for q in QUERIES if q.row == "Health"]
+    for spec in m.HEALTH:
+        assert any(spec.prometheus_name in expr for expr in exprs), spec.name
+    lag = [q.query.expr for q in QUERIES if q.panel.key == "event-loop-lag"]
+    assert [expr.split(",")[0] for expr in lag] == [
+        "histogram_quantile(0.99",
+        "histogram_quantile(1",
+    ]
+    (dropped,) = [q.query.expr for q in QUERIES if q.panel.key == "calls-dropped"]
+    assert " or 0 * " in dropped  # none dropped is zero, not "No data"
+
+
 def test_shares_and_per_call_averages_show_zero_rather_than_no_data():
     # A counter that was never incremented is never exported: no barge-in is 0, not "No data".
     for key in ("interruptions-per-call", "interrupted-turns", "resolution-rate"):
@@ -185,7 +216,8 @@ def test_every_selector_uses_contract_names_and_the_right_filters():
             assert SERVICE_FILTER in matchers, where
             assert (f'{m.CALL_ID}=~"{dashboard.CALL_ID_VAR}"' in matchers) == spec.per_call, where
             assert (f'{m.MODEL}=~"{dashboard.MODEL_VAR}"' in matchers) == (
-                spec in (*m.LATENCY, m.LLM_TOKENS, m.TTS_CHARACTERS, m.STT_AUDIO, m.COST)
+                spec
+                in (*m.LATENCY, m.LLM_TOKENS, m.TTS_CHARACTERS, m.TTS_AUDIO, m.STT_AUDIO, m.COST)
             ), where
 
 
