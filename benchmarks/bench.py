@@ -31,6 +31,15 @@ What it measures, exporting every second to a live local receiver:
    through the exporter's call lifecycle without a pipeline (as the test suite
    does), bytes exported per call, threads, export requests and export-thread
    CPU per interval with 1 and 100 calls in progress.
+5. The event-loop lag sampler. Loop CPU with the sampler on and off, in
+   alternated one-second windows of an idle loop (nothing else to charge it to),
+   and the per-frame cost of a real pipeline holding the exporter with the
+   sampler on and off, in alternated segments, against a bare pass-through.
+6. What a call costs on Grafana Cloud. The offline call (8 turns at speed 4,
+   no incidents; 1 call, then 3 at once) to an in-process receiver, today's way
+   (per-call latency histograms with 14 bounds, every series every export) and
+   the new default: series, data points per minute while in progress, and
+   billable series-equivalents (the higher of the two) per call.
 
 The OTLP receiver runs in a child process (``benchmarks/receiver.py``), as
 Grafana Cloud would: in this process it would compete for the GIL and memory.
@@ -93,7 +102,7 @@ from pipecat.utils.tracing.tracing_context import TracingContext
 from pipecat.workers.runner import WorkerRunner
 
 import pipecat_grafana
-from pipecat_grafana import GrafanaMetricsExporter
+from pipecat_grafana import GrafanaMetricsExporter, loop_lag
 from pipecat_grafana import instruments as m
 from pipecat_grafana.commands.demo import OfflineDemo
 from pipecat_grafana.offline import run_offline_call
@@ -121,10 +130,11 @@ class Scale:
     calls: int = 10_000
     calls_checkpoint: int = 1_000
     calls_at_once: int = 100
+    sampler_rounds: int = 10  # alternated one-second windows of the sampler on and off
 
 
 FULL = Scale()
-QUICK = Scale(frames=3_000, segments=3, records=5_000, lag_rounds=1, calls=3_000)
+QUICK = Scale(frames=3_000, segments=3, records=5_000, lag_rounds=1, calls=3_000, sampler_rounds=4)
 
 
 # ---------------------------------------------------------------- the frame mix
@@ -354,6 +364,9 @@ class FakeWorker:
     def add_observer(self, observer: BaseObserver) -> None:
         self.observers.append(observer)
 
+    async def remove_observer(self, observer: BaseObserver) -> None:
+        self.observers.remove(observer)
+
 
 class Call:
     """One call through the exporter's lifecycle without a pipeline, as the tests drive it.
@@ -375,9 +388,18 @@ class Call:
         self.exporter._open_call(worker)  # what setup() does
         self.observers = worker.observers
         self.exporter._start_call()  # what the StartFrame does
+        self._started = False
+
+    async def start(self) -> None:
+        """Tell the observers the pipeline started, as the worker does (one of them leaves)."""
+        if not self._started:
+            self._started = True
+            for observer in list(self.observers):
+                await observer.on_pipeline_started()
 
     async def observe(self, data: FramePushed) -> None:
         """Hand a frame to the exporter's observers, as the worker would."""
+        await self.start()
         for observer in self.observers:
             await observer.on_push_frame(data)
 
@@ -568,7 +590,8 @@ async def bench_frames(scale: Scale, live: Receiver) -> list[Row]:
     """The exporter's cost per frame, against a bare pass-through processor."""
     export_to(live)
     probe = Call()
-    observers = len(probe.observers)
+    await probe.start()
+    observers = len(probe.observers)  # as many as stay once the pipeline has started
     await probe.end()
 
     other, mix = frame_mix(scale.frames, metrics=False), frame_mix(scale.frames, metrics=True)
@@ -1005,7 +1028,7 @@ async def bench_calls(scale: Scale, live: Receiver) -> list[Row]:
     ]
 
 
-# ----------------------------------------------------------------- 5. the bill
+# ----------------------------------------------------------------- 6. the bill
 
 # The offline call the cost is measured on (pipecat-grafana demo --turns 8 --speed 4
 # --no-incidents), played ten times faster with a ten times shorter export interval:
@@ -1131,6 +1154,108 @@ async def bench_bill() -> list[Row]:
     return rows
 
 
+# ------------------------------------------------------------ 5. lag sampler
+
+
+async def bench_sampler(scale: Scale, live: Receiver) -> list[Row]:
+    """The event-loop lag sampler's cost: loop CPU on and off, and the per-frame figure."""
+    export_to(live)
+    exporter = GrafanaMetricsExporter(**MODELS)
+    fleet = exporter._pipeline.fleet  # what the exporter's calls sample into
+
+    # 1. An idle loop, in alternated one-second windows: nothing else runs on it. A bare
+    # timer at the same interval tells waking the loop up from the sampler's own work.
+    loop = asyncio.get_running_loop()
+    sampler = loop_lag.attach(fleet)
+    sampler.detach(fleet)
+    share: dict[str, list[float]] = defaultdict(list)  # CPU seconds per second
+    for _ in range(scale.sampler_rounds):
+        for state in ("on", "off", "timer"):
+            handle: asyncio.TimerHandle | None = None
+
+            def tick() -> None:
+                nonlocal handle
+                handle = loop.call_later(loop_lag.SAMPLE_INTERVAL_S, tick)
+
+            if state == "on":
+                sampler.attach(fleet)
+            elif state == "timer":
+                tick()
+            elif sampler.running:
+                raise RuntimeError("another call keeps the lag sampler on")
+            cpu, wall = time.thread_time(), time.perf_counter()
+            await asyncio.sleep(1.0)
+            share[state].append((time.thread_time() - cpu) / (time.perf_counter() - wall))
+            if state == "on":
+                sampler.detach(fleet)
+            elif handle is not None:
+                handle.cancel()
+    added = [on - off for on, off in zip(share["on"], share["off"], strict=True)]
+    woken = [t - off for t, off in zip(share["timer"], share["off"], strict=True)]
+    cpu_share = statistics.median(added)
+    per_sample = cpu_share * loop_lag.SAMPLE_INTERVAL_S
+    wake_up = statistics.median(woken) * loop_lag.SAMPLE_INTERVAL_S
+    NOTES.append(
+        f"lag sampler on an idle loop: CPU added per round {fmt([a * 100 for a in added], 3)} "
+        f"%; {per_sample * 1e6:.0f} µs a sample, of which {wake_up * 1e6:.0f} µs is waking "
+        "the idle loop (a bare timer at the same interval): on a loop busy with calls, when "
+        "it runs, a sample costs the rest"
+    )
+
+    # 2. Per frame: the exporter's pipeline with the sampler on and off, in turn by segment.
+    lanes = {
+        "bare": Lane(PassThrough(), frame_mix(scale.frames, metrics=False, seed=5)),
+        "exporter": Lane(exporter, frame_mix(scale.frames, metrics=False, seed=6)),
+    }
+    for lane in lanes.values():
+        await lane.start()
+    await asyncio.sleep(0.05)
+    gc.collect()
+    count = min(len(lane.frames) for lane in lanes.values())
+    segments = 2 * scale.segments
+    bounds = [round(count * i / segments) for i in range(segments + 1)]
+    ratios: dict[str, list[float]] = defaultdict(list)
+    order = list(lanes.values())
+    for index, (first, last) in enumerate(pairwise(bounds)):
+        state = "on" if index % 2 == 0 else "off"
+        if state == "off":
+            exporter._lag.detach(fleet)  # the exporter's call keeps it on otherwise
+        before = {name: lane.cpu for name, lane in lanes.items()}
+        for start in range(first, last, BATCH):
+            for lane in order:
+                await lane.feed(start, min(start + BATCH, last))
+            order.reverse()
+        cost = {name: lane.cpu - before[name] for name, lane in lanes.items()}
+        ratios[state].append(cost["exporter"] / cost["bare"])
+        if state == "off":
+            exporter._lag.attach(fleet)
+    for lane in lanes.values():
+        await lane.stop()
+    on, off = statistics.median(ratios["on"]), statistics.median(ratios["off"])
+    NOTES.append(
+        f"per frame with the lag sampler on/off, exporter to bare per segment: "
+        f"on {fmt(ratios['on'], 2)}; off {fmt(ratios['off'], 2)}"
+    )
+    return [
+        Row(
+            "lag sampler: event-loop CPU added",
+            f"{cpu_share * 100:.3f} % of a core",
+            "sampler off, same loop",
+            f"{per_sample * 1e6:.1f} µs per sample",
+            "< 0.5 %",
+            cpu_share < 0.005,
+        ),
+        Row(
+            "  per frame, pipeline, sampler on",
+            f"{on:.3f}x bare",
+            f"{off:.3f}x bare with it off",
+            f"{on / off:.3f}x",
+            "unchanged (< 1.02x)",
+            on / off < 1.02,
+        ),
+    ]
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -1174,6 +1299,7 @@ async def run(scale: Scale) -> None:
             ("event-loop lag", lambda: bench_lag(scale, live, hanging)),
             ("calls, memory and traffic", lambda: bench_calls(scale, live)),
             ("what a call costs on Grafana Cloud", bench_bill),
+            ("event-loop lag sampler", lambda: bench_sampler(scale, live)),
         ):
             print(f"... {title}", file=sys.stderr, flush=True)
             before = Counter(problems)

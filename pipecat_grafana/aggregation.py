@@ -352,7 +352,7 @@ def create_meters(meter: Meter, *, own_histograms: bool = False) -> CallMeters:
             histograms[spec] = (
                 CallHistogram(spec) if own_histograms else instruments.create(meter, spec)
             )
-        else:
+        elif spec.kind is not instruments.Kind.GAUGE:  # a gauge is observed by its value's owner
             instruments.create(meter, spec, callback=functools.partial(_observe, totals, spec))
     return CallMeters(histograms, totals, {}, own_histograms=own_histograms)
 

@@ -135,6 +135,7 @@ class Conversation:
         self.errors: dict[str, int] = {}
         self.function_calls: dict[str, int] = {}
         self.turn_latency = LatencySketch()
+        self.greeting_latency_ms: float | None = None
         self.function_latency: dict[str, LatencySketch] = {}
         self._calls_in_progress: dict[str, tuple[str, float]] = {}
 
@@ -170,6 +171,13 @@ class Conversation:
         if 0 <= value <= m.MAX_LATENCY_MS:
             self.turn_latency.add(value)
             self._meters.record(m.TURN_LATENCY, value, {}, self._exemplar())
+
+    def greeting_measured(self, seconds: float) -> None:
+        """Record the wait for the bot's first words, when it spoke first (once a call)."""
+        value = seconds * 1000
+        if 0 <= value <= m.MAX_LATENCY_MS:
+            self.greeting_latency_ms = value
+            self._meters.record(m.GREETING_LATENCY, value, {}, self._exemplar())
 
     def latency_breakdown(self, breakdown: LatencyBreakdown) -> None:
         """Record where a turn's latency went (not the greeting's)."""

@@ -68,6 +68,7 @@ Sent = dict[SeriesKey, tuple[object, float, int]]
 (monotonic seconds), and the wall time of the points sent (exemplars after it are new)."""
 Sending = list[tuple[Sent, SeriesKey, tuple[object, float, int]]]
 from pipecat_grafana.config import MAX_LABEL_VALUES, ExportConfig
+from pipecat_grafana.export_health import ExportHealthSeries
 from pipecat_grafana.instruments import METER_NAME
 from pipecat_grafana.labels import BoundedLabel, LabelBounds, once
 from pipecat_grafana.logs import SummaryLogs
@@ -178,6 +179,8 @@ class ExportPipeline:
         # Start the process-wide series at zero, so the first call is counted by rate().
         self.fleet.record(instruments.CALLS, 0, {})
         self.fleet.record(instruments.CALLS_ACTIVE, 0, {})
+        # The export pipeline's own health: exports by outcome, dropped calls, age.
+        self.health = ExportHealthSeries(self.fleet, meter) if self._reader is not None else None
 
     @property
     def closed(self) -> bool:
@@ -343,16 +346,19 @@ class ExportPipeline:
             # The call's end waits for the first attempt only; a failed one is retried
             # with the following exports, in the background.
             call.settle(success)
+        expired: list[CallMeters] = []
+        overflow: list[CallMeters] = []
         if success:
             done = batch.ended
         else:
-            done = [c for c in batch.ended if now - c.ended_at > PENDING_RETENTION_S]
+            expired = [c for c in batch.ended if now - c.ended_at > PENDING_RETENTION_S]
             with self._lock:
-                pending = sum(c.ended_at is not None for c in self._calls.values()) - len(done)
+                pending = sum(c.ended_at is not None for c in self._calls.values()) - len(expired)
             if pending > MAX_PENDING_CALLS:
-                done += sorted(set(batch.ended) - set(done), key=lambda c: c.ended_at)[
+                overflow = sorted(set(batch.ended) - set(expired), key=lambda c: c.ended_at)[
                     : pending - MAX_PENDING_CALLS
                 ]
+            done = expired + overflow
         with self._lock:
             for call in done:
                 self._calls.pop(call.labels[instruments.CALL_ID], None)
@@ -362,7 +368,14 @@ class ExportPipeline:
                 waiter.set_result(success)
         if not success:
             self._drop(
-                done, reason=f"the endpoint did not accept them within {PENDING_RETENTION_S:g}s"
+                expired,
+                reason=f"the endpoint did not accept them within {PENDING_RETENTION_S:g}s",
+                counted_as="expired",
+            )
+            self._drop(
+                overflow,
+                reason=f"more than {MAX_PENDING_CALLS} ended calls were waiting for the endpoint",
+                counted_as="overflow",
             )
 
     def shutdown(self, timeout_s: float | None = None) -> None:
@@ -439,11 +452,13 @@ class ExportPipeline:
                 # No traceback: with loguru's diagnose its frames would show the headers.
                 logger.error(f"pipecat-grafana: flush failed: {type(e).__name__}: {e}")
 
-    def _drop(self, calls: list[CallMeters], *, reason: str) -> None:
+    def _drop(self, calls: list[CallMeters], *, reason: str, counted_as: str | None = None) -> None:
         if calls:
             logger.warning(
                 f"pipecat-grafana: dropped the final metrics of {len(calls)} ended call(s): {reason}"
             )
+        if counted_as is not None and self.health is not None:
+            self.health.dropped(len(calls), counted_as)  # goes with the next accepted export
         for call in calls:
             call.settle(False)
 
@@ -472,6 +487,7 @@ class _CallMerger(MetricExporter):
         with self._health as health:
             result = self._client.export(batch.request, timeout_millis=timeout_millis)
         success = health.report(result is MetricExportResult.SUCCESS)
+        self._pipeline.health.exported(health.last, accepted=success)  # the next export sends it
         self._pipeline.settle(batch, success)
         return MetricExportResult.SUCCESS if success else MetricExportResult.FAILURE
 

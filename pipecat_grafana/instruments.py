@@ -23,6 +23,7 @@ class Kind(StrEnum):
     COUNTER = "counter"
     UP_DOWN_COUNTER = "up-down counter"
     HISTOGRAM = "histogram"
+    GAUGE = "gauge"
 
 
 # Explicit boundaries, voice-tuned: the percentiles a voice team acts on (a few hundred
@@ -47,6 +48,12 @@ LATENCY_BUCKETS_MS = (
 # never recorded (and the summary's percentile sketch is sized by this bound).
 MAX_LATENCY_MS = 3_600_000.0
 SESSION_BUCKETS_S = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+# A processor connects to its provider, or loads a model, in milliseconds to seconds.
+# Few buckets: a histogram per processor is many billed series for a figure read to tell
+# which processor is slow to start, not how slow to the millisecond.
+STARTUP_BUCKETS_MS = (10.0, 50.0, 250.0, 1000.0, 5000.0)
+# A healthy loop runs a timer within a millisecond or two; 50 ms is heard as a stutter.
+LAG_BUCKETS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,8 @@ class InstrumentSpec:
             (and its trace, when traced).
         sparse: Whether a changed series waits for the histogram interval between two
             sends, as histograms do (a figure read over minutes, never alerted on).
+
+    A gauge is observed when the reader collects it, by whoever owns its value.
     """
 
     name: str
@@ -115,6 +124,7 @@ PROCESSING = InstrumentSpec(
     "ms",
     "Processing time of a pipeline stage (ProcessingMetricsData).",
     buckets=LATENCY_BUCKETS_MS,
+    exemplars=True,
 )
 TTFA = InstrumentSpec(
     "voice.ttfa.milliseconds",
@@ -138,6 +148,7 @@ TEXT_AGGREGATION = InstrumentSpec(
     "ms",
     "Time from the first LLM token to the first complete sentence sent to TTS.",
     buckets=LATENCY_BUCKETS_MS,
+    exemplars=True,
 )
 TURN_DETECTION = InstrumentSpec(
     "voice.turn_detection.milliseconds",
@@ -145,6 +156,7 @@ TURN_DETECTION = InstrumentSpec(
     "ms",
     "Turn detection time from the user's silence to the end-of-turn decision.",
     buckets=LATENCY_BUCKETS_MS,
+    exemplars=True,
 )
 LLM_TOKENS = InstrumentSpec(
     "voice.llm.tokens.total",
@@ -252,6 +264,66 @@ CALLS_ENDED = InstrumentSpec(
     per_call=False,
 )
 
+GREETING_LATENCY = InstrumentSpec(
+    "voice.greeting.latency.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "From the caller connecting (the first ClientConnectedFrame) to the bot's first speech, "
+    "when the bot speaks first, as Pipecat's UserBotLatencyObserver measures it.",
+    buckets=LATENCY_BUCKETS_MS,
+    exemplars=True,
+)
+TTS_AUDIO = InstrumentSpec(
+    "voice.tts.audio.seconds",
+    Kind.COUNTER,
+    "s",
+    "Seconds of audio text-to-speech produced (its TTSAudioRawFrames).",
+)
+# Process-wide: one value per processor and call, a property of the deployment (the
+# provider's connect time, a model's load time) rather than of a call; per call it would
+# add a histogram per processor to every call's series for a single measurement.
+STARTUP = InstrumentSpec(
+    "voice.startup.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "Start-up time as Pipecat's StartupTimingObserver reports it, by phase: a processor's "
+    "setup() and start() together (processor), and from the pipeline starting to set up to "
+    "the transport's bot_connected and client_connected, by processor.",
+    per_call=False,
+    buckets=STARTUP_BUCKETS_MS,
+)
+EVENT_LOOP_LAG = InstrumentSpec(
+    "voice.event_loop.lag.milliseconds",
+    Kind.HISTOGRAM,
+    "ms",
+    "How late the event loop that runs the calls ran a timer, sampled every 100 ms while "
+    "calls are in progress: time every frame of every call waited for the loop.",
+    per_call=False,
+    buckets=LAG_BUCKETS_MS,
+)
+EXPORTS = InstrumentSpec(
+    "pipecat_grafana.exports.total",
+    Kind.COUNTER,
+    "{export}",
+    "The exporter's export requests, by outcome and reason; a failure is counted after the "
+    "request, and arrives with the next accepted export.",
+    per_call=False,
+)
+CALLS_DROPPED = InstrumentSpec(
+    "pipecat_grafana.calls.dropped.total",
+    Kind.COUNTER,
+    "{call}",
+    "Ended calls whose final values were never exported, by reason.",
+    per_call=False,
+)
+EXPORT_AGE = InstrumentSpec(
+    "pipecat_grafana.export.age.seconds",
+    Kind.GAUGE,
+    "s",
+    "Seconds since the endpoint last accepted an export (since the exporter started, before "
+    "the first).",
+    per_call=False,
+)
 CALL_HISTOGRAMS = (SESSION_DURATION,)
 """Histograms that always carry ``call_id`` (with the label on): recorded once per call,
 they cost two points a call. Latency histograms carry it only with
@@ -294,6 +366,13 @@ ALL = (
     FUNCTION_CALLS,
     FUNCTION_CALL_LATENCY,
     CALLS_ENDED,
+    GREETING_LATENCY,
+    TTS_AUDIO,
+    STARTUP,
+    EVENT_LOOP_LAG,
+    EXPORTS,
+    CALLS_DROPPED,
+    EXPORT_AGE,
 )
 LATENCY = (TTFB, PROCESSING, TTFA, TTFAT, TEXT_AGGREGATION, TURN_DETECTION)
 SPARSE = frozenset(spec.name for spec in ALL if spec.sparse or spec.kind is Kind.HISTOGRAM)
@@ -308,6 +387,8 @@ CONVERSATION = (
     FUNCTION_CALL_LATENCY,
 )
 """Instruments fed by conversation frames rather than by ``MetricsData``."""
+HEALTH = (GREETING_LATENCY, STARTUP, EVENT_LOOP_LAG, EXPORTS, CALLS_DROPPED, EXPORT_AGE)
+"""What callers feel before the first turn, and whether the bot and the exporter are healthy."""
 
 # Attribute keys (labels), and the bounded values of the enumerated ones.
 CALL_ID = "call_id"
@@ -322,6 +403,9 @@ FATAL = "fatal"
 ERROR_TYPE = "error_type"
 FUNCTION = "function"
 STATUS = "status"
+PHASE = "phase"
+OUTCOME = "outcome"
+REASON = "reason"
 SERVICE_TYPES = ("llm", "stt", "tts", "other")
 TOKEN_TYPES = (
     "prompt",
@@ -335,6 +419,33 @@ TOKEN_TYPES = (
 END_REASONS = ("ended", "cancelled")
 ERROR_TYPES = ("rate_limit", "timeout", "other")
 FUNCTION_STATUSES = ("ok", "error", "cancelled")
+STARTUP_PHASES = ("processor", "bot_connected", "client_connected")
+EXPORT_OUTCOMES = ("ok", "rejected", "unreachable", "timeout", "error")
+"""Accepted; answered with another status; no connection; no answer in time; not sent."""
+EXPORT_REASONS = (
+    "none",
+    "3xx",
+    "400",
+    "401",
+    "403",
+    "404",
+    "408",
+    "413",
+    "429",
+    "4xx",
+    "5xx",
+    "refused",
+    "dns",
+    "tls",
+    "timeout",
+    "network",
+    "other",
+)
+"""Why an export was not accepted: the HTTP status (others of a class as ``4xx``/``5xx``), or
+what kept it from an answer; ``none`` when it was accepted."""
+DROP_REASONS = ("expired", "overflow")
+"""Why ended calls were dropped: not accepted within the retention time, or too many waiting.
+(Those left at shutdown are logged, not counted: nothing would send the count.)"""
 OTHER = "other"
 """The value a bounded label takes beyond its bound (a function name, a contribution)."""
 # The stable keys of Pipecat's LatencyContribution (UserBotLatencyObserver); any
@@ -360,8 +471,8 @@ CONTRIBUTIONS = (
 def create(meter: Meter, spec: InstrumentSpec, *, callback: Callable | None = None) -> Any:
     """Create the instrument ``spec`` describes on ``meter``.
 
-    Counters are created observable, reporting what ``callback`` returns (running
-    totals kept by the caller); histograms are synchronous.
+    Counters and gauges are created observable, reporting what ``callback`` returns
+    (running totals or a value kept by the caller); histograms are synchronous.
     """
     if spec.kind is Kind.HISTOGRAM:
         return meter.create_histogram(
@@ -370,11 +481,11 @@ def create(meter: Meter, spec: InstrumentSpec, *, callback: Callable | None = No
             description=spec.description,
             explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
         )
-    create = (
-        meter.create_observable_counter
-        if spec.kind is Kind.COUNTER
-        else meter.create_observable_up_down_counter
-    )
+    create = {
+        Kind.COUNTER: meter.create_observable_counter,
+        Kind.UP_DOWN_COUNTER: meter.create_observable_up_down_counter,
+        Kind.GAUGE: meter.create_observable_gauge,
+    }[spec.kind]
     return create(
         spec.name,
         callbacks=[callback] if callback else [],

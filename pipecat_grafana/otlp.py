@@ -177,6 +177,42 @@ def _right_url(source: str | None, signal: str = "metrics") -> str:
     )
 
 
+_COUNTED_STATUSES = frozenset({400, 401, 403, 404, 408, 413, 429})
+
+
+def classify(outcome: Outcome | None, *, accepted: bool) -> tuple[str, str]:
+    """What one export came to, as the bounded ``outcome`` and ``reason`` labels.
+
+    Args:
+        outcome: How its last request ended (``None``: no request was sent).
+        accepted: Whether the endpoint accepted the metrics.
+
+    Returns:
+        ``(outcome, reason)``, from ``instruments.EXPORT_OUTCOMES`` and ``EXPORT_REASONS``:
+        ``("ok", "none")``, ``("rejected", "401")``, ``("unreachable", "refused")``,
+        ``("timeout", "timeout")``, ...
+    """
+    if accepted:
+        return "ok", "none"
+    if outcome is None:
+        return "error", "other"
+    status = outcome.status
+    if status is not None:
+        if status in _COUNTED_STATUSES:
+            return "rejected", str(status)
+        return "rejected", f"{status // 100}xx" if 300 <= status < 600 else "other"
+    error, text = outcome.error, str(outcome.error)
+    if isinstance(error, requests.exceptions.Timeout):
+        return "timeout", "timeout"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "unreachable", "tls"
+    if "Name or service not known" in text or "getaddrinfo" in text or "resolve" in text:
+        return "unreachable", "dns"
+    if "refused" in text:
+        return "unreachable", "refused"
+    return "unreachable", "network"
+
+
 def _connection_problem(error: BaseException | None, timeout_s: float | None = None) -> str:
     text = str(error)
     if isinstance(error, requests.exceptions.SSLError):
@@ -205,6 +241,8 @@ def _connection_problem(error: BaseException | None, timeout_s: float | None = N
 class ExportHealth:
     """Logs export failures once per change of state, and recovery once.
 
+    ``last`` is how the last export's last request ended, for counting it.
+
     Parameters:
         endpoint: Where the signal goes.
         session: The session its client sends with.
@@ -217,8 +255,14 @@ class ExportHealth:
         self._signal = signal
         self._failing: str | None = None
 
+    @property
+    def last(self) -> Outcome | None:
+        """How the last request of the last export ended (``None``: none was sent)."""
+        return self._session.last
+
     def __enter__(self) -> "ExportHealth":
         _exporting.active = True
+        self._session.last = None  # an export that sends nothing must not read the last one's
         return self
 
     def __exit__(self, *exc) -> None:

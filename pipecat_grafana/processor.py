@@ -31,12 +31,13 @@ from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
 from pipecat_grafana import config as cfg
-from pipecat_grafana import export
+from pipecat_grafana import export, loop_lag
 from pipecat_grafana.conversation import check_call_attributes, checked_attributes
 from pipecat_grafana.labels import once
 from pipecat_grafana.pricing import PRICE_FILE_ENV, Price, PriceTable
 from pipecat_grafana.recorder import CallRecorder
 from pipecat_grafana.resource import default_resource
+from pipecat_grafana.startup import CONNECTION_FRAMES, StartupTimer
 from pipecat_grafana.summary import CallSummary
 
 
@@ -66,6 +67,8 @@ class _PipelineObserver(BaseObserver):
             # Pipecat's latency observer rides on this one: every observer of a worker is
             # sent every frame at every processor it passes, so each one costs the pipeline.
             await self._exporter._latency_observer.on_push_frame(data)
+            if isinstance(data.frame, CONNECTION_FRAMES) and self._exporter._startup is not None:
+                await self._exporter._startup.on_push_frame(data)  # it left the worker by now
         except Exception as e:
             _contained(e, f"a {type(data.frame).__name__}")
 
@@ -246,6 +249,9 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._latency_observer = UserBotLatencyObserver(time_source=time_source)
         self._latency_observer.add_event_handler("on_latency_measured", self._on_latency)
         self._latency_observer.add_event_handler("on_latency_breakdown", self._on_breakdown)
+        self._latency_observer.add_event_handler("on_first_bot_speech_latency", self._on_greeting)
+        self._startup: StartupTimer | None = None
+        self._lag: loop_lag.LoopLagSampler | None = None
         self._pending_attributes: dict[str, str] = {}
         self._links: tuple[FrameProcessor | None, FrameProcessor | None] | None = None
         self._refused_setups = 0
@@ -355,6 +361,11 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._pending_attributes = {}  # they belonged to this call
         self._summary = None
         worker.add_observer(self._observer)
+        # Health: processors' start-up (observed until the pipeline has started), loop lag.
+        fleet = self._pipeline.fleet
+        self._startup = StartupTimer(fleet=fleet, processors=self._bounds.processor, worker=worker)
+        worker.add_observer(self._startup)
+        self._lag = loop_lag.attach(fleet)
 
     def _join_trace(self, worker, call_id: str) -> None:
         """Make the trace's ``conversation.id`` the call's ID, or say how to trace."""
@@ -425,6 +436,10 @@ class GrafanaMetricsExporter(FrameProcessor):
         if self._recorder is not None and self._summary is None:
             self._safely(self._recorder.latency_breakdown, breakdown)
 
+    async def _on_greeting(self, observer, seconds: float) -> None:
+        if self._recorder is not None and self._summary is None:
+            self._safely(self._recorder.greeting_measured, seconds)
+
     @staticmethod
     def _safely(record: Callable, what, *args) -> None:
         try:
@@ -464,6 +479,10 @@ class GrafanaMetricsExporter(FrameProcessor):
         if recorder is None or self._summary is not None:
             return
         self._summary = recorder.finish()
+        if self._lag is not None:
+            self._lag.detach(self._pipeline.fleet)
+            self._lag = None
+        self._startup = None  # it holds the worker
         sent = self._pipeline.close_call(
             recorder.meters, self._summary, recorder.conversation_span()
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from opentelemetry import trace
-from pipecat.frames.frames import Frame
+from pipecat.frames.frames import Frame, TTSAudioRawFrame
 from pipecat.metrics.metrics import (
     LLMUsageMetricsData,
     MetricsData,
@@ -32,6 +32,7 @@ from pipecat.metrics.metrics import (
 )
 from pipecat.observers.user_bot_latency_observer import LatencyBreakdown
 from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.tts_service import TTSService
 
 from pipecat_grafana import instruments as m
 from pipecat_grafana.aggregation import CallMeters, ExemplarContext
@@ -142,6 +143,7 @@ class CallRecorder:
         self._latency: dict[tuple[str, str], LatencySketch] = {}
         self._costs: dict[tuple[str, str], float] = {}
         self._unpriced: set[str] = set()
+        self._tts_audio_labels: dict[tuple[str, str | None], dict[str, str]] = {}
 
     @property
     def meters(self) -> CallMeters:
@@ -226,7 +228,16 @@ class CallRecorder:
 
     def observe(self, frame: Frame, source: FrameProcessor | None) -> None:
         """Follow one conversation frame (speaking, errors, tool calls), at its first push."""
+        if isinstance(frame, TTSAudioRawFrame):
+            # Only the service's own: the output transport pushes the audio on, re-chunked.
+            if isinstance(source, TTSService):
+                self._record_tts_audio(frame, source)
+            return
         self._conversation.observe(frame, source)
+
+    def greeting_measured(self, seconds: float) -> None:
+        """Record the greeting's latency from ``UserBotLatencyObserver``."""
+        self._conversation.greeting_measured(seconds)
 
     def latency_measured(self, seconds: float) -> None:
         """Record one user-to-bot latency from ``UserBotLatencyObserver``."""
@@ -281,6 +292,8 @@ class CallRecorder:
             tokens=dict(self._tokens),
             tts_characters=int(self._usage.get(m.TTS_CHARACTERS, 0)),
             stt_audio_seconds=self._usage.get(m.STT_AUDIO, 0.0),
+            tts_audio_seconds=self._usage.get(m.TTS_AUDIO, 0.0),
+            greeting_latency_ms=talk.greeting_latency_ms,
             latency=latency,
             costs=costs,
             total_cost_usd=sum(self._costs.values()),
@@ -369,6 +382,22 @@ class CallRecorder:
         attributes, model = self._labels(data, service_type, None)
         self._meters.record(spec, number, attributes)
         self._add_cost(attributes, model, price(model, number))
+
+    def _record_tts_audio(self, frame: TTSAudioRawFrame, source: TTSService) -> None:
+        """Count the seconds of audio a TTS service produced (16-bit PCM)."""
+        bytes_per_second = frame.sample_rate * frame.num_channels * 2
+        if not bytes_per_second > 0:
+            return
+        seconds = len(frame.audio) / bytes_per_second
+        model = getattr(source.settings, "model", None)
+        labels = self._tts_audio_labels.get((source.name, model))
+        if labels is None:
+            data = MetricsData(processor=source.name, model=model)
+            labels, _ = self._labels(data, None, source)
+            if len(self._tts_audio_labels) < 100:
+                self._tts_audio_labels[(source.name, model)] = labels
+        self._usage[m.TTS_AUDIO] = self._usage.get(m.TTS_AUDIO, 0.0) + seconds
+        self._meters.record(m.TTS_AUDIO, seconds, labels)
 
     def _add_cost(self, attributes: dict[str, str], model: str, usd: float | None) -> None:
         """Add a cost to the summary (by the real model name) and to the series (by its label)."""

@@ -78,6 +78,8 @@ class CallSummary(BaseModel):
     """Characters sent to text-to-speech."""
     stt_audio_seconds: float = 0.0
     """Seconds of audio sent to speech-to-text."""
+    tts_audio_seconds: float = 0.0
+    """Seconds of audio text-to-speech produced."""
     latency: list[LatencyStats] = Field(default_factory=list)
     """Latency statistics per metric and processor."""
     costs: list[ServiceCost] = Field(default_factory=list)
@@ -93,6 +95,9 @@ class CallSummary(BaseModel):
     """Times the user started speaking while the bot was speaking."""
     turn_latency: LatencyStats | None = None
     """User-to-bot latency of the call's turns (metric ``turn``), or ``None`` if none."""
+    greeting_latency_ms: float | None = None
+    """Milliseconds from the caller connecting to the bot's first speech, or ``None`` if not
+    measured (the caller spoke first, or the transport reports no connection)."""
     errors: dict[str, int] = Field(default_factory=dict)
     """ErrorFrames by error type (``rate_limit``, ``timeout``, ``other``)."""
     function_calls: dict[str, int] = Field(default_factory=dict)
@@ -124,8 +129,11 @@ class CallSummary(BaseModel):
             f"Duration:   {self.duration_seconds:.1f}s ({self.end_reason})",
             f"LLM tokens: {tokens}",
             f"TTS chars:  {self.tts_characters}",
+            f"TTS audio:  {self.tts_audio_seconds:.1f}s",
             f"STT audio:  {self.stt_audio_seconds:.1f}s",
         ]
+        if self.greeting_latency_ms is not None:
+            lines.append(f"Greeting:   {self.greeting_latency_ms:.0f}ms to the bot's first words")
         turns = f"Turns:      {self.turns} ({self.interruptions} interrupted by the user)"
         if self.turn_latency:
             turns += (
@@ -178,6 +186,7 @@ class CallSummary(BaseModel):
             "turns": self.turns,
             "interruptions": self.interruptions,
             "tts_characters": self.tts_characters,
+            "tts_audio_seconds": round(self.tts_audio_seconds, 3),
             "stt_audio_seconds": round(self.stt_audio_seconds, 3),
             "errors": sum(self.errors.values()),
             "function_calls": sum(self.function_calls.values()),
@@ -202,6 +211,8 @@ class CallSummary(BaseModel):
         for stats in self.latency:
             key = f"{_key(stats.metric)}_p95_ms"  # the slowest processor's, per metric
             attributes[key] = max(round(stats.p95_ms, 1), attributes.get(key, 0.0))
+        if self.greeting_latency_ms is not None:
+            attributes["greeting_latency_ms"] = round(self.greeting_latency_ms, 1)
         if self.turn_latency is not None:
             attributes["turn_latency_p50_ms"] = round(self.turn_latency.p50_ms, 1)
             attributes["turn_latency_p95_ms"] = round(self.turn_latency.p95_ms, 1)
@@ -232,9 +243,12 @@ LOG_KEYS = {
     "unpriced_models": "service_type:model pairs with no price, comma-separated",
     "tokens_<token_type>": "LLM tokens by type: prompt, completion, cache_read, ...",
     "tts_characters": "characters sent to text-to-speech",
+    "tts_audio_seconds": "seconds of audio text-to-speech produced",
     "stt_audio_seconds": "seconds of audio sent to speech-to-text",
     "turns": "turns the bot answered",
     "interruptions": "times the caller spoke over the bot",
+    "greeting_latency_ms": "caller connected to the bot's first speech, when the bot spoke "
+    "first (absent when not measured)",
     "turn_latency_p50_ms, turn_latency_p95_ms": "user-to-bot latency percentiles",
     "<metric>_p95_ms": "p95 of ttfb, ttfa, ttfat, processing, text_aggregation, "
     "turn_detection, function_call: the slowest processor's (the summary has each one's)",

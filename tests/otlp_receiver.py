@@ -268,8 +268,8 @@ class OtlpReceiver:
         metrics_url: ``endpoint + "/v1/metrics"``.
     """
 
-    def __init__(self, *, tls: tuple[str, str] | None = None) -> None:
-        """Bind to an ephemeral port; ``tls`` is ``(certfile, keyfile)`` to serve HTTPS."""
+    def __init__(self, *, tls: tuple[str, str] | None = None, port: int = 0) -> None:
+        """Bind to ``port`` (default: an ephemeral one); ``tls`` is ``(certfile, keyfile)``."""
         self._lock = threading.Lock()
         self._accepted: list[Request] = []
         self._rejected: list[Request] = []
@@ -281,7 +281,7 @@ class OtlpReceiver:
         self._spans: list[Span] = []
         self._other_attempts = {"logs": 0, "traces": 0}
         self._other_bytes = {"logs": 0, "traces": 0}
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.receiver = self
         scheme = "http"
         if tls is not None:

@@ -50,7 +50,7 @@ def test_expressions_use_only_the_contracts_metrics():
         for suffix in ("_bucket", "_sum", "_count")
     }
     for rule in alerts.alert_rules():
-        names = set(re.findall(r"\bvoice_\w+", rule.expr))
+        names = set(re.findall(r"\b(?:voice|pipecat_grafana)_\w+", rule.expr))
         assert names, rule.expr
         assert names <= known, (rule.name, names - known)
 
@@ -216,6 +216,9 @@ RATE_LIMITED = RULES["VoiceBotRateLimited"]
 RATE_LIMIT_BURST = RULES["VoiceBotRateLimitBurst"]
 MISSING = RULES["VoiceBotMetricsMissing"]
 COST = RULES["VoiceBotCostOverBudget"]
+GREETING = RULES["VoiceBotGreetingSlow"]
+LOOP_LAG = RULES["VoiceBotEventLoopLagHigh"]
+EXPORTS_FAILING = RULES["VoiceBotExportsFailing"]
 
 
 # Error counters are sampled about as often as the exporter exports (every 10 s by default):
@@ -250,6 +253,24 @@ def _per_minute_seen(per_minute: float, window_minutes: int, minute: int) -> flo
 # A latency histogram whose every observation lies in (2000, 3000] ms has p95
 # 2000 + 0.95 * 1000 = 2950 ms; one in (100, 200] has p95 195 ms.
 SLOW_P95 = 2950.0
+
+
+def _quantile_above(spec: m.InstrumentSpec, q: float, low: float) -> float:
+    """The ``q`` quantile of a histogram whose every observation lies in the bucket above
+    ``low`` (a bucket boundary): interpolated within that bucket."""
+    upper = next(le for le in spec.buckets if le > low)
+    return low + q * (upper - low)
+
+
+def _exports(per_minute: float, outcome: str, reason: str, **labels: str) -> tuple[str, str]:
+    """A process's export counter of one outcome and reason growing by ``per_minute``, for 15
+    minutes, sampled every ``EXPORT_INTERVAL_S``."""
+    step = per_minute * EXPORT_INTERVAL_S / 60
+    return (
+        _series(m.EXPORTS, outcome=outcome, reason=reason, **labels),
+        f"0+{step:g}x{15 * 60 // EXPORT_INTERVAL_S}",
+    )
+
 
 # Each case: input series, (minute, alert, expected firing alerts as (labels, value)), and
 # optionally the input series' sampling interval (1m otherwise).
@@ -421,6 +442,67 @@ CASES = {
                 ],
             ),
         ],
+    ),
+    "greeting: a slow greeter fires after 5m, a quick one never": (
+        [
+            *_histogram(m.GREETING_LATENCY, 10, 3000, job="slow-greeter"),
+            *_histogram(m.GREETING_LATENCY, 10, 500, job="quick-greeter"),
+        ],
+        [
+            (4, GREETING, []),
+            (
+                10,
+                GREETING,
+                [
+                    (
+                        {"job": "slow-greeter"},
+                        _quantile_above(m.GREETING_LATENCY, 0.95, 3000),
+                        "slow-greeter: greeting latency p95 is 4900 ms",
+                    )
+                ],
+            ),
+        ],
+    ),
+    "event-loop lag: only the process whose loop is held, after 5m": (
+        [
+            *_histogram(m.EVENT_LOOP_LAG, 600, 50, job="bot", instance="held"),
+            *_histogram(m.EVENT_LOOP_LAG, 600, 1, job="bot", instance="healthy"),
+        ],
+        [
+            (4, LOOP_LAG, []),
+            (
+                10,
+                LOOP_LAG,
+                [
+                    (
+                        {"job": "bot", "instance": "held"},
+                        _quantile_above(m.EVENT_LOOP_LAG, 0.99, 50),
+                    )
+                ],
+            ),
+        ],
+    ),
+    "exports failing: by process and reason, above the level, after 5m": (
+        [
+            _exports(3, "rejected", "429", job="bot", instance="throttled"),
+            _exports(0.5, "timeout", "timeout", job="bot", instance="throttled"),
+            _exports(6, "ok", "none", job="bot", instance="throttled"),
+            _exports(6, "ok", "none", service_name="bot", service_instance_id="healthy"),
+        ],
+        [
+            (6, EXPORTS_FAILING, []),  # pending: above the level since minute 2
+            (
+                10,
+                EXPORTS_FAILING,
+                [
+                    (
+                        {"job": "bot", "instance": "throttled", "reason": "429"},
+                        _per_minute_seen(3, alerts.EXPORTS_WINDOW_MINUTES, 10),
+                    )
+                ],
+            ),
+        ],
+        f"{EXPORT_INTERVAL_S}s",
     ),
     "cost: short per-call series add up exactly, a cheap service stays quiet": (
         [

@@ -58,6 +58,8 @@ def _full_summary() -> CallSummary:
         end_reason="ended",
         tokens={"prompt": 2533, "completion": 136, "cache_read": 1664},
         tts_characters=437,
+        tts_audio_seconds=12.5,
+        greeting_latency_ms=850.0,
         stt_audio_seconds=12.0,
         # One of each latency metric the recorder reports (its names are the summary's).
         latency=[

@@ -14,6 +14,7 @@ import pytest_asyncio
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    ClientConnectedFrame,
     EndFrame,
     ErrorFrame,
     Frame,
@@ -46,6 +47,7 @@ from pipecat_grafana.offline import (
     DEFAULT_LLM_MODEL,
     DEFAULT_STT_MODEL,
     DEFAULT_TTS_MODEL,
+    GREETING,
     TOOL_NAME,
     TTSRateLimitError,
     run_offline_call,
@@ -53,6 +55,7 @@ from pipecat_grafana.offline import (
 )
 
 TURNS = 3
+ANSWERS = TURNS + 1  # the bot speaks the greeting, then answers each turn
 SPEED = 0.05
 SEED = 1
 # Generous: a call of three turns at SPEED takes about a second.
@@ -78,6 +81,7 @@ M = TypeVar("M", bound=MetricsData)
 
 
 CONVERSATION_FRAMES = (
+    ClientConnectedFrame,
     UserStartedSpeakingFrame,
     InterruptionFrame,
     TranscriptionFrame,
@@ -243,7 +247,7 @@ def test_the_caller_barges_in_and_pipecat_interrupts_the_bot(incident_call: Call
     assert stopped < started
     # Every question is still answered: one transcript and one answer per turn.
     assert len(recorder.of_type(TranscriptionFrame)) == TURNS
-    assert len(recorder.of_type(BotStartedSpeakingFrame)) == TURNS
+    assert len(recorder.of_type(BotStartedSpeakingFrame)) == ANSWERS
 
 
 def test_the_tts_is_rate_limited_once_and_speaks_the_sentence_anyway(incident_call: Call):
@@ -256,11 +260,23 @@ def test_the_tts_is_rate_limited_once_and_speaks_the_sentence_anyway(incident_ca
     assert not error.fatal
     # The refused request is retried: every answer gets its audio and one TTFB.
     tts_ttfb = from_service(measured(recorder.metrics, TTFBMetricsData), "ScriptedTTSService")
-    assert len(tts_ttfb) == TURNS
+    assert len(tts_ttfb) == ANSWERS
     # Every spoken sentence was billed once, the refused request not at all; the answer
     # the caller talked over was billed for sentences it never got to speak.
     billed = iter(m.value for m in measured(recorder.metrics, TTSUsageMetricsData))
     assert all(len(sentence) in billed for sentence in recorder.spoken)
+
+
+def test_the_caller_connects_and_the_bot_greets_before_the_first_question(call: Call):
+    conversation = call.recorder.conversation
+    assert isinstance(conversation[0], ClientConnectedFrame)
+    greeting, stopped, question = (
+        next(i for i, f in enumerate(conversation) if isinstance(f, kind))
+        for kind in (BotStartedSpeakingFrame, BotStoppedSpeakingFrame, UserStartedSpeakingFrame)
+    )
+    assert greeting < stopped < question  # the caller listens to the greeting first
+    assert call.recorder.spoken[0] == GREETING
+    assert not call.recorder.barge_ins()
 
 
 def test_incidents_leave_the_script_as_the_seed_wrote_it(call: Call, incident_call: Call):
@@ -310,7 +326,7 @@ def test_each_service_reports_its_model(call: Call):
 )
 def test_one_ttfb_per_turn_and_service_in_seconds(call: Call, service: str):
     ttfb = from_service(measured(call.recorder.metrics, TTFBMetricsData), service)
-    assert len(ttfb) == TURNS
+    assert len(ttfb) == (ANSWERS if service == "ScriptedTTSService" else TURNS)
     assert all(0 < m.value < 5 for m in ttfb)
 
 
@@ -323,7 +339,7 @@ def test_stt_ttfb_runs_from_the_end_of_speech(call: Call):
 def test_ttfa_adds_the_leading_silence_to_the_tts_ttfb(call: Call):
     ttfa = measured(call.recorder.metrics, TTFAMetricsData)
     tts_ttfb = from_service(measured(call.recorder.metrics, TTFBMetricsData), "ScriptedTTSService")
-    assert len(ttfa) == TURNS
+    assert len(ttfa) == ANSWERS
     assert [m.ttfb for m in ttfa] == [m.value for m in tts_ttfb]
     for m in ttfa:
         assert m.leading_silence > 0

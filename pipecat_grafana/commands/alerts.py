@@ -18,6 +18,7 @@ examples:
   pipecat-grafana alerts --out voice-bot-rules.yml --budget-usd-per-hour 5
   pipecat-grafana alerts --ttfb-p95-ms 1500 --ttfa-p95-ms 800 --out voice-bot-rules.yml
   pipecat-grafana alerts --turn-latency-p95-ms 1500 --errors-per-minute 5 > voice-bot-rules.yml
+  pipecat-grafana alerts --greeting-p95-ms 2000 --event-loop-lag-p99-ms 20 > voice-bot-rules.yml
   promtool check rules voice-bot-rules.yml
 
 alerts:
@@ -102,6 +103,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "for 1m (default: %(default)g)",
     )
     parser.add_argument(
+        "--greeting-p95-ms",
+        type=positive(),
+        default=alerts.DEFAULT_GREETING_P95_MS,
+        metavar="MS",
+        help="alert when a service's greeting latency p95 (the caller's wait from connecting "
+        "to the bot's first words) stays above this for 5m (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--event-loop-lag-p99-ms",
+        type=positive(),
+        default=alerts.DEFAULT_EVENT_LOOP_LAG_P99_MS,
+        metavar="MS",
+        help="alert when a process's event-loop lag p99 stays above this for 5m "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--export-failures-per-minute",
+        type=positive(),
+        default=alerts.DEFAULT_EXPORT_FAILURES_PER_MINUTE,
+        metavar="N",
+        help="alert when a process's failed metric exports per minute, for one reason, stay "
+        "above this for 5m (default: %(default)g)",
+    )
+    parser.add_argument(
         "--silence-minutes",
         type=positive(),
         default=alerts.DEFAULT_SILENCE_MINUTES,
@@ -142,6 +167,17 @@ def run(args: argparse.Namespace) -> int:
                 "rate_limit_burst_per_minute",
                 args.rate_limit_burst_per_minute,
                 alerts.DEFAULT_RATE_LIMIT_BURST_PER_MINUTE,
+            ),
+            ("greeting_p95_ms", args.greeting_p95_ms, alerts.DEFAULT_GREETING_P95_MS),
+            (
+                "event_loop_lag_p99_ms",
+                args.event_loop_lag_p99_ms,
+                alerts.DEFAULT_EVENT_LOOP_LAG_P99_MS,
+            ),
+            (
+                "export_failures_per_minute",
+                args.export_failures_per_minute,
+                alerts.DEFAULT_EXPORT_FAILURES_PER_MINUTE,
             ),
         )
         if value != default

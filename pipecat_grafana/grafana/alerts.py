@@ -53,6 +53,9 @@ from pipecat_grafana.grafana.promql import (
 __all__ = [
     "DEFAULT_BUDGET_USD_PER_HOUR",
     "DEFAULT_ERRORS_PER_MINUTE",
+    "DEFAULT_EVENT_LOOP_LAG_P99_MS",
+    "DEFAULT_EXPORT_FAILURES_PER_MINUTE",
+    "DEFAULT_GREETING_P95_MS",
     "DEFAULT_RATE_LIMIT_BURST_PER_MINUTE",
     "DEFAULT_RATE_LIMITS_PER_MINUTE",
     "DEFAULT_SILENCE_MINUTES",
@@ -91,6 +94,16 @@ DEFAULT_RATE_LIMIT_BURST_PER_MINUTE = 20.0
 """Rate-limit errors per minute of one processor for the critical alert: the production
 alert table's ``CartesiaTTSRateLimitCritical`` (``> 20/min for 1m``)."""
 
+DEFAULT_GREETING_P95_MS = 3000.0
+"""Greeting latency p95 alert level: three seconds of silence after picking up, and callers
+start to say "hello?" or hang up."""
+DEFAULT_EVENT_LOOP_LAG_P99_MS = 50.0
+"""Event-loop lag p99 alert level: every call's audio waits this long for the loop, which
+callers hear as stutter and late answers."""
+DEFAULT_EXPORT_FAILURES_PER_MINUTE = 1.0
+"""Failed exports per minute of one process, for one reason, above which the export alert
+fires: one export in six at the default 10-second interval."""
+
 GROUP_NAME = "pipecat-grafana"
 SHIPPED_RULES = Path(__file__).parent / "pipecat-voice-bot-rules.yml"
 """The rule file as shipped in the package: ``build_rules()`` with its defaults."""
@@ -107,6 +120,9 @@ RATE_LIMITS_FOR = "2m"
 RATE_LIMIT_BURST_FOR = "1m"
 # How far back the silence alert looks for calls that were active.
 ACTIVE_LOOKBACK = "15m"
+# The window failed exports are counted over, in minutes, and how long they must go on.
+EXPORTS_WINDOW_MINUTES = 5
+EXPORTS_FOR = "5m"
 
 
 def _present(labels: tuple[str, ...]) -> str:
@@ -122,6 +138,7 @@ _SERVICE = _present(SERVICE_LABELS)
 _INSTANCE = _present(INSTANCE_LABELS)
 _PROCESSOR = f"{{{{ $labels.{m.PROCESSOR} }}}}"
 _SERVICE_TYPE = f"{{{{ $labels.{m.SERVICE_TYPE} }}}}"
+_REASON = f"{{{{ $labels.{m.REASON} }}}}"
 
 
 def _value(fmt: str) -> str:
@@ -196,6 +213,8 @@ def _latency_p95(spec: m.InstrumentSpec, *by: str) -> str:
 
 _BY_PROCESSOR = (*SERVICE_LABELS, m.SERVICE_TYPE, m.PROCESSOR)
 """How error alerts group: one alert per service and processor, naming its service type."""
+_PROCESS = (*SERVICE_LABELS, *INSTANCE_LABELS)
+"""How alerts about one bot process group: its service and instance, on either backend."""
 
 
 def _errors_per_minute(minutes: int, **matchers: str) -> str:
@@ -220,6 +239,9 @@ def alert_rules(
     errors_per_minute: float = DEFAULT_ERRORS_PER_MINUTE,
     rate_limits_per_minute: float = DEFAULT_RATE_LIMITS_PER_MINUTE,
     rate_limit_burst_per_minute: float = DEFAULT_RATE_LIMIT_BURST_PER_MINUTE,
+    greeting_p95_ms: float = DEFAULT_GREETING_P95_MS,
+    event_loop_lag_p99_ms: float = DEFAULT_EVENT_LOOP_LAG_P99_MS,
+    export_failures_per_minute: float = DEFAULT_EXPORT_FAILURES_PER_MINUTE,
 ) -> tuple[AlertRule, ...]:
     """The alert rules, with their levels.
 
@@ -237,6 +259,12 @@ def alert_rules(
         rate_limits_per_minute: Warn when a processor's rate-limit errors per minute (over
             2 minutes) stay above this for 2 minutes.
         rate_limit_burst_per_minute: Page when they stay above this for a minute.
+        greeting_p95_ms: Alert when a service's greeting latency p95 over 5 minutes (the
+            caller's wait for the bot's first words) stays above this.
+        event_loop_lag_p99_ms: Alert when a process's event-loop lag p99 over 5 minutes
+            stays above this.
+        export_failures_per_minute: Alert when a process's failed exports per minute, for
+            one reason (over 5 minutes), stay above this for 5 minutes.
 
     Returns:
         The rules, in the order of the rule file.
@@ -253,10 +281,13 @@ def alert_rules(
         ("errors_per_minute", errors_per_minute),
         ("rate_limits_per_minute", rate_limits_per_minute),
         ("rate_limit_burst_per_minute", rate_limit_burst_per_minute),
+        ("greeting_p95_ms", greeting_p95_ms),
+        ("event_loop_lag_p99_ms", event_loop_lag_p99_ms),
+        ("export_failures_per_minute", export_failures_per_minute),
     ):
         _check_positive(name, value)
     silence = f"{silence_minutes * 60:g}s"
-    process = (*SERVICE_LABELS, *INSTANCE_LABELS)
+    process = _PROCESS
     active = series(m.CALLS_ACTIVE)
     return (
         _latency_rule(
@@ -352,7 +383,63 @@ def alert_rules(
             ),
             group_by=SERVICE_LABELS,
         ),
+        _latency_rule(
+            "VoiceBotGreetingSlow",
+            m.GREETING_LATENCY,
+            greeting_p95_ms,
+            "greeting latency",
+            "The 95th percentile of the callers' wait from connecting to the bot's first words "
+            f"has been above {greeting_p95_ms:g} ms for {LATENCY_FOR}: callers hear silence "
+            "after picking up. Check how the greeting is made (an LLM turn, a TTS request) and "
+            "the start-up time panel of the Pipecat voice bot dashboard.",
+            per_processor=False,
+        ),
+        AlertRule(
+            name="VoiceBotEventLoopLagHigh",
+            signal=histogram_quantile(
+                0.99,
+                window_rate(series(m.EVENT_LOOP_LAG, "_bucket"), LATENCY_WINDOW, ("le", *process)),
+            ),
+            threshold=event_loop_lag_p99_ms,
+            for_=LATENCY_FOR,
+            severity="warning",
+            summary=f"{_SERVICE} {_INSTANCE}: event-loop lag p99 is {_VALUE_MS} ms",
+            description=(
+                "The 99th percentile of how late the process's event loop ran a timer has been "
+                f"above {event_loop_lag_p99_ms:g} ms for {LATENCY_FOR}: every call's audio "
+                "waits for the loop. Look for blocking calls or CPU-heavy work in processors "
+                "and event handlers, and for too many calls per process (CPU)."
+            ),
+            group_by=process,
+        ),
+        AlertRule(
+            name="VoiceBotExportsFailing",
+            signal=_failed_exports_per_minute(),
+            threshold=export_failures_per_minute,
+            for_=EXPORTS_FOR,
+            severity="warning",
+            summary=f"{_SERVICE} {_INSTANCE}: {_VALUE_RATE} failed metric exports per minute "
+            f"({_REASON})",
+            description=(
+                f"More than {export_failures_per_minute:g} of the process's metric exports a "
+                f"minute have failed for {EXPORTS_FOR}, reason "
+                f"{_REASON} (401/403: credentials; 404: the URL; 429: the endpoint's rate "
+                "limit; 5xx: the endpoint; refused, dns, tls, timeout: the network): metrics "
+                "arrive late. Run `pipecat-grafana check` where the bot runs. A failure is "
+                "reported by the next export that gets through, so an endpoint refusing every "
+                "export shows as VoiceBotMetricsMissing instead, and here once it recovers."
+            ),
+            group_by=(*process, m.REASON),
+        ),
     )
+
+
+def _failed_exports_per_minute() -> str:
+    """Failed exports per minute over the last ``EXPORTS_WINDOW_MINUTES``, by process, reason."""
+    failed = f'{m.EXPORTS.prometheus_name}{{{m.OUTCOME}!="ok"}}'
+    minutes = EXPORTS_WINDOW_MINUTES
+    total = window_total(failed, f"{minutes}m", (*_PROCESS, m.REASON))
+    return f"{total} / {minutes}"
 
 
 def _latency_rule(

@@ -21,6 +21,7 @@ from pipecat_grafana.grafana.promql import (
     RANGE_SECONDS,
     RATE_INTERVAL,
     aggregate,
+    histogram_quantile,
     quantile,
     range_total,
     rate,
@@ -182,9 +183,9 @@ def _rate_by(spec: InstrumentSpec, by: tuple[str, ...], per_seconds: int = 60) -
 def _percentiles(
     spec: InstrumentSpec, quantiles: tuple[float, ...], by: tuple[str, ...] = (m.PROCESSOR,)
 ) -> tuple[Query, ...]:
-    """Percentiles of a latency histogram over ``$__rate_interval``, with its exemplars."""
+    """Percentiles of a histogram over ``$__rate_interval``, with its exemplars if it has them."""
     return tuple(
-        Query(quantile(q, spec, by), _legend(by, f"p{q * 100:g}"), by, exemplars=True)
+        Query(quantile(q, spec, by), _legend(by, f"p{q * 100:g}"), by, exemplars=spec.exemplars)
         for q in quantiles
     )
 
@@ -769,6 +770,98 @@ ROWS: tuple[Row, ...] = (
             ),
         ),
     ),
+    Row(
+        "Health",
+        (
+            Panel(
+                "greeting-latency",
+                "Greeting latency",
+                "timeseries",
+                "ms",
+                "The callers' wait from connecting to the bot's first words, when the bot "
+                "speaks first (Pipecat's UserBotLatencyObserver, from the transport's "
+                f"ClientConnectedFrame), p50/p95 over {RATE_INTERVAL}, from "
+                f"`{m.GREETING_LATENCY.prometheus_name}_bucket`. Red is the greeting alert's "
+                "level.",
+                _percentiles(m.GREETING_LATENCY, (0.5, 0.95), ()),
+                thresholds=_alert_level(alerts.DEFAULT_GREETING_P95_MS),
+                width=8,
+            ),
+            Panel(
+                "event-loop-lag",
+                "Event-loop lag",
+                "timeseries",
+                "ms",
+                "How late the event loop that runs the calls ran a timer (sampled every 100 ms "
+                f"while calls are in progress), p99 and max over {RATE_INTERVAL}, all processes "
+                f"of the selected services (`{m.EVENT_LOOP_LAG.prometheus_name}_bucket`; max is "
+                "its bucket's upper bound). Every call's audio waits this long. Red is the lag "
+                "alert's level (per process).",
+                (
+                    Query(quantile(0.99, m.EVENT_LOOP_LAG, ()), "p99"),
+                    Query(histogram_quantile(1, rate(m.EVENT_LOOP_LAG, ("le",), "_bucket")), "max"),
+                ),
+                thresholds=_alert_level(alerts.DEFAULT_EVENT_LOOP_LAG_P99_MS),
+                width=8,
+            ),
+            Panel(
+                "startup",
+                "Start-up time p95 by processor",
+                "timeseries",
+                "ms",
+                "What each processor costs to get ready before a caller can hear the bot "
+                "(setup and start: connecting to its provider, loading a model), and when the "
+                "transport connected (bot_connected, client_connected, from the pipeline "
+                f"starting to set up), p95 over {RATE_INTERVAL}, from Pipecat's "
+                f"StartupTimingObserver (`{m.STARTUP.prometheus_name}_bucket`).",
+                _percentiles(m.STARTUP, (0.95,), (m.PHASE, m.PROCESSOR)),
+                thresholds=_SLOW_MS,
+                width=8,
+            ),
+            Panel(
+                "exports-per-minute",
+                "Metric exports per minute by outcome",
+                "timeseries",
+                "short",
+                f"The exporter's requests to the OTLP endpoint per minute over {RATE_INTERVAL}, "
+                "by outcome (ok, rejected, unreachable, timeout) and reason (the HTTP status: "
+                "401/403 credentials, 404 URL, 429 rate limit, 5xx; or refused, dns, tls, "
+                "timeout). A failure is counted by the next export that gets through: an "
+                "endpoint that refuses everything shows nothing here until it recovers "
+                f"(`{m.EXPORTS.prometheus_name}`). Red is the export alert's level.",
+                (_rate_by(m.EXPORTS, (m.OUTCOME, m.REASON)),),
+                thresholds=((alerts.DEFAULT_EXPORT_FAILURES_PER_MINUTE, "red"),),
+                width=12,
+            ),
+            Panel(
+                "calls-dropped",
+                "Ended calls dropped",
+                "stat",
+                "short",
+                "Ended calls whose final values were never exported during the dashboard's "
+                "range: the endpoint did not accept them for 5 minutes (expired), or too many "
+                "were waiting (overflow). Their summaries were still logged "
+                f"(`{m.CALLS_DROPPED.prometheus_name}`). {_EXACT}",
+                (_instant(_or_zero(range_total(m.CALLS_DROPPED), range_total(m.EXPORTS))),),
+                thresholds=((1.0, "red"),),
+                width=6,
+            ),
+            Panel(
+                "export-age",
+                "Age of the last accepted export",
+                "stat",
+                "s",
+                "Seconds since the endpoint last accepted an export, the oldest of the "
+                "processes of the selected services, as of their last export "
+                f"(`{m.EXPORT_AGE.prometheus_name}`): about the export interval when all is "
+                "well. A process whose exports all fail sends nothing, not even this.",
+                (_instant(aggregate("max", (), selector(m.EXPORT_AGE))),),
+                thresholds=((30.0, "orange"), (120.0, "red")),
+                width=6,
+                decimals=1,
+            ),
+        ),
+    ),
     Row("Latency", tuple(latency.panel() for latency in LATENCY_PANELS)),
     Row(
         "Usage",
@@ -799,8 +892,26 @@ ROWS: tuple[Row, ...] = (
                 f"Characters sent to text-to-speech during the dashboard's range, by model "
                 f"(`{m.TTS_CHARACTERS.prometheus_name}`).",
                 (_total_by(m.TTS_CHARACTERS, (m.MODEL,)),),
-                width=8,
+                width=6,
                 height=6,
+            ),
+            Panel(
+                "tts-audio-minutes",
+                "TTS audio minutes",
+                "bargauge",
+                "m",
+                f"Minutes of audio text-to-speech produced during the dashboard's range, by "
+                f"model (`{m.TTS_AUDIO.prometheus_name}` / 60), interrupted answers included.",
+                (
+                    _instant(
+                        f"{range_total(m.TTS_AUDIO, (m.MODEL,))} / 60",
+                        _legend((m.MODEL,)),
+                        (m.MODEL,),
+                    ),
+                ),
+                width=6,
+                height=6,
+                decimals=2,
             ),
             Panel(
                 "stt-audio-minutes",
@@ -816,7 +927,7 @@ ROWS: tuple[Row, ...] = (
                         (m.MODEL,),
                     ),
                 ),
-                width=8,
+                width=6,
                 height=6,
                 decimals=2,
             ),
@@ -838,7 +949,7 @@ ROWS: tuple[Row, ...] = (
                     ),
                 ),
                 base_color="blue",
-                width=8,
+                width=6,
                 height=6,
             ),
         ),

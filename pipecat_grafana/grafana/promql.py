@@ -64,7 +64,7 @@ default."""
 INSTANCE_LABELS = ("instance", "service_instance_id")
 """Where ``service.instance.id`` (one bot process) lands, likewise."""
 
-USAGE = (m.LLM_TOKENS, m.TTS_CHARACTERS, m.STT_AUDIO)
+USAGE = (m.LLM_TOKENS, m.TTS_CHARACTERS, m.TTS_AUDIO, m.STT_AUDIO)
 """The usage counters."""
 WITH_MODEL = frozenset((*m.LATENCY, *USAGE, m.COST))
 """The instruments whose points carry the ``model`` label: the latency histograms, the usage

@@ -18,6 +18,12 @@ providers built on Pipecat's service base classes, so every metric is measured
 and sent by Pipecat's own code: TTFB, processing time, TTFA, TTFAT, text
 aggregation, LLM, STT and TTS usage, and the smart-turn prediction.
 
+The caller connects as on a real line: the input transport pushes a
+``ClientConnectedFrame`` and the bot greets the caller (a ``TTSSpeakFrame`` queued
+from the transport's ``on_client_connected``), so the greeting latency and the
+transport's connection time are measured as Pipecat measures them; the caller
+listens to the greeting before the first question.
+
 A call also has what real calls have besides questions and answers, so that the
 conversation metrics have something to show. Unless ``incidents=False``, on one
 turn the LLM looks the caller's account up with a tool call, run by Pipecat's own
@@ -47,7 +53,7 @@ Example::
 """
 
 from pipecat_grafana.offline.call import run_offline_call, run_offline_calls
-from pipecat_grafana.offline.script import TOOL_NAME
+from pipecat_grafana.offline.script import GREETING, TOOL_NAME
 from pipecat_grafana.offline.services import (
     DEFAULT_LLM_MODEL,
     DEFAULT_STT_MODEL,
@@ -60,6 +66,7 @@ __all__ = [
     "DEFAULT_LLM_MODEL",
     "DEFAULT_STT_MODEL",
     "DEFAULT_TTS_MODEL",
+    "GREETING",
     "TOOL_NAME",
     "OfflineTransport",
     "TTSRateLimitError",

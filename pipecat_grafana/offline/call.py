@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.frames.frames import TTSSpeakFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -27,6 +28,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipecat_grafana.offline.audio import EnergyVADAnalyzer
 from pipecat_grafana.offline.script import (
+    GREETING,
     KNOWLEDGE_BASE,
     SYSTEM_PROMPT,
     TOOL,
@@ -76,7 +78,9 @@ async def run_offline_call(
 ) -> None:
     """Run one scripted call through a real Pipecat pipeline, to its end.
 
-    The caller speaks ``turns`` times; the bot answers each time. The call ends
+    The bot greets the caller when the caller connects, as a deployed bot does from
+    its transport's ``on_client_connected``; then the caller speaks ``turns`` times
+    and the bot answers each time. The call ends
     with an ``EndFrame`` once the bot has answered the last turn, and this
     returns when the pipeline has finished.
 
@@ -133,6 +137,7 @@ async def run_offline_call(
         rng=transport_rng,
         speed=speed,
         barge_in_turns=turns_of(plan.barge_in_turn),
+        greeted=True,
     )
     stt = ScriptedSTTService(
         transcripts=[exchange.user for exchange in exchanges],
@@ -152,7 +157,8 @@ async def run_offline_call(
         rng=tts_rng,
         speed=speed,
         model=tts_model,
-        rate_limited_answers=turns_of(plan.rate_limited_answer),
+        # The greeting is the TTS's first answer: the refused one is an answer to a turn.
+        rate_limited_answers=tuple(turn + 1 for turn in turns_of(plan.rate_limited_answer)),
     )
 
     context = LLMContext(
@@ -202,6 +208,11 @@ async def run_offline_call(
         conversation_id=conversation_id,
         enable_tracing=enable_tracing,
     )
+
+    @transport.event_handler("on_client_connected")
+    async def greet(transport, client):
+        await worker.queue_frames([TTSSpeakFrame(GREETING)])
+
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
     await runner.run()

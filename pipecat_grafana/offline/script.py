@@ -50,6 +50,9 @@ ACCOUNT = {
     "line_status": "active",
 }
 
+GREETING = "Hi, this is Ava from Northwind Mobile. How can I help you today?"
+"""What the bot says when the caller connects, before the caller's first words."""
+
 SYSTEM_PROMPT = (
     "You are Ava, the voice assistant of Northwind Mobile. Answer in one to three short "
     "spoken sentences, without lists, markdown or emojis. Use only the knowledge base "

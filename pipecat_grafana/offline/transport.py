@@ -6,12 +6,17 @@ the bot's audio at the call's pace. The caller speaks the script, waits for each
 answer (or, once a call, talks over it) and hangs up after the last one, which
 ends the call. Audio streams fifty times faster than real time, so a call of
 several turns takes seconds.
+
+When the caller connects, the input transport says so with a ``ClientConnectedFrame``
+and the transport's ``on_client_connected`` event, as Pipecat's WebRTC and telephony
+transports do; a bot that greets its callers does it from that event, and the caller
+listens to the greeting before speaking.
 """
 
 import asyncio
 import contextlib
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +25,7 @@ from pipecat.audio.vad.vad_analyzer import VAD_STOP_SECS
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    ClientConnectedFrame,
     EndWorkerFrame,
     Frame,
     InputAudioRawFrame,
@@ -117,6 +123,9 @@ class OfflineInputTransport(BaseInputTransport):
     On the turns in ``barge_in_turns`` the caller does not wait: a moment after the
     bot starts answering the previous question, the caller asks the next one over
     it, and Pipecat's VAD and user turn strategy interrupt the bot.
+
+    With ``greeted``, the bot speaks first: the caller waits for its greeting to end
+    before the first turn.
     """
 
     def __init__(
@@ -128,6 +137,8 @@ class OfflineInputTransport(BaseInputTransport):
         speed: float = 1.0,
         barge_in_turns: Collection[int] = (),
         line: _Line | None = None,
+        greeted: bool = False,
+        on_connected: Callable[[], Awaitable[None]] | None = None,
         **kwargs: Any,
     ):
         """Initialize the transport.
@@ -140,6 +151,9 @@ class OfflineInputTransport(BaseInputTransport):
             barge_in_turns: Turns (from 1, as turn 0 has no answer before it) the
                 caller starts while the bot is still speaking.
             line: What this end shares with the output transport.
+            greeted: Whether the bot greets the caller, who then waits for the
+                greeting to end before speaking.
+            on_connected: Called once the caller is connected.
             **kwargs: Passed on to ``BaseInputTransport``.
         """
         super().__init__(params, **kwargs)
@@ -149,6 +163,8 @@ class OfflineInputTransport(BaseInputTransport):
         self._speed = speed
         self._barge_in_turns = frozenset(barge_in_turns)
         self._line = line or _Line()
+        self._greeted = greeted
+        self._on_connected = on_connected
         self._pacer = _Pacer()
         self._bot_started = asyncio.Event()
         self._bot_stopped = asyncio.Event()
@@ -159,6 +175,9 @@ class OfflineInputTransport(BaseInputTransport):
         await super().start(frame)
         await self.set_transport_ready(frame)
         if not self._caller_task:
+            await self.push_frame(ClientConnectedFrame())
+            if self._on_connected is not None:
+                await self._on_connected()
             self._caller_task = self.create_task(self._call(), name="caller")
 
     async def cleanup(self):
@@ -178,6 +197,9 @@ class OfflineInputTransport(BaseInputTransport):
             self._bot_stopped.set()
 
     async def _call(self):
+        if self._greeted and not await self._wait_for_greeting():
+            await self._hang_up()
+            return
         for turn, utterance in enumerate(self._utterances):
             barge_in = turn in self._barge_in_turns
             if barge_in:
@@ -198,6 +220,14 @@ class OfflineInputTransport(BaseInputTransport):
                 self._bot_stopped, turn
             ):
                 break
+        await self._hang_up()
+
+    async def _wait_for_greeting(self) -> bool:
+        return await self._wait_for_bot(self._bot_started, -1) and await self._wait_for_bot(
+            self._bot_stopped, -1
+        )
+
+    async def _hang_up(self):
         # The line stays open for a moment after the bot's goodbye. Nothing
         # transcribes that audio, so the STT reports its usage when it stops.
         await self._stream(bytes(int(_HANG_UP_SECS * self.sample_rate) * 2))
@@ -211,7 +241,8 @@ class OfflineInputTransport(BaseInputTransport):
         try:
             await asyncio.wait_for(event.wait(), _REPLY_TIMEOUT_SECS)
         except TimeoutError:
-            logger.warning(f"{self}: no answer to turn {turn + 1}, hanging up")
+            what = "greeting" if turn < 0 else f"answer to turn {turn + 1}"
+            logger.warning(f"{self}: no {what}, hanging up")
             return False
         return True
 
@@ -291,6 +322,7 @@ class OfflineTransport(BaseTransport):
         rng: random.Random,
         speed: float = 1.0,
         barge_in_turns: Collection[int] = (),
+        greeted: bool = False,
         **kwargs: Any,
     ):
         """Initialize the transport.
@@ -300,9 +332,12 @@ class OfflineTransport(BaseTransport):
             rng: Source of the caller's pauses and voice.
             speed: Scale of the pauses and of the audio's pace.
             barge_in_turns: Turns (from 1) the caller starts while the bot is speaking.
+            greeted: Whether the bot greets the caller (from ``on_client_connected``),
+                who then waits for the greeting to end before speaking.
             **kwargs: Passed on to ``BaseTransport``.
         """
         super().__init__(**kwargs)
+        self._register_event_handler("on_client_connected")
         params = TransportParams(
             audio_in_enabled=True,
             audio_out_enabled=True,
@@ -318,11 +353,16 @@ class OfflineTransport(BaseTransport):
             speed=speed,
             barge_in_turns=barge_in_turns,
             line=line,
+            greeted=greeted,
+            on_connected=self._client_connected,
             name=self._input_name,
         )
         self._output = OfflineOutputTransport(
             params, speed=speed, line=line, name=self._output_name
         )
+
+    async def _client_connected(self):
+        await self._call_event_handler("on_client_connected", "caller")
 
     def input(self) -> OfflineInputTransport:
         """The caller's audio, into the pipeline."""
