@@ -96,11 +96,14 @@ class Batch:
         ended: The calls that had ended when their values were collected.
         sending: Each series the request carries, with the record of what was sent
             that remembers it once the request is accepted.
+        waiters: The ends of calls without series of their own that this request
+            carries in the fleet's series.
     """
 
     request: MetricsData
     ended: list[CallMeters]
     sending: "Sending"
+    waiters: list[Future]
 
 
 class ExportPipeline:
@@ -317,24 +320,29 @@ class ExportPipeline:
 
     def assemble(self, fleet: MetricsData) -> Batch:
         """Merge the fleet series the SDK collected with the series of every call."""
+        calls = self.calls()
+        # Read before collecting: a call that ends while this export is under way
+        # recorded values this collection may not hold, so it must be sent again.
+        ended = [call for call in calls if call.ended_at is not None]
+        with self._lock:
+            # Calls without series of their own (the call_id label off) whose end waits
+            # for the fleet's series: this collection holds their final values.
+            waiters, self._fleet_waiters = self._fleet_waiters, []
         merged = _Merged(
             heartbeat_s=self.config.heartbeat_s,
             histogram_interval_s=self.config.histogram_interval_s,
-            flush=self._flushing,
+            # The export that carries a call's final values carries all it changed,
+            # in the process-wide series too.
+            flush=self._flushing or bool(ended) or bool(waiters) or self._closed,
         )
         sending: Sending = []
         merged.add(fleet, self._fleet_exported, sending)
         merged.add_metrics(self.fleet.metrics(totals=False), self._fleet_exported, sending)
-        ended = []
-        for call in self.calls():
-            # Read before collecting: a call that ends while this export is under way
-            # recorded values this collection may not hold, so it must be sent again.
-            if call.ended_at is not None:
-                ended.append(call)
+        for call in calls:
             merged.add_metrics(
                 call.metrics(), call.exported, sending, flush=call.ended_at is not None
             )
-        return Batch(merged.metrics_data(self.resource), ended, sending)
+        return Batch(merged.metrics_data(self.resource), ended, sending, waiters)
 
     def settle(self, batch: Batch, success: bool) -> None:
         """Settle what a request carried, once the endpoint answered (or did not)."""
@@ -362,8 +370,7 @@ class ExportPipeline:
         with self._lock:
             for call in done:
                 self._calls.pop(call.labels[instruments.CALL_ID], None)
-            waiters, self._fleet_waiters = self._fleet_waiters, []
-        for waiter in waiters:
+        for waiter in batch.waiters:
             if not waiter.done():
                 waiter.set_result(success)
         if not success:
