@@ -193,7 +193,7 @@ async def bot(runner_args: "RunnerArguments"):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="example_bot.py",
-        description="The seed's voice bot with GrafanaMetricsExporter; an offline call "
+        description="The example voice bot with GrafanaMetricsExporter; an offline call "
         "when its API keys are not set.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

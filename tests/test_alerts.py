@@ -56,7 +56,7 @@ def test_expressions_use_only_the_contracts_metrics():
 
 
 def test_levels_are_parameters_with_the_seed_defaults():
-    assert alerts.DEFAULT_TTFB_P95_MS == 2000  # the seed's "> 2000 ms for 5m"
+    assert alerts.DEFAULT_TTFB_P95_MS == 2000  # the production alert table's "> 2000 ms for 5m"
     rules = {r.name: r for r in alerts.alert_rules(budget_usd_per_hour=5, ttfb_p95_ms=1500)}
     assert rules["VoiceBotCostOverBudget"].expr.endswith(" > 5")
     assert rules["VoiceBotTTFBHigh"].expr.endswith(" > 1500")

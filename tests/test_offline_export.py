@@ -26,7 +26,7 @@ SEED = 11
 # Generous: two concurrent calls of three turns at SPEED take about a second.
 RUN_TIMEOUT_S = 60
 
-# The instrument table of METRICS.md: what every call reports. (Turn latency, errors,
+# The contract's instruments (instruments.py) that every call reports. (Turn latency, errors,
 # interruptions, function calls and the like arrive when a call has them.)
 METRICS_MD_FAMILIES = (
     *m.LATENCY,
