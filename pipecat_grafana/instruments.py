@@ -56,7 +56,9 @@ STARTUP_BUCKETS_MS = (10.0, 50.0, 250.0, 1000.0, 5000.0)
 LAG_BUCKETS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
 
 
-@dataclass(frozen=True)
+# Compared and hashed by identity: each is a constant of this module, and a spec is a
+# dictionary key on every measurement (hashing eight fields each time would cost more).
+@dataclass(frozen=True, eq=False)
 class InstrumentSpec:
     """One instrument of the contract.
 

@@ -10,6 +10,7 @@ What Pipecat reports is translated into the units of the contract
 A value we cannot trust is dropped with one warning, never raised.
 """
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -70,6 +71,14 @@ _LATENCIES: dict[type, _Latency] = {
         m.TURN_DETECTION, "turn_detection", lambda d: d.e2e_processing_time_ms
     ),
 }
+
+
+@functools.cache
+def _latency_of(kind: type) -> _Latency | None:
+    """The latency a ``MetricsData`` type reports, by its class or a base class."""
+    return next((_LATENCIES[c] for c in kind.__mro__ if c in _LATENCIES), None)
+
+
 _IMPLIED_SERVICE = {
     LLMUsageMetricsData: "llm",
     TTFATMetricsData: "llm",
@@ -258,7 +267,7 @@ class CallRecorder:
     def record(self, data: MetricsData, source: FrameProcessor | None = None) -> None:
         """Record one metric; a value we cannot trust is dropped with one warning."""
         kind = type(data)
-        latency = next((_LATENCIES[c] for c in kind.__mro__ if c in _LATENCIES), None)
+        latency = _latency_of(kind)
         if latency is not None:
             self._record_latency(data, latency, source)
         elif isinstance(data, LLMUsageMetricsData):
