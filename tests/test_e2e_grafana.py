@@ -654,7 +654,15 @@ def test_alerts_fire_on_a_hair_trigger_and_stay_quiet_at_their_defaults(loaded: 
         # The workload: fast, cheap, one rate-limited request per call (far below the error
         # and rate-limit levels), a loop that kept up, one export rejected per service (below
         # the export level), and its metrics arrived.
-        assert loaded.backend.query(shipped[rule.name]["expr"], time=loaded.t_eval) == [], rule.name
+        at_default = loaded.backend.query(shipped[rule.name]["expr"], time=loaded.t_eval)
+        if rule.name == "VoiceBotEventLoopLagHigh":
+            # How late the loop ran is this machine's, not the workload's (a loaded test
+            # machine can lag 70 ms): the rule must agree with the lag that was measured.
+            lag = loaded.backend.query(rule.signal, time=loaded.t_eval)
+            lagged = {s["metric"].get(label) for s in lag if float(s["value"][1]) > rule.threshold}
+            assert {s["metric"].get(label) for s in at_default} == lagged, rule.name
+            continue
+        assert at_default == [], rule.name
 
 
 def test_cost_alert_signal_is_the_last_hours_cost(loaded: Loaded) -> None:
