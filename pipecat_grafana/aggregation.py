@@ -80,6 +80,11 @@ class Totals:
             items = list(self._values.get(spec, {}).items())
         return [Observation(value, dict(key)) for key, value in items]
 
+    def snapshot(self) -> list[tuple[InstrumentSpec, list[tuple[Attributes, float]]]]:
+        """Every series of every counter with its current total, as sorted attribute pairs."""
+        with self._lock:
+            return [(spec, list(series.items())) for spec, series in self._values.items()]
+
     def metrics(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> list[Metric]:
         """Every counter as a cumulative sum, each point with ``labels`` added."""
         with self._lock:
@@ -127,6 +132,13 @@ class HistogramSeries:
     min: float
     max: float
     exemplars: list[tuple[float, int, ExemplarContext] | None] | None = None
+
+    def copy(self) -> "HistogramSeries":
+        """A snapshot that later records do not change; the exemplars stay for the export."""
+        exemplars = list(self.exemplars) if self.exemplars is not None else None
+        return HistogramSeries(
+            list(self.bucket_counts), self.count, self.sum, self.min, self.max, exemplars
+        )
 
     def take(self) -> "HistogramSeries":
         """A snapshot that later records do not change; its exemplars leave this series."""
@@ -178,6 +190,16 @@ class CallHistogram:
                 if series.exemplars is None:
                     series.exemplars = [None] * len(series.bucket_counts)
                 series.exemplars[index] = (value, time.time_ns(), exemplar)
+
+    @property
+    def spec(self) -> InstrumentSpec:
+        """The instrument this histogram aggregates."""
+        return self._spec
+
+    def snapshot(self) -> list[tuple[Attributes, HistogramSeries]]:
+        """Every series as it is now, as sorted attribute pairs; exemplars are left in place."""
+        with self._lock:
+            return [(key, series.copy()) for key, series in self._series.items()]
 
     def metric(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> Metric | None:
         """The cumulative histogram, each point with ``labels`` added; None if empty."""
