@@ -116,6 +116,8 @@ class ExportConfig:
             exporter logs each once as a warning and ``check`` prints them.
         logs_endpoint: The full OTLP/HTTP logs URL for call summaries, or ``None``.
         traces_endpoint: The full OTLP/HTTP traces URL for Pipecat's spans, or ``None``.
+        pull: Whether the process's Prometheus endpoint serves the series: they are then
+            aggregated in memory even when nothing is pushed.
     """
 
     endpoint: str | None
@@ -128,6 +130,7 @@ class ExportConfig:
     notices: tuple[str, ...] = ()
     logs_endpoint: str | None = None
     traces_endpoint: str | None = None
+    pull: bool = False
 
     def __repr__(self) -> str:
         return (
@@ -135,7 +138,7 @@ class ExportConfig:
             f"auth={'<masked>' if self.has_auth else None}, "
             f"export_interval_s={self.export_interval_s}, flush_timeout_s={self.flush_timeout_s}, "
             f"call_id_label={self.call_id_label}, logs_endpoint={self.logs_endpoint!r}, "
-            f"traces_endpoint={self.traces_endpoint!r})"
+            f"traces_endpoint={self.traces_endpoint!r}, pull={self.pull})"
         )
 
     @property
@@ -154,6 +157,7 @@ class ExportConfig:
             self.call_id_label,
             self.logs_endpoint,
             self.traces_endpoint,
+            self.pull,
         )
 
     def describe(self) -> dict[str, str]:
