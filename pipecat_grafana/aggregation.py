@@ -80,6 +80,11 @@ class Totals:
             items = list(self._values.get(spec, {}).items())
         return [Observation(value, dict(key)) for key, value in items]
 
+    def snapshot(self) -> list[tuple[InstrumentSpec, list[tuple[Attributes, float]]]]:
+        """Every series of every counter with its current total, as sorted attribute pairs."""
+        with self._lock:
+            return [(spec, list(series.items())) for spec, series in self._values.items()]
+
     def metrics(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> list[Metric]:
         """Every counter as a cumulative sum, each point with ``labels`` added."""
         with self._lock:
@@ -179,6 +184,16 @@ class CallHistogram:
                 if series.exemplars is None:
                     series.exemplars = [None] * len(series.bucket_counts)
                 series.exemplars[index] = (value, time.time_ns(), exemplar)
+
+    @property
+    def spec(self) -> InstrumentSpec:
+        """The instrument this histogram aggregates."""
+        return self._spec
+
+    def snapshot(self) -> list[tuple[Attributes, HistogramSeries]]:
+        """Every series as it is now, as sorted attribute pairs; exemplars are left in place."""
+        with self._lock:
+            return [(key, series.copy()) for key, series in self._series.items()]
 
     def metric(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> Metric | None:
         """The cumulative histogram, each point with ``labels`` added; None if empty."""

@@ -86,6 +86,10 @@ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 MAX_LABEL_VALUES = "PIPECAT_GRAFANA_MAX_LABEL_VALUES"
 """Distinct values the ``model`` and ``processor`` labels each take in a process (default
 100); later ones are exported as ``other``."""
+PROMETHEUS_PORT = "PIPECAT_GRAFANA_PROMETHEUS_PORT"
+"""The TCP port of the process's Prometheus scrape endpoint (``/metrics``); unset, none runs."""
+PROMETHEUS_ADDR = "PIPECAT_GRAFANA_PROMETHEUS_ADDR"
+"""The address that endpoint listens on (default ``127.0.0.1``, this machine only)."""
 
 DEFAULT_EXPORT_INTERVAL_S = 10.0
 DEFAULT_FLUSH_TIMEOUT_S = 5.0
@@ -94,6 +98,9 @@ DEFAULT_SPARSE_EXPORTS = 6
 # Below Prometheus' 5-minute lookback, with room for a missed export.
 MAX_HEARTBEAT_S = 240.0
 DEFAULT_MAX_LABEL_VALUES = 100
+DEFAULT_PROMETHEUS_ADDR = "127.0.0.1"
+"""Loopback: the endpoint shows every call's figures, and serving it costs CPU, to whoever
+can reach it, so it is opened to a network only on request."""
 MIN_EXPORT_INTERVAL_S = 0.1
 MAX_EXPORT_INTERVAL_S = 3600.0
 MAX_TIMEOUT_S = 300.0
@@ -132,6 +139,8 @@ class ExportConfig:
         call_histograms: Whether each call has latency histograms of its own.
         heartbeat_s: Seconds after which an unchanged series is sent again.
         histogram_interval_s: Seconds between two periodic sends of a changed histogram.
+        pull: Whether the process's Prometheus endpoint serves the series: they are then
+            aggregated in memory even when nothing is pushed.
     """
 
     endpoint: str | None
@@ -147,6 +156,7 @@ class ExportConfig:
     call_histograms: bool = False
     heartbeat_s: float = DEFAULT_SPARSE_EXPORTS * DEFAULT_EXPORT_INTERVAL_S
     histogram_interval_s: float = DEFAULT_SPARSE_EXPORTS * DEFAULT_EXPORT_INTERVAL_S
+    pull: bool = False
 
     def __repr__(self) -> str:
         return (
@@ -155,7 +165,8 @@ class ExportConfig:
             f"export_interval_s={self.export_interval_s}, flush_timeout_s={self.flush_timeout_s}, "
             f"call_id_label={self.call_id_label}, logs_endpoint={self.logs_endpoint!r}, "
             f"traces_endpoint={self.traces_endpoint!r}, call_histograms={self.call_histograms}, "
-            f"heartbeat_s={self.heartbeat_s}, histogram_interval_s={self.histogram_interval_s})"
+            f"heartbeat_s={self.heartbeat_s}, histogram_interval_s={self.histogram_interval_s}, "
+            f"pull={self.pull})"
         )
 
     @property
@@ -177,6 +188,7 @@ class ExportConfig:
             self.call_histograms,
             self.heartbeat_s,
             self.histogram_interval_s,
+            self.pull,
         )
 
     def describe(self) -> dict[str, str]:
@@ -315,6 +327,104 @@ def max_label_values(argument: int | None, env: Mapping[str, str] | None = None)
             f"distinct model and processor names to export, for example {DEFAULT_MAX_LABEL_VALUES}."
         )
     return int(raw)
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    """Where the process's Prometheus scrape endpoint listens.
+
+    Parameters:
+        addr: The address to listen on (an IP address or a host name).
+        port: The TCP port.
+        addr_source: The variable or argument the address came from, for messages.
+        port_source: The same, for the port.
+    """
+
+    addr: str
+    port: int
+    addr_source: str = PROMETHEUS_ADDR
+    port_source: str = PROMETHEUS_PORT
+
+    @property
+    def url(self) -> str:
+        """The URL Prometheus scrapes (``/metrics``)."""
+        host = f"[{self.addr}]" if ":" in self.addr else self.addr
+        return f"http://{host}:{self.port}/metrics"
+
+
+def resolve_scrape(
+    env: Mapping[str, str] | None = None, *, port: int | None = None, addr: str | None = None
+) -> ScrapeConfig | None:
+    """Resolve the Prometheus scrape endpoint's address: arguments, then variables.
+
+    Args:
+        env: The environment to read (``os.environ`` by default).
+        port: The port (overrides ``PIPECAT_GRAFANA_PROMETHEUS_PORT``).
+        addr: The address (overrides ``PIPECAT_GRAFANA_PROMETHEUS_ADDR``).
+
+    Returns:
+        The endpoint's address, or ``None`` when no port is set (no endpoint).
+
+    Raises:
+        ConfigError: A variable is malformed; the message names it.
+        ValueError: An argument is.
+    """
+    env = os.environ if env is None else env
+    if port is not None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"prometheus_port must be a TCP port from 1 to 65535, got {port!r}")
+        port_source = "prometheus_port="
+    elif raw := env.get(PROMETHEUS_PORT, "").strip():
+        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+            raise ConfigError(
+                f"{PROMETHEUS_PORT}={raw!r} is not a TCP port from 1 to 65535: set it to the "
+                "port Prometheus scrapes, for example 9464."
+            )
+        port, port_source = int(raw), PROMETHEUS_PORT
+    if addr is not None:
+        if not isinstance(addr, str) or not _is_address(addr.strip()):
+            raise ValueError(
+                f"prometheus_addr must be an IP address or host name, for example "
+                f"{DEFAULT_PROMETHEUS_ADDR} or 0.0.0.0, got {addr!r}"
+            )
+        addr, addr_source = addr.strip(), "prometheus_addr="
+    elif raw := env.get(PROMETHEUS_ADDR, "").strip():
+        if not _is_address(raw):
+            raise ConfigError(
+                f"{PROMETHEUS_ADDR}={raw!r} is not an IP address or host name: set it to the "
+                f"address to listen on, for example {DEFAULT_PROMETHEUS_ADDR} (this machine "
+                "only) or 0.0.0.0 (every network)."
+            )
+        addr, addr_source = raw, PROMETHEUS_ADDR
+    else:
+        addr, addr_source = DEFAULT_PROMETHEUS_ADDR, PROMETHEUS_ADDR
+    if port is None:
+        if addr_source == "prometheus_addr=":
+            raise ValueError("prometheus_addr= needs a port: give prometheus_port= too")
+        if env.get(PROMETHEUS_ADDR, "").strip():
+            raise ConfigError(
+                f"{PROMETHEUS_ADDR} is set but {PROMETHEUS_PORT} is not: set the port too "
+                "(for example 9464) to serve /metrics, or unset both."
+            )
+        return None
+    return ScrapeConfig(addr, port, addr_source, port_source)
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _is_address(value: str) -> bool:
+    """An IP address, or a host name (whose last label is not all digits: 999.1.1.1 is not)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        labels = value.split(".")
+        return (
+            0 < len(value) <= 253
+            and all(_HOST_LABEL.fullmatch(part) for part in labels)
+            and not labels[-1].isdigit()
+        )
+    return True
 
 
 def basic_auth(instance_id: str, token: str) -> str:

@@ -44,6 +44,7 @@ _RESERVED = {
     "instance",
     "le",
     "service_name",
+    "service_instance_id",
 }
 _RATE_LIMIT = re.compile(r"\b429\b|rate.?limit|too many requests|quota exceeded", re.IGNORECASE)
 _TIMEOUT = re.compile(r"time(?:d)?.?out|deadline exceeded", re.IGNORECASE)

@@ -14,6 +14,12 @@ one request (``ExportPipeline.assemble``) that the SDK's OTLP client sends. A ca
 ended stays until its final values were exported once; then it is dropped, and
 its series are never sent again.
 
+The same aggregates can also be pulled: the process's Prometheus scrape endpoint
+(``scrape``) serves the pipelines whose configuration asks for it (``pull``),
+from the same objects, with no second recording path. Such a pipeline aggregates
+in memory even when nothing is pushed (no thread runs then), and keeps an ended
+call until both the export and a scrape have read its final values.
+
 Prometheus-style backends start a new series at its first sample, so
 ``rate()``/``increase()`` never count the value of that first sample: a 3-second
 call, exported once, would count as nothing. Each cumulative series is therefore
@@ -30,6 +36,7 @@ parent's is sent again.
 
 import atexit
 import os
+import sys
 import threading
 import time
 import weakref
@@ -81,6 +88,9 @@ PENDING_RETENTION_S = 300.0
 MAX_PENDING_CALLS = 1000
 # Call IDs a process remembers, to give a repeated one series of its own.
 REMEMBERED_CALL_IDS = 10_000
+# Who reads an ended call's final values before it is let go.
+_OTLP = "otlp"
+_SCRAPE = "scrape"
 
 # Exemplars link points to traces; there are none here, and looking for them costs
 # a third of each measurement.
@@ -134,6 +144,8 @@ class ExportPipeline:
         self.resource = resource
         self._lock = threading.Lock()
         self._calls: dict[str, CallMeters] = {}
+        self._read_by: dict[CallMeters, set[str]] = {}  # ended calls, by who read them
+        self._pulled = config.pull and meter_provider is None
         self._call_ids: OrderedDict[str, int] = OrderedDict()
         self._bounds: LabelBounds | None = None
         self._fleet_exported: Sent = {}
@@ -175,10 +187,14 @@ class ExportPipeline:
             ).start()
         else:
             meter = NoOpMeter(METER_NAME, __version__)
-        self._calls_of_their_own = self._provider is not None and config.call_id_label
-        # The fleet's histograms are aggregated here when we export them ourselves: a
-        # tenth of the SDK's cost a measurement, and with exemplars.
-        self.fleet = create_meters(meter, own_histograms=self._provider is not None)
+        self._readers = {_OTLP} if self._reader is not None else set()
+        if self._pulled:
+            self._readers.add(_SCRAPE)
+        own = self._provider is not None or self._pulled
+        self._calls_of_their_own = own and config.call_id_label
+        # The fleet's histograms are aggregated here when we export or serve them ourselves:
+        # a tenth of the SDK's cost a measurement, and with exemplars.
+        self.fleet = create_meters(meter, own_histograms=own)
         # Start the process-wide series at zero, so the first call is counted by rate().
         self.fleet.record(instruments.CALLS, 0, {})
         self.fleet.record(instruments.CALLS_ACTIVE, 0, {})
@@ -195,10 +211,67 @@ class ExportPipeline:
         """Whether this is a copy a fork left in a child process: it exports nothing there."""
         return self._inherited
 
+    @property
+    def pulled(self) -> bool:
+        """Whether the process's Prometheus endpoint serves this pipeline's series."""
+        return self._pulled
+
     def calls(self) -> list[CallMeters]:
         """The calls whose own series are exported: in progress, or ended and not yet sent."""
+        return self._unread(_OTLP)
+
+    def scrape_calls(self) -> list[CallMeters]:
+        """The calls whose own series are served: in progress, or ended and not yet scraped."""
+        return self._unread(_SCRAPE)
+
+    def scraped(self, calls: Iterable[CallMeters]) -> None:
+        """Let go of ended calls whose final values a scrape has served (once exported too)."""
+        self._let_go(calls, _SCRAPE)
+
+    def _unread(self, reader: str) -> list[CallMeters]:
         with self._lock:
-            return list(self._calls.values())
+            return [c for c in self._calls.values() if reader not in self._read_by.get(c, ())]
+
+    def _let_go(self, calls: Iterable[CallMeters], reader: str) -> None:
+        with self._lock:
+            for call in calls:
+                read = self._read_by.setdefault(call, set())
+                read.add(reader)
+                if read >= self._readers:
+                    self._forget(call)
+
+    def _forget(self, call: CallMeters) -> None:
+        # Under the lock.
+        self._calls.pop(call.labels[instruments.CALL_ID], None)
+        self._read_by.pop(call, None)
+
+    def _expire(self) -> None:
+        """Drop ended calls no scrape read: after ``PENDING_RETENTION_S``, or beyond the bound.
+
+        Without a scraper they would pile up for ever; the export's own retry of a call it
+        could not send is bounded in ``settle``.
+        """
+        now = time.monotonic()
+        with self._lock:
+            ended = sorted(
+                (c for c in self._calls.values() if c.ended_at is not None),
+                key=lambda c: c.ended_at,
+            )
+            recent = [c for c in ended if now - c.ended_at <= PENDING_RETENTION_S]
+            expired = [c for c in ended if now - c.ended_at > PENDING_RETENTION_S]
+            expired += recent[: max(0, len(recent) - MAX_PENDING_CALLS)]
+            for call in expired:
+                self._forget(call)
+        for call in expired:
+            call.settle(False)
+        if expired:
+            once.warning(
+                "scrape:expired",
+                f"pipecat-grafana: dropped the final metrics of {len(expired)} ended call(s) "
+                f"from the Prometheus endpoint before a scrape read them (an ended call is kept "
+                f"{PENDING_RETENTION_S:g}s at most, {MAX_PENDING_CALLS} calls at most): is "
+                "Prometheus scraping it? (logged once)",
+            )
 
     def label_bounds(self, *, max_function_names: int, max_label_values: int) -> LabelBounds:
         """The bounds on the pipeline's open-ended labels, set by its first exporter.
@@ -300,7 +373,10 @@ class ExportPipeline:
             meters.settle(False)  # a call the parent opened: the parent exports it
             return [meters.final_export]
         if self._reader is None:
-            meters.settle(True)
+            if self._pulled and meters.labels:
+                meters.ended_at = time.monotonic()  # served until a scrape has read it
+                self._expire()
+            meters.settle(True)  # nothing to send: the endpoint serves its final values
             return [meters.final_export]
         waiting = [meters.final_export]
         if self.logs is not None and summary is not None:
@@ -315,6 +391,8 @@ class ExportPipeline:
                 self._fleet_waiters.append(meters.final_export)
         else:
             meters.ended_at = time.monotonic()
+            if self._pulled:
+                self._expire()
         self._flush_requested.set()
         return waiting
 
@@ -357,7 +435,8 @@ class ExportPipeline:
         expired: list[CallMeters] = []
         overflow: list[CallMeters] = []
         if success:
-            done = batch.ended
+            done = []
+            self._let_go(batch.ended, _OTLP)  # and kept while the endpoint has yet to serve it
         else:
             expired = [c for c in batch.ended if now - c.ended_at > PENDING_RETENTION_S]
             with self._lock:
@@ -369,7 +448,7 @@ class ExportPipeline:
             done = expired + overflow
         with self._lock:
             for call in done:
-                self._calls.pop(call.labels[instruments.CALL_ID], None)
+                self._forget(call)
         for waiter in batch.waiters:
             if not waiter.done():
                 waiter.set_result(success)
@@ -400,6 +479,7 @@ class ExportPipeline:
                 traces.shutdown(timeout_s)
         with self._lock:
             calls, self._calls = list(self._calls.values()), {}
+            self._read_by = {}
             waiters, self._fleet_waiters = self._fleet_waiters, []
             waiters += self._log_waiters
             self._log_waiters = []
@@ -670,8 +750,12 @@ def provider_pipeline(
 def shutdown(timeout_s: float | None = None) -> None:
     """Export what is left and stop every pipeline of the process.
 
-    Registered to run at exit; applications and tests may call it earlier.
+    Registered to run at exit; applications and tests may call it earlier. The Prometheus
+    endpoint, if one runs, first waits as long for a scrape to read the calls that ended.
     """
+    scrape = sys.modules.get("pipecat_grafana.scrape")  # loaded only once pull was asked for
+    if scrape is not None:
+        scrape.stop(timeout_s)  # it reads these pipelines, so it stops first
     with _pipelines_lock:
         pipelines = list(_pipelines.values())
         _pipelines.clear()

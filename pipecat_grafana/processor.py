@@ -17,7 +17,9 @@ opens.
 """
 
 import asyncio
+import dataclasses
 import functools
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -134,6 +136,8 @@ class GrafanaMetricsExporter(FrameProcessor):
         max_label_values: int | None = None,
         logs: bool | None = None,
         traces: bool | None = None,
+        prometheus_port: int | None = None,
+        prometheus_addr: str | None = None,
         meter_provider: MeterProvider | None = None,
         time_source: Callable[[], float] = time.time,
         **kwargs,
@@ -173,6 +177,11 @@ class GrafanaMetricsExporter(FrameProcessor):
                 ``PIPECAT_GRAFANA_TRACES``, else off); the worker must run with
                 ``enable_tracing=True``. Installs the global tracer provider unless the
                 application installed one.
+            prometheus_port: Serve ``/metrics`` for Prometheus on this port, one endpoint
+                per process (default ``PIPECAT_GRAFANA_PROMETHEUS_PORT``, else none), from
+                the same aggregates the OTLP export reads; with or without an OTLP endpoint.
+            prometheus_addr: The address it listens on (default
+                ``PIPECAT_GRAFANA_PROMETHEUS_ADDR``, else ``127.0.0.1``).
             meter_provider: Record into the application's provider instead of
                 exporting; the application then owns export and series lifetime.
             time_source: Wall clock in seconds (tests pass a controlled one).
@@ -225,18 +234,26 @@ class GrafanaMetricsExporter(FrameProcessor):
             for notice in config.notices:
                 once.warning(notice, notice)
         self._config = config
+        self._scrape = self._scrape_config(prometheus_port, prometheus_addr, meter_provider)
         if meter_provider is not None:
             self._pipeline = export.provider_pipeline(meter_provider, config, resource)
             created = False
         else:
-            self._pipeline, created = export.shared_pipeline(config, resource)
+            self._pipeline, created = self._shared_pipeline(resource)
         self._flush_timeout_s = config.flush_timeout_s  # this exporter's, not the pipeline's
         self._bounds = self._pipeline.label_bounds(
             max_function_names=max_function_names, max_label_values=max_label_values
         )
         # A misconfigured variable was just named as the reason export is off; saying
         # "no endpoint configured" too would contradict it.
-        if created and not config.enabled and meter_provider is None and not misconfigured:
+        pulled = self._pipeline.pulled
+        if (
+            created
+            and not config.enabled
+            and not pulled
+            and meter_provider is None
+            and not misconfigured
+        ):
             logger.warning(
                 "pipecat-grafana: no OTLP endpoint configured, metrics export is off (call "
                 "summaries still work). To export, set GRAFANA_CLOUD_OTLP_ENDPOINT, "
@@ -256,6 +273,43 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._links: tuple[FrameProcessor | None, FrameProcessor | None] | None = None
         self._refused_setups = 0
         self._register_event_handler("on_call_summary")
+
+    @staticmethod
+    def _scrape_config(
+        port: int | None, addr: str | None, meter_provider: MeterProvider | None
+    ) -> cfg.ScrapeConfig | None:
+        if meter_provider is not None:
+            if port is not None or addr is not None:
+                raise ValueError(
+                    "prometheus_port/prometheus_addr cannot be used with meter_provider=: the "
+                    "application's provider owns its export (give it a Prometheus reader)"
+                )
+            if os.environ.get(cfg.PROMETHEUS_PORT, "").strip():
+                once.warning(
+                    "scrape:provider",
+                    f"pipecat-grafana: {cfg.PROMETHEUS_PORT} is ignored with meter_provider=: "
+                    "the application's provider owns its export (logged once)",
+                )
+            return None
+        try:
+            return cfg.resolve_scrape(port=port, addr=addr)
+        except cfg.ConfigError as e:
+            once.error(f"pipecat-grafana: the Prometheus endpoint is off: {e}")
+            return None
+
+    def _shared_pipeline(self, resource) -> tuple[export.ExportPipeline, bool]:
+        """The process's pipeline for this exporter, served by the Prometheus endpoint if asked."""
+        config = self._config
+        endpoint = None
+        if self._scrape is not None:
+            from pipecat_grafana import scrape  # prometheus_client, only when asked for
+
+            endpoint = scrape.endpoint(self._scrape)
+        config = dataclasses.replace(config, pull=endpoint is not None)
+        pipeline, created = export.shared_pipeline(config, resource)
+        if endpoint is not None:
+            endpoint.add(pipeline)
+        return pipeline, created
 
     @property
     def call_id(self) -> str | None:
@@ -340,7 +394,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._join_trace(worker, call_id)
         if self._pipeline.inherited:
             # Built before a fork: this process exports with its own pipeline and resource.
-            self._pipeline, _ = export.shared_pipeline(self._config, self._resource())
+            self._pipeline, _ = self._shared_pipeline(self._resource())
             self._bounds = self._pipeline.label_bounds(
                 max_function_names=self._bounds.function.limit,
                 max_label_values=self._bounds.model.limit,
@@ -463,6 +517,7 @@ class GrafanaMetricsExporter(FrameProcessor):
                     f"TTS:      {self._models['tts'] or '-'}",
                     f"Service:  {self._service_name}",
                     f"Endpoint: {config.endpoint or 'none (export off)'}",
+                    *([f"Scraped:  {self._scrape.url}"] if config.pull else []),
                     f"call_id label: {'on' if config.call_id_label else 'off'}, "
                     f"export every {config.export_interval_s:g}s",
                     "=" * 80,

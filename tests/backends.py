@@ -236,6 +236,14 @@ class _PromQLServer:
         params = {"query": promql, "start": start, "end": end, "step": step}
         return self._api(self.query_range_url, params)["result"]
 
+    def label_values(self, label: str, match: str, start: float, end: float) -> list[str]:
+        """The values of ``label`` on the series ``match`` selects in a time range.
+
+        What Grafana's ``label_values(series, label)`` variables ask a Prometheus data source.
+        """
+        url = f"{self.base_url}/api/v1/label/{label}/values"
+        return self._api(url, {"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+
     def flush(self) -> None:
         """Make just-ingested data searchable (a no-op unless a subclass needs it)."""
 
@@ -482,3 +490,81 @@ class PrometheusWithAgent(_PromQLServer):
             if proc is not None:
                 parts.append(f"--- {proc.name} ---\n{proc.log_tail(lines)}")
         return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus scraping targets (no OTLP anywhere)
+
+
+class ScrapingPrometheus(_PromQLServer):
+    """A real Prometheus that scrapes what ``prometheus_config`` says, nothing pushed into it.
+
+    Attributes (valid inside ``with``): ``port``, ``base_url``, ``query_url``, ``log_path``.
+    """
+
+    def __init__(self, prometheus_config: str, extra_args: Sequence[str] = ()):
+        self.binary = require_tools("prometheus")["prometheus"]
+        self.prometheus_config = prometheus_config
+        self.extra_args = list(extra_args)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: _Process | None = None
+        self.port = 0
+        self.base_url = ""
+
+    def __enter__(self) -> ScrapingPrometheus:
+        self._tmp = tempfile.TemporaryDirectory(prefix="prom-scrape-e2e-")
+        root = Path(self._tmp.name)
+        config = root / "prometheus.yml"
+        config.write_text(self.prometheus_config)
+        self.log_path = root / "prometheus.log"
+        try:
+            for _attempt in range(3):
+                self.port = free_port()
+                self.base_url = f"http://{HOST}:{self.port}"
+                self._proc = _Process(
+                    "prometheus",
+                    [
+                        self.binary,
+                        f"--config.file={config}",
+                        f"--storage.tsdb.path={root / 'tsdb'}",
+                        "--storage.tsdb.retention.time=1d",
+                        f"--web.listen-address={HOST}:{self.port}",
+                        f"--web.console.templates={root / 'consoles'}",
+                        f"--web.console.libraries={root / 'console_libraries'}",
+                        *self.extra_args,
+                    ],
+                    self.log_path,
+                )
+                self._proc.start()
+                try:
+                    self._proc.wait_ready(f"{self.base_url}/-/ready")
+                    break
+                except BackendError:
+                    if not _address_in_use(self._proc):
+                        raise
+                    self._proc.stop()
+            else:
+                raise BackendError("prometheus: no free port after 3 attempts")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._proc is not None:
+                self._proc.stop()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The active scrape targets, with ``lastScrape`` and ``health``."""
+        status, body = http_get(f"{self.base_url}/api/v1/targets?state=active", timeout=10.0)
+        if status != 200:
+            raise BackendError(f"targets: HTTP {status}: {body[:300]!r}")
+        return json.loads(body)["data"]["activeTargets"]
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self._proc.log_tail(lines) if self._proc else ""
