@@ -376,6 +376,9 @@ ALL = (
     CALLS_DROPPED,
     EXPORT_AGE,
 )
+PUSH_ONLY = (EXPORTS, CALLS_DROPPED, EXPORT_AGE)
+"""The OTLP export's own health: a process that only serves its Prometheus endpoint pushes
+nothing, so it has none of these."""
 LATENCY = (TTFB, PROCESSING, TTFA, TTFAT, TEXT_AGGREGATION, TURN_DETECTION)
 SPARSE = frozenset(spec.name for spec in ALL if spec.sparse or spec.kind is Kind.HISTOGRAM)
 """Instruments whose changed series are sent at most once per histogram interval."""
