@@ -192,6 +192,31 @@ def _address_in_use(proc: _Process) -> bool:
     return "address already in use" in proc.log_tail(200).lower()
 
 
+def _start_on_a_free_port(
+    name: str,
+    argv_for_port: Callable[[int], Sequence[str | os.PathLike[str]]],
+    log_path: Path,
+    ready_path: str,
+) -> tuple[_Process, int]:
+    """Start a server on a free port and wait until it answers ``ready_path``.
+
+    Another process can take the port between ``free_port()`` and the server's bind,
+    so a server that says its address is in use is tried again on another port.
+    """
+    for _attempt in range(3):
+        port = free_port()
+        proc = _Process(name, argv_for_port(port), log_path)
+        proc.start()
+        try:
+            proc.wait_ready(f"http://{HOST}:{port}{ready_path}")
+            return proc, port
+        except BackendError:
+            proc.stop()
+            if not _address_in_use(proc):
+                raise
+    raise BackendError(f"{name}: no free port after 3 attempts")
+
+
 class _PromQLServer:
     """Shared query helpers for servers with Prometheus' HTTP API under ``base_url``."""
 
@@ -305,33 +330,22 @@ class VictoriaMetrics(_PromQLServer):
         self.data_dir = root / "data"
         self.log_path = root / "victoria-metrics.log"
         try:
-            for _attempt in range(3):
-                self.port = free_port()
-                self.base_url = f"http://{HOST}:{self.port}"
-                self._proc = _Process(
-                    "victoria-metrics",
-                    [
-                        self.binary,
-                        f"-httpListenAddr={HOST}:{self.port}",
-                        f"-storageDataPath={self.data_dir}",
-                        "-retentionPeriod=1d",  # the minimum VM accepts
-                        "-opentelemetry.usePrometheusNaming",
-                        "-search.latencyOffset=0s",
-                        "-search.disableCache",
-                        *self.extra_args,
-                    ],
-                    self.log_path,
-                )
-                self._proc.start()
-                try:
-                    self._proc.wait_ready(f"{self.base_url}/health")
-                    break
-                except BackendError:
-                    if not _address_in_use(self._proc):
-                        raise
-                    self._proc.stop()
-            else:
-                raise BackendError("victoria-metrics: no free port after 3 attempts")
+            self._proc, self.port = _start_on_a_free_port(
+                "victoria-metrics",
+                lambda port: [
+                    self.binary,
+                    f"-httpListenAddr={HOST}:{port}",
+                    f"-storageDataPath={self.data_dir}",
+                    "-retentionPeriod=1d",  # the minimum VM accepts
+                    "-opentelemetry.usePrometheusNaming",
+                    "-search.latencyOffset=0s",
+                    "-search.disableCache",
+                    *self.extra_args,
+                ],
+                self.log_path,
+                "/health",
+            )
+            self.base_url = f"http://{HOST}:{self.port}"
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -454,24 +468,12 @@ class PrometheusWithAgent(_PromQLServer):
         log_path: Path,
         ready_path: str,
     ) -> _Process:
-        for _attempt in range(3):
-            port = free_port()
-            proc = _Process(name, argv_for_port(port), log_path)
-            if name == "prometheus":
-                self._prometheus = proc
-                self.prometheus_port = port
-            else:
-                self._vmagent = proc
-                self.vmagent_port = port
-            proc.start()
-            try:
-                proc.wait_ready(f"http://{HOST}:{port}{ready_path}")
-                return proc
-            except BackendError:
-                if not _address_in_use(proc):
-                    raise
-                proc.stop()
-        raise BackendError(f"{name}: no free port after 3 attempts")
+        proc, port = _start_on_a_free_port(name, argv_for_port, log_path, ready_path)
+        if name == "prometheus":
+            self.prometheus_port = port
+        else:
+            self.vmagent_port = port
+        return proc
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -518,33 +520,22 @@ class ScrapingPrometheus(_PromQLServer):
         config.write_text(self.prometheus_config)
         self.log_path = root / "prometheus.log"
         try:
-            for _attempt in range(3):
-                self.port = free_port()
-                self.base_url = f"http://{HOST}:{self.port}"
-                self._proc = _Process(
-                    "prometheus",
-                    [
-                        self.binary,
-                        f"--config.file={config}",
-                        f"--storage.tsdb.path={root / 'tsdb'}",
-                        "--storage.tsdb.retention.time=1d",
-                        f"--web.listen-address={HOST}:{self.port}",
-                        f"--web.console.templates={root / 'consoles'}",
-                        f"--web.console.libraries={root / 'console_libraries'}",
-                        *self.extra_args,
-                    ],
-                    self.log_path,
-                )
-                self._proc.start()
-                try:
-                    self._proc.wait_ready(f"{self.base_url}/-/ready")
-                    break
-                except BackendError:
-                    if not _address_in_use(self._proc):
-                        raise
-                    self._proc.stop()
-            else:
-                raise BackendError("prometheus: no free port after 3 attempts")
+            self._proc, self.port = _start_on_a_free_port(
+                "prometheus",
+                lambda port: [
+                    self.binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={root / 'tsdb'}",
+                    "--storage.tsdb.retention.time=1d",
+                    f"--web.listen-address={HOST}:{port}",
+                    f"--web.console.templates={root / 'consoles'}",
+                    f"--web.console.libraries={root / 'console_libraries'}",
+                    *self.extra_args,
+                ],
+                self.log_path,
+                "/-/ready",
+            )
+            self.base_url = f"http://{HOST}:{self.port}"
         except BaseException:
             self.__exit__(None, None, None)
             raise
