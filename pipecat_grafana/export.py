@@ -149,7 +149,6 @@ class ExportPipeline:
         self._call_ids: OrderedDict[str, int] = OrderedDict()
         self._bounds: LabelBounds | None = None
         self._fleet_exported: Sent = {}
-        self._flushing = False
         self._fleet_waiters: list[Future] = []
         self._log_waiters: list[Future] = []
         self._flush_requested = threading.Event()
@@ -411,7 +410,7 @@ class ExportPipeline:
             histogram_interval_s=self.config.histogram_interval_s,
             # The export that carries a call's final values carries all it changed,
             # in the process-wide series too.
-            flush=self._flushing or bool(ended) or bool(waiters) or self._closed,
+            flush=bool(ended) or bool(waiters) or self._closed,
         )
         sending: Sending = []
         merged.add(fleet, self._fleet_exported, sending)
@@ -528,13 +527,10 @@ class ExportPipeline:
                     for waiter in waiters:
                         waiter.set_result(sent)
                 if requested:
-                    self._flushing = True  # a call's end: send what it changed, now
-                    try:
-                        self._reader.force_flush(timeout_millis=timeout_s * 1000)
-                    finally:
-                        self._flushing = False
-                if requested and self.traced:
-                    traces.flush(timeout_s)
+                    # A call's end: the collection sees it ended and sends all it changed.
+                    self._reader.force_flush(timeout_millis=timeout_s * 1000)
+                    if self.traced:
+                        traces.flush(timeout_s)
             except Exception as e:  # the SDK contains export failures; this is a bug of ours
                 # No traceback: with loguru's diagnose its frames would show the headers.
                 logger.error(f"pipecat-grafana: flush failed: {type(e).__name__}: {e}")
