@@ -17,8 +17,8 @@ import bisect
 import functools
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -227,64 +227,118 @@ class CallHistogram:
         )
 
 
-@dataclass(eq=False)
-class CallMeters:
-    """Where one call's points go, with the attributes they carry.
+class SdkHistogram:
+    """An SDK histogram of an application's own provider, behind the interface of ours.
 
-    Parameters:
-        histograms: The histogram for each histogram spec of the contract.
-        totals: The running totals the counters report.
-        attributes: Attributes added to every per-call measurement (``call_id`` when the
-            call shares instruments with others, else nothing).
-        labels: Attributes added to every point of a call exported on its own, at export
-            (``call_id``); empty for meters that share the fleet's instruments.
-        started_ns: When the call's own series start.
-        exported: What the endpoint accepted of the call's series (value and when), so
-            that an unchanged series is not sent again and none gets a second zero.
-        ended_at: ``time.monotonic()`` at the call's end, ``None`` while in progress.
-        final_export: Settled once an export carried the call's final values (or gave up).
-        own_histograms: Whether the histograms are aggregated here (not an SDK's).
-        shared: The histograms the call records into but does not export: the
-            process-wide ones, which the fleet's series carry.
-        labelled: The instruments whose points get ``attributes`` (meters sharing the
-            fleet's instruments: ``call_id`` on those that carry it).
+    The application's provider aggregates and exports it; nothing here reads it back.
     """
 
-    histograms: dict[InstrumentSpec, Any]
-    totals: Totals
-    attributes: dict[str, str]
-    labels: dict[str, str] = field(default_factory=dict)
-    started_ns: int = field(default_factory=time.time_ns)
-    exported: dict[SeriesKey, tuple[object, float, int]] = field(default_factory=dict)
-    ended_at: float | None = None
-    final_export: Future = field(default_factory=Future)
-    own_histograms: bool = False
-    shared: frozenset[InstrumentSpec] = frozenset()
-    labelled: frozenset[InstrumentSpec] = frozenset()
+    def __init__(self, spec: InstrumentSpec, instrument: Any):
+        self._spec = spec
+        self._instrument = instrument
 
-    @classmethod
-    def own(
-        cls, labels: dict[str, str], fleet: dict[InstrumentSpec, Any] | None = None
-    ) -> "CallMeters":
-        """Meters with instruments of their own, exported with ``labels`` added.
+    @property
+    def spec(self) -> InstrumentSpec:
+        """The instrument this histogram records."""
+        return self._spec
+
+    def record(
+        self, value: float, attributes: dict[str, str], exemplar: ExemplarContext | None = None
+    ) -> None:
+        """Record one measurement in the SDK (which picks its own exemplars)."""
+        self._instrument.record(value, attributes)
+
+    def snapshot(self) -> list[tuple[Attributes, HistogramSeries]]:
+        """Nothing: the application's provider holds the series."""
+        return []
+
+    def metric(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> Metric | None:
+        """Nothing: the application's provider exports the series."""
+        return None
+
+
+HistogramAggregate = CallHistogram | SdkHistogram
+"""A histogram a call records into: aggregated here, or by an application's provider."""
+
+
+class Mode(Enum):
+    """Whose series a ``CallMeters`` records into."""
+
+    FLEET = "fleet"
+    """The process-wide series."""
+    SHARED = "shared"
+    """A call's measurements in the process-wide series, with ``call_id`` added where the
+    contract carries it (an application's own provider), or nothing (the label off)."""
+    OWN = "own"
+    """A call's series of its own, exported with ``call_id`` added; its latencies may go to
+    the process-wide histograms."""
+
+
+@dataclass(eq=False)
+class CallMeters:
+    """What one call, or the fleet, records into: counters' totals and histograms.
+
+    Recording only updates memory; who reads the series and when is the export's business
+    (``export.pending``). Compared by identity: two calls never share one.
+
+    Parameters:
+        mode: Whose series these are.
+        histograms: The histogram of each histogram spec of the contract.
+        totals: The running totals the counters report.
+        attributes: ``SHARED``: added to each measurement of the specs in ``labelled``.
+        labels: ``OWN``: added to every point of the call's own series, at export.
+        fleet_histograms: ``OWN``: the specs whose histogram is the process-wide one,
+            which the fleet's series carry.
+        labelled: ``SHARED``: the specs whose measurements get ``attributes``.
+        started_ns: When the series start.
+    """
+
+    mode: Mode
+    histograms: dict[InstrumentSpec, HistogramAggregate]
+    totals: Totals
+    attributes: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    fleet_histograms: frozenset[InstrumentSpec] = frozenset()
+    labelled: frozenset[InstrumentSpec] = frozenset()
+    started_ns: int = field(default_factory=time.time_ns)
+
+    def own(self, labels: dict[str, str], *, call_histograms: bool) -> "CallMeters":
+        """A call's meters with series of their own, exported with ``labels`` added.
 
         Args:
             labels: Added to every point at export (``call_id``).
-            fleet: The process-wide histograms: the call's latencies go there
-                rather than into histograms of its own (all but those that always
-                belong to one call, such as its duration).
+            call_histograms: Give the call latency histograms of its own; otherwise its
+                latencies go to these (the process-wide) histograms, and only those that
+                always belong to one call (its duration) are its own.
         """
-        histograms = {
-            spec: CallHistogram(spec)
-            if fleet is None or spec in instruments.CALL_HISTOGRAMS
-            else fleet[spec]
+        histograms: dict[InstrumentSpec, HistogramAggregate] = {}
+        for spec, fleet in self.histograms.items():
+            mine = call_histograms or spec in instruments.CALL_HISTOGRAMS
+            histograms[spec] = CallHistogram(spec) if mine else fleet
+        shared = frozenset(s for s, h in histograms.items() if h is self.histograms[s])
+        return CallMeters(Mode.OWN, histograms, Totals(), labels=labels, fleet_histograms=shared)
+
+    def shares(self, attributes: dict[str, str], *, call_histograms: bool = False) -> "CallMeters":
+        """A call's meters recording into these (the process-wide) series.
+
+        Args:
+            attributes: Added to the points of the instruments that carry ``call_id``
+                (nothing when the label is off).
+            call_histograms: Whether latency histograms carry it too.
+        """
+        labelled = frozenset(
+            spec
             for spec in instruments.ALL
-            if spec.kind is instruments.Kind.HISTOGRAM
-        }
-        shared = frozenset(
-            spec for spec, histogram in histograms.items() if fleet and histogram is fleet[spec]
+            if attributes and instruments.carries_call_id(spec, call_histograms=call_histograms)
         )
-        return cls(histograms, Totals(), {}, labels=labels, own_histograms=True, shared=shared)
+        return CallMeters(
+            Mode.SHARED,
+            self.histograms,
+            self.totals,
+            attributes=attributes,
+            labelled=labelled,
+            started_ns=self.started_ns,
+        )
 
     def record(
         self,
@@ -295,81 +349,54 @@ class CallMeters:
     ) -> None:
         """Add ``value`` to a counter or record it in a histogram, with the call's attributes.
 
-        ``exemplar`` is kept for the instruments of the contract that carry exemplars,
-        on histograms aggregated here (an application's own provider decides its own).
+        ``exemplar`` is kept for the instruments of the contract that carry exemplars, on
+        histograms aggregated here (an application's own provider picks its own).
         """
-        if self.attributes and spec in self.labelled:
+        if spec in self.labelled:
             attributes = {**attributes, **self.attributes}
         if spec.kind is not instruments.Kind.HISTOGRAM:
             self.totals.add(spec, value, attributes)
-        elif exemplar is not None and spec.exemplars and self.own_histograms:
+        elif exemplar is not None and spec.exemplars:
             self.histograms[spec].record(value, attributes, exemplar)
         else:
             self.histograms[spec].record(value, attributes)
 
-    def shares(self, attributes: dict[str, str], *, call_histograms: bool = False) -> "CallMeters":
-        """Meters recording into the same instruments, with ``attributes`` added.
+    def series(self) -> list[tuple[InstrumentSpec, HistogramAggregate]]:
+        """The histograms whose series are these meters' own (not the fleet's they share)."""
+        return [(s, h) for s, h in self.histograms.items() if s not in self.fleet_histograms]
 
-        Args:
-            attributes: Added to the points of the instruments that carry ``call_id``.
-            call_histograms: Whether latency histograms carry it too.
-        """
-        labelled = frozenset(
-            spec
-            for spec in instruments.ALL
-            if instruments.carries_call_id(spec, call_histograms=call_histograms)
-        )
-        return CallMeters(
-            self.histograms,
-            self.totals,
-            attributes,
-            started_ns=self.started_ns,
-            own_histograms=self.own_histograms,
-            labelled=labelled,
-        )
-
-    def metrics(self, *, totals: bool = True) -> list[Metric]:
-        """A call's own series, as cumulative metrics carrying its labels.
-
-        Args:
-            totals: Include the counters (the fleet's are read by the SDK's observable
-                instruments instead).
-        """
+    def metrics(self) -> list[Metric]:
+        """These meters' own series, as cumulative metrics carrying ``labels``."""
         now = time.time_ns()
-        metrics = self.totals.metrics(self.started_ns, now, self.labels) if totals else []
-        for spec, histogram in self.histograms.items():
-            if spec in self.shared:
-                continue  # the fleet's series carry it
+        metrics = self.totals.metrics(self.started_ns, now, self.labels)
+        for _, histogram in self.series():
             metric = histogram.metric(self.started_ns, now, self.labels)
             if metric is not None:
                 metrics.append(metric)
         return metrics
 
-    def settle(self, exported: bool) -> None:
-        """Say whether the call's final values were exported, once."""
-        if not self.final_export.done():
-            self.final_export.set_result(exported)
 
-
-def create_meters(meter: Meter, *, own_histograms: bool = False) -> CallMeters:
-    """Create the instruments of the contract on ``meter``, and meters recording into them.
+def create_meters(meter: Meter, *, own: bool = False) -> CallMeters:
+    """Create the process-wide series of the contract, and the meters recording into them.
 
     Args:
-        meter: Where the counters are observed, and the histograms created unless
-            ``own_histograms``.
-        own_histograms: Aggregate histograms here (cheaper per measurement than the
-            SDK's, and with exemplars); the export pipeline then sends them itself.
+        meter: Where the instruments are created, unless ``own``.
+        own: Aggregate here, for the package's own export or scrape, which read the
+            totals and histograms directly (cheaper per measurement than the SDK's, with
+            exemplars, and read at the moment of the export). Otherwise the counters
+            are observed by the application's provider and the histograms are its own.
     """
     totals = Totals()
-    histograms = {}
+    histograms: dict[InstrumentSpec, HistogramAggregate] = {}
     for spec in instruments.ALL:
         if spec.kind is instruments.Kind.HISTOGRAM:
             histograms[spec] = (
-                CallHistogram(spec) if own_histograms else instruments.create(meter, spec)
+                CallHistogram(spec) if own else SdkHistogram(spec, instruments.create(meter, spec))
             )
-        elif spec.kind is not instruments.Kind.GAUGE:  # a gauge is observed by its value's owner
+        elif not own and spec.kind is not instruments.Kind.GAUGE:
+            # A gauge is observed by its value's owner.
             instruments.create(meter, spec, callback=functools.partial(_observe, totals, spec))
-    return CallMeters(histograms, totals, {}, own_histograms=own_histograms)
+    return CallMeters(Mode.FLEET, histograms, totals)
 
 
 def _observe(totals: Totals, spec: InstrumentSpec, options: CallbackOptions) -> list[Observation]:

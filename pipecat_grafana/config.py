@@ -105,6 +105,11 @@ MIN_EXPORT_INTERVAL_S = 0.1
 MAX_EXPORT_INTERVAL_S = 3600.0
 MAX_TIMEOUT_S = 300.0
 """The longest flush timeout and OTLP timeout: a wait longer than this is a mistake."""
+PENDING_RETENTION_S = 300.0
+"""How long an ended call's final values, or a summary record, wait for a reader that has
+not read them (an endpoint down, no scrape) before they are dropped with a warning."""
+MAX_PENDING = 1000
+"""How many ended calls, or summary records, wait so at most; the oldest go first."""
 _METRICS_PATH = "v1/metrics"
 _HEADER_ITEM = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*=")
 _PROTOCOL = "http/protobuf"

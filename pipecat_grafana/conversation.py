@@ -29,7 +29,7 @@ from pipecat.utils.errors import ErrorCategory
 
 from pipecat_grafana import instruments as m
 from pipecat_grafana.aggregation import CallMeters, ExemplarContext
-from pipecat_grafana.labels import BoundedLabel, label, processor_label, service_type_of
+from pipecat_grafana.labels import BoundedLabel, ServiceTypes, label, processor_label
 from pipecat_grafana.stats import LatencySketch
 
 UNSET = "unset"
@@ -103,7 +103,7 @@ class Conversation:
 
     Parameters:
         meters: Where points go.
-        models: The configured model per service type.
+        service_types: Which service each processor is, as the call's metrics found it.
         declared: The call attributes the application may set, with allowed values.
         function_names: The bound on the ``function`` label.
         processor_names: The bound on the ``processor`` label.
@@ -115,6 +115,7 @@ class Conversation:
         self,
         *,
         meters: CallMeters,
+        service_types: ServiceTypes,
         declared: Mapping[str, tuple[str, ...]],
         function_names: BoundedLabel,
         processor_names: BoundedLabel,
@@ -122,6 +123,7 @@ class Conversation:
         time_source: Callable[[], float] = time.time,
     ):
         self._meters = meters
+        self._service_types = service_types
         self._declared = declared
         self._function_names = function_names
         self._processor_names = processor_names
@@ -222,7 +224,7 @@ class Conversation:
             1,
             {
                 m.PROCESSOR: self._processor_names(processor_label(name)),
-                m.SERVICE_TYPE: service_type_of(processor, name),
+                m.SERVICE_TYPE: self._service_types.of(processor, name),
                 m.FATAL: str(bool(frame.fatal)).lower(),
                 m.ERROR_TYPE: error_type,
             },

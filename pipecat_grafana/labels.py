@@ -1,4 +1,4 @@
-"""Label values any backend accepts, their bounds, and warnings said once.
+"""Label values any backend accepts, their bounds, and the service type each processor has.
 
 Every label value comes from something the bot does not control: a processor's
 name, a model name a service reports, a tool name the LLM invents. Each one is
@@ -11,18 +11,30 @@ process, not once per measurement.
 import functools
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from loguru import logger
+from pipecat.metrics.metrics import (
+    LLMUsageMetricsData,
+    MetricsData,
+    STTUsageMetricsData,
+    TTFAMetricsData,
+    TTFATMetricsData,
+    TTSUsageMetricsData,
+)
 from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
 from pipecat_grafana import instruments as m
+from pipecat_grafana.config import MAX_LABEL_VALUES
+from pipecat_grafana.notices import warn_once
 
 # Grafana Cloud rejects label values over 2048 characters; names this long are
 # mistakes, so keep them short enough to read.
 MAX_LABEL_LENGTH = 128
+# Call IDs a process remembers, to give a repeated one series of its own.
+REMEMBERED_CALL_IDS = 10_000
 
 _SUFFIX = re.compile(r"#\d+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -46,13 +58,50 @@ def processor_label(name: str) -> str:
     return label(_SUFFIX.sub("", name or ""))
 
 
-def service_type_of(processor: object, name: str | None) -> str:
-    """``llm``, ``stt``, ``tts`` by the processor's class, else by its name, else ``other``."""
-    kind = next((t for c, t in _SERVICE_CLASSES if isinstance(processor, c)), None)
-    if kind is None:
-        upper = (name or "").upper()
-        kind = next((t for t in _SERVICE_TYPES if t.upper() in upper), m.OTHER)
-    return kind
+_IMPLIED_SERVICE = {
+    LLMUsageMetricsData: "llm",
+    TTFATMetricsData: "llm",
+    TTSUsageMetricsData: "tts",
+    TTFAMetricsData: "tts",
+    STTUsageMetricsData: "stt",
+}
+
+
+class ServiceTypes:
+    """Which service (``llm``, ``stt``, ``tts``, ``other``) each processor of a call is.
+
+    One answer per processor name, shared by the call's metrics, errors and summary: what
+    a processor's metrics say it is (a TTS usage report comes from a TTS service) is
+    remembered, so an error from a service whose class and name do not say what it is
+    gets the same ``service_type`` as its metrics.
+    """
+
+    _LIMIT = 1000  # processor names remembered: a name that changes every report
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+
+    def of(
+        self, processor: object | None, name: str | None, data: MetricsData | None = None
+    ) -> str:
+        """The service type of ``processor`` (named ``name``), reporting ``data`` if any.
+
+        By what ``data`` implies, else what this processor was found to be before, else
+        its class, else its name (``...TTSService``), else ``other``.
+        """
+        key = name or ""
+        kind = next((t for c, t in _IMPLIED_SERVICE.items() if isinstance(data, c)), None)
+        if kind is None:
+            known = self._known.get(key)
+            if known is not None:
+                return known
+            kind = next((t for c, t in _SERVICE_CLASSES if isinstance(processor, c)), None)
+        if kind is None:
+            upper = key.upper()
+            kind = next((t for t in _SERVICE_TYPES if t.upper() in upper), m.OTHER)
+        if key in self._known or len(self._known) < self._LIMIT:
+            self._known[key] = kind
+        return kind
 
 
 class BoundedLabel:
@@ -80,7 +129,7 @@ class BoundedLabel:
             if len(self._values) < self.limit:
                 self._values.add(value)
                 return value
-        once.warning(
+        warn_once(
             f"bound:{self.name}:{id(self)}",
             f"more than {self.limit} distinct {self.name} values in this process; "
             f"{value!r} and later new ones are exported as {m.OTHER!r} so that series stay "
@@ -104,41 +153,82 @@ class LabelBounds:
     processor: BoundedLabel
 
 
-class LogOnce:
-    """Remembers what was already said, so each problem is logged once per process.
+class LabelBoundsRegistry:
+    """The bounds of one export pipeline's labels, set by its first exporter.
 
-    A bound keeps a flood of distinct problems (a model name that changes with
-    every report) from growing the memory it takes.
+    Series are the pipeline's, not one exporter's, so every exporter sharing it must
+    agree on them.
     """
 
-    def __init__(self, limit: int = 10_000):
-        self._limit = limit
-        self._said: set[str] = set()
+    def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._bounds: LabelBounds | None = None  # under _lock
 
-    def first(self, key: str) -> bool:
-        """Whether ``key`` is new; it is remembered from now on."""
+    def get(self, *, max_function_names: int, max_label_values: int) -> LabelBounds:
+        """The bounds in force, created with these limits on first use.
+
+        Raises:
+            ValueError: A limit differs from the one already in force.
+        """
         with self._lock:
-            if key in self._said or len(self._said) >= self._limit:
-                return False
-            self._said.add(key)
-            return True
+            if self._bounds is None:
+                values = f"or set {MAX_LABEL_VALUES}"
+                self._bounds = LabelBounds(
+                    function=BoundedLabel(
+                        m.FUNCTION, max_function_names, "Raise max_function_names."
+                    ),
+                    model=BoundedLabel(
+                        m.MODEL, max_label_values, f"Raise max_label_values {values}."
+                    ),
+                    processor=BoundedLabel(
+                        m.PROCESSOR, max_label_values, f"Raise max_label_values {values}."
+                    ),
+                )
+            bounds = self._bounds
+        for name, wanted, bound in (
+            ("max_function_names", max_function_names, bounds.function),
+            ("max_label_values", max_label_values, bounds.model),
+        ):
+            if wanted != bound.limit:
+                raise ValueError(
+                    f"{name}={wanted} conflicts with {name}={bound.limit} of an exporter already "
+                    "exporting to the same endpoint in this process: the bound is on the "
+                    "process's series, so give every GrafanaMetricsExporter the same value"
+                )
+        return bounds
 
-    def warning(self, key: str, message: str) -> None:
-        """Log ``message`` as a warning the first time ``key`` is seen."""
-        if self.first(key):
-            logger.warning(f"pipecat-grafana: {message}")
 
-    def error(self, message: str) -> None:
-        """Log ``message`` as an error the first time it is seen."""
-        if self.first(message):
-            logger.error(message)
+class UniqueCallIds:
+    """Call IDs as series carry them: one used before in this process gets a suffix.
 
-    def clear(self) -> None:
-        """Forget everything said (a test that expects a message again uses this)."""
+    A call ID that another call of this process already used (in progress, or ended
+    recently) gets ``~N`` for its series (``room-7~2``), so that no call's series is
+    overwritten, or reset by a later call's. The last ``REMEMBERED_CALL_IDS`` are kept.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._uses: OrderedDict[str, int] = OrderedDict()  # under _lock
+
+    def unique(self, call_id: str) -> str:
+        """The label value for a call with ID ``call_id``."""
         with self._lock:
-            self._said.clear()
-
-
-once = LogOnce()
-"""The process's record of problems already logged."""
+            uses = self._uses.pop(call_id, 0) + 1
+            self._uses[call_id] = uses
+            while len(self._uses) > REMEMBERED_CALL_IDS:
+                self._uses.popitem(last=False)
+            while uses > 1 and f"{call_id}~{uses}" in self._uses:
+                uses += 1  # an application's own ID that looks like one of ours
+            unique = f"{call_id}~{uses}" if uses > 1 else call_id
+            if uses > 1:
+                self._uses[unique] = 1
+        if uses > 1:
+            warn_once(
+                f"call_id:{call_id}",
+                f"call ID {call_id!r} was already used by another call of this process; this "
+                f"call's series are labelled call_id={unique!r} so that neither call's series "
+                "is overwritten or reset (its summary keeps the ID given). Give every call its "
+                "own ID: PipelineWorker(conversation_id=...) or GrafanaMetricsExporter(call_id=...)"
+                " (logged once per ID)",
+            )
+        return unique

@@ -32,14 +32,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, set_span_in_context
 
 from pipecat_grafana import __version__
-from pipecat_grafana.config import ExportConfig
+from pipecat_grafana.config import MAX_PENDING, PENDING_RETENTION_S, ExportConfig
 from pipecat_grafana.instruments import METER_NAME
 from pipecat_grafana.otlp import ExportHealth, OutcomeSession, build_log_client
 from pipecat_grafana.summary import EVENT_NAME, CallSummary
 
-# Records the endpoint did not accept are sent again for this long, at most this many.
-PENDING_RETENTION_S = 300.0
-MAX_PENDING_RECORDS = 1000
 # Records queued between two flushes, at most (a flush follows every call's end).
 MAX_QUEUED_RECORDS = 2048
 MAX_BATCH = 512
@@ -62,6 +59,7 @@ class SummaryLogs:
             ExportHealth(self.endpoint, session, signal="logs"),
         )
         self._queue = _Queue(self._exporter)
+        self._sending = threading.Lock()  # held while the queue is sent
         self._provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self._provider.add_log_record_processor(self._queue)
         self._logger = self._provider.get_logger(METER_NAME, __version__)
@@ -85,13 +83,19 @@ class SummaryLogs:
         )
 
     def flush(self, timeout_s: float) -> bool:
-        """Send what is queued and what is pending; whether all of it was accepted."""
-        return self._queue.send() and self._exporter.retry()
+        """Send what is queued and what is pending; whether all of it was accepted.
 
-    def shutdown(self, timeout_s: float) -> None:
-        """Send what is left and stop the batch processor's thread."""
-        self.flush(timeout_s)
+        The flush thread and the exit path may both flush: the queue has one consumer at
+        a time.
+        """
+        with self._sending:
+            return self._queue.send() and self._exporter.retry()
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Send what is left, then stop; whether all of it was accepted."""
+        sent = self.flush(timeout_s)
         self._provider.shutdown()
+        return sent
 
 
 class _Queue(LogRecordProcessor):
@@ -105,7 +109,10 @@ class _Queue(LogRecordProcessor):
         self._records.append(log_record)  # deque.append is atomic: no lock on the loop
 
     def send(self) -> bool:
-        """Export every queued record, in batches; whether all were accepted."""
+        """Export every queued record, in batches; whether all were accepted.
+
+        One consumer at a time (``SummaryLogs.flush``): ``popleft`` on an empty deque raises.
+        """
         ok = True
         while self._records:
             batch = []
@@ -142,7 +149,7 @@ class _KeepingExporter(LogRecordExporter):
             if health.report(result is LogRecordExportResult.SUCCESS):
                 self._pending = []
                 return LogRecordExportResult.SUCCESS
-            self._pending = (kept + [(now, r) for r in batch])[-MAX_PENDING_RECORDS:]
+            self._pending = (kept + [(now, r) for r in batch])[-MAX_PENDING:]
             return LogRecordExportResult.FAILURE
 
     def retry(self) -> bool:

@@ -20,7 +20,9 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 from pipecat_grafana.config import (
+    MAX_PENDING,
     OTEL_EXPORTER_OTLP_CERTIFICATE,
+    PENDING_RETENTION_S,
     ExportConfig,
 )
 
@@ -291,7 +293,8 @@ class ExportHealth:
         if problem != self._failing:
             kept = {
                 "metrics": "totals are cumulative, so nothing is lost if this recovers",
-                "logs": "call summaries are kept and sent again (up to 5 minutes, 1,000 calls)",
+                "logs": "call summaries are kept and sent again (up to "
+                f"{PENDING_RETENTION_S / 60:g} minutes, {MAX_PENDING:,} calls)",
                 "traces": "spans are dropped while it fails",
             }[self._signal]
             logger.error(

@@ -228,11 +228,15 @@ def _parse_table(table: Mapping[Any, Any]) -> dict[str, Price]:
     return prices
 
 
-def _read_price_file(path: Path) -> dict[str, Price]:
-    """Read and parse a price file; every problem raises ``ValueError`` saying how to fix it."""
+class PriceFileError(ValueError):
+    """A price file cannot be used; the message names it and says how to fix it."""
 
-    def error(problem: str) -> ValueError:
-        return ValueError(
+
+def _read_price_file(path: Path) -> dict[str, Price]:
+    """Read and parse a price file; every problem raises ``PriceFileError``."""
+
+    def error(problem: str) -> PriceFileError:
+        return PriceFileError(
             f"{PRICE_FILE_ENV}={str(path)!r}: the price file {problem}. Fix the file, or unset "
             f"{PRICE_FILE_ENV} to use the default prices (as of {PRICES_AS_OF}). "
             f"Expected shape: {_EXPECTED_SHAPE}."

@@ -19,7 +19,6 @@ opens.
 import asyncio
 import dataclasses
 import functools
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -32,13 +31,14 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
-from pipecat_grafana import config as cfg
 from pipecat_grafana import export, loop_lag
-from pipecat_grafana.conversation import check_call_attributes, checked_attributes
-from pipecat_grafana.labels import once
-from pipecat_grafana.pricing import PRICE_FILE_ENV, Price, PriceTable
+from pipecat_grafana.conversation import checked_attributes
+from pipecat_grafana.export import PendingCall
+from pipecat_grafana.notices import first, warn_once
+from pipecat_grafana.pricing import Price
 from pipecat_grafana.recorder import CallRecorder
 from pipecat_grafana.resource import default_resource
+from pipecat_grafana.settings import resolve as resolve_settings
 from pipecat_grafana.startup import CONNECTION_FRAMES, StartupTimer
 from pipecat_grafana.summary import CallSummary
 
@@ -46,7 +46,7 @@ from pipecat_grafana.summary import CallSummary
 def _contained(error: Exception, what: str) -> None:
     """Log a failure of ours once per kind, with its traceback; the call goes on."""
     key = f"contained:{what}:{type(error).__name__}"
-    if once.first(key):
+    if first(key):
         # opt(exception=...) adds the traceback; never logged with loguru's diagnose
         # values for our frames, which could include configuration.
         logger.opt(exception=error).error(
@@ -193,23 +193,27 @@ class GrafanaMetricsExporter(FrameProcessor):
                 environment variable is logged and turns export off instead).
         """
         super().__init__(**kwargs)
-        if max_function_names < 0:
-            raise ValueError(f"max_function_names must be >= 0, got {max_function_names}")
-        try:
-            max_label_values = cfg.max_label_values(max_label_values)
-        except cfg.ConfigError as e:
-            once.error(f"pipecat-grafana: {e} Using {cfg.DEFAULT_MAX_LABEL_VALUES}.")
-            max_label_values = cfg.DEFAULT_MAX_LABEL_VALUES
-        self._declared = check_call_attributes(call_attributes or {})
+        settings = resolve_settings(
+            call_id_label=call_id_label,
+            export_interval_s=export_interval_s,
+            flush_timeout_s=flush_timeout_s,
+            logs=logs,
+            traces=traces,
+            prices=prices,
+            call_attributes=call_attributes,
+            max_function_names=max_function_names,
+            max_label_values=max_label_values,
+            prometheus_port=prometheus_port,
+            prometheus_addr=prometheus_addr,
+            meter_provider=meter_provider,
+        )
+        self._settings = settings
+        self._config = settings.export
+        self._scrape = settings.scrape
+        self._declared = settings.declared
+        self._prices = settings.prices
         self._models = {"llm": llm_model, "stt": stt_model, "tts": tts_model}
         self._call_id = call_id
-        try:
-            self._prices = PriceTable(overrides=prices)
-        except ValueError as e:
-            if prices is not None and PRICE_FILE_ENV not in str(e):
-                raise
-            once.error(f"pipecat-grafana: {e} Using the default prices and the prices= argument.")
-            self._prices = PriceTable(overrides=prices, load_env=False)
         self._clock = time_source
         # Built again in a forked child, which needs a service.instance.id of its own.
         self._resource = functools.partial(
@@ -217,42 +221,20 @@ class GrafanaMetricsExporter(FrameProcessor):
         )
         resource = self._resource()
         self._service_name = str(resource.attributes["service.name"])
-        try:
-            config = cfg.resolve(
-                call_id_label=call_id_label,
-                export_interval_s=export_interval_s,
-                flush_timeout_s=flush_timeout_s,
-                logs=logs,
-                traces=traces,
-            )
-        except cfg.ConfigError as e:
-            once.error(f"pipecat-grafana: metrics export is off: {e}")
-            config = cfg.ExportConfig(endpoint=None, call_id_label=call_id_label is not False)
-            misconfigured = True
-        else:
-            misconfigured = False
-            for notice in config.notices:
-                once.warning(notice, notice)
-        self._config = config
-        self._scrape = self._scrape_config(prometheus_port, prometheus_addr, meter_provider)
         if meter_provider is not None:
-            self._pipeline = export.provider_pipeline(meter_provider, config, resource)
+            self._pipeline = export.provider_pipeline(meter_provider, self._config, resource)
             created = False
         else:
             self._pipeline, created = self._shared_pipeline(resource)
-        self._flush_timeout_s = config.flush_timeout_s  # this exporter's, not the pipeline's
+        self._flush_timeout_s = self._config.flush_timeout_s  # this exporter's, not the pipeline's
         self._bounds = self._pipeline.label_bounds(
-            max_function_names=max_function_names, max_label_values=max_label_values
+            max_function_names=settings.max_function_names,
+            max_label_values=settings.max_label_values,
         )
         # A misconfigured variable was just named as the reason export is off; saying
         # "no endpoint configured" too would contradict it.
-        pulled = self._pipeline.pulled
-        if (
-            created
-            and not config.enabled
-            and not pulled
-            and meter_provider is None
-            and not misconfigured
+        if created and not (
+            self._config.enabled or self._pipeline.pulled or settings.misconfigured
         ):
             logger.warning(
                 "pipecat-grafana: no OTLP endpoint configured, metrics export is off (call "
@@ -261,7 +243,7 @@ class GrafanaMetricsExporter(FrameProcessor):
                 "OTEL_EXPORTER_OTLP_ENDPOINT; check with `pipecat-grafana check`."
             )
         self._recorder: CallRecorder | None = None
-        self._summary: CallSummary | None = None
+        self._pending: PendingCall | None = None
         self._observer = _PipelineObserver(self)
         self._latency_observer = UserBotLatencyObserver(time_source=time_source)
         self._latency_observer.add_event_handler("on_latency_measured", self._on_latency)
@@ -273,29 +255,6 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._links: tuple[FrameProcessor | None, FrameProcessor | None] | None = None
         self._refused_setups = 0
         self._register_event_handler("on_call_summary")
-
-    @staticmethod
-    def _scrape_config(
-        port: int | None, addr: str | None, meter_provider: MeterProvider | None
-    ) -> cfg.ScrapeConfig | None:
-        if meter_provider is not None:
-            if port is not None or addr is not None:
-                raise ValueError(
-                    "prometheus_port/prometheus_addr cannot be used with meter_provider=: the "
-                    "application's provider owns its export (give it a Prometheus reader)"
-                )
-            if os.environ.get(cfg.PROMETHEUS_PORT, "").strip():
-                once.warning(
-                    "scrape:provider",
-                    f"pipecat-grafana: {cfg.PROMETHEUS_PORT} is ignored with meter_provider=: "
-                    "the application's provider owns its export (logged once)",
-                )
-            return None
-        try:
-            return cfg.resolve_scrape(port=port, addr=addr)
-        except cfg.ConfigError as e:
-            once.error(f"pipecat-grafana: the Prometheus endpoint is off: {e}")
-            return None
 
     def _shared_pipeline(self, resource) -> tuple[export.ExportPipeline, bool]:
         """The process's pipeline for this exporter, served by the Prometheus endpoint if asked."""
@@ -319,9 +278,11 @@ class GrafanaMetricsExporter(FrameProcessor):
     @property
     def summary(self) -> CallSummary | None:
         """The summary of the call: final after it ended, running while in progress."""
-        if self._summary is not None:
-            return self._summary
         return self._recorder.summary() if self._recorder else None
+
+    def _finished(self) -> bool:
+        """Whether the current call is over (its summary final)."""
+        return self._recorder is not None and self._recorder.finished
 
     def set_call_attributes(self, **attributes: str) -> None:
         """Set call attributes declared in ``call_attributes``, before the call ends.
@@ -336,8 +297,8 @@ class GrafanaMetricsExporter(FrameProcessor):
         checked = checked_attributes(self._declared, attributes)
         recorder = self._recorder
         if recorder is None or recorder.finished:
-            if self._summary is not None:
-                once.warning(
+            if recorder is not None:
+                warn_once(
                     f"attributes-after-end:{id(self)}",
                     f"set_call_attributes({', '.join(f'{k}={v!r}' for k, v in checked.items())}) "
                     f"came after call {recorder.call_id} ended and is ignored: set call "
@@ -399,11 +360,12 @@ class GrafanaMetricsExporter(FrameProcessor):
                 max_function_names=self._bounds.function.limit,
                 max_label_values=self._bounds.model.limit,
             )
+        meters, self._pending = self._pipeline.open_call(call_id)
         self._recorder = CallRecorder(
             call_id=call_id,
             service_name=self._service_name,
             models=self._models,
-            meters=self._pipeline.open_call(call_id),
+            meters=meters,
             fleet=self._pipeline.fleet,
             prices=self._prices,
             declared=self._declared,
@@ -413,7 +375,6 @@ class GrafanaMetricsExporter(FrameProcessor):
             time_source=self._clock,
         )
         self._pending_attributes = {}  # they belonged to this call
-        self._summary = None
         worker.add_observer(self._observer)
         # Health: processors' start-up (observed until the pipeline has started), loop lag.
         fleet = self._pipeline.fleet
@@ -426,7 +387,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         observer = getattr(worker, "turn_trace_observer", None)
         if observer is None:
             if self._pipeline.traced:
-                once.warning(
+                warn_once(
                     "tracing-off",
                     "traces are on (PIPECAT_GRAFANA_TRACES) but the worker does not trace: "
                     "create it with PipelineWorker(..., enable_tracing=True) (logged once)",
@@ -463,7 +424,7 @@ class GrafanaMetricsExporter(FrameProcessor):
 
     def _observe(self, frame: Frame, source: FrameProcessor | None) -> None:
         recorder = self._recorder
-        if recorder is None or self._summary is not None:
+        if recorder is None or recorder.finished:
             return
         if not isinstance(frame, MetricsFrame):
             self._safely(recorder.observe, frame, source)
@@ -475,7 +436,7 @@ class GrafanaMetricsExporter(FrameProcessor):
             if isinstance(item, MetricsData):
                 self._safely(recorder.record, item, source)
             else:
-                once.warning(
+                warn_once(
                     f"malformed-metrics:{type(item).__name__}",
                     f"skipped a MetricsFrame item that is not MetricsData ({type(item).__name__}"
                     f", from {getattr(source, 'name', source)}): MetricsFrame.data must be a "
@@ -483,15 +444,15 @@ class GrafanaMetricsExporter(FrameProcessor):
                 )
 
     async def _on_latency(self, observer, seconds: float) -> None:
-        if self._recorder is not None and self._summary is None:
+        if self._recorder is not None and not self._recorder.finished:
             self._safely(self._recorder.latency_measured, seconds)
 
     async def _on_breakdown(self, observer, breakdown) -> None:
-        if self._recorder is not None and self._summary is None:
+        if self._recorder is not None and not self._recorder.finished:
             self._safely(self._recorder.latency_breakdown, breakdown)
 
     async def _on_greeting(self, observer, seconds: float) -> None:
-        if self._recorder is not None and self._summary is None:
+        if self._recorder is not None and not self._recorder.finished:
             self._safely(self._recorder.greeting_measured, seconds)
 
     @staticmethod
@@ -531,18 +492,16 @@ class GrafanaMetricsExporter(FrameProcessor):
 
     async def _finish_call(self) -> None:
         recorder = self._recorder
-        if recorder is None or self._summary is not None:
+        if recorder is None or recorder.finished:
             return
-        self._summary = recorder.finish()
+        summary = recorder.finish()
         if self._lag is not None:
             self._lag.detach(self._pipeline.fleet)
             self._lag = None
         self._startup = None  # it holds the worker
-        sent = self._pipeline.close_call(
-            recorder.meters, self._summary, recorder.conversation_span()
-        )
-        logger.info("\n" + self._summary.format())
-        await self._call_event_handler("on_call_summary", self._summary)
+        sent = self._pipeline.close_call(self._pending, summary, recorder.conversation_span())
+        logger.info("\n" + summary.format())
+        await self._call_event_handler("on_call_summary", summary)
         timeout = self._flush_timeout_s
         waiting = [asyncio.wrap_future(future) for future in sent]
         _, pending = await asyncio.wait(waiting, timeout=timeout)

@@ -38,7 +38,8 @@ from pipecat.services.tts_service import TTSService
 from pipecat_grafana import instruments as m
 from pipecat_grafana.aggregation import CallMeters, ExemplarContext
 from pipecat_grafana.conversation import Conversation
-from pipecat_grafana.labels import LabelBounds, label, once, processor_label, service_type_of
+from pipecat_grafana.labels import LabelBounds, ServiceTypes, label, processor_label
+from pipecat_grafana.notices import warn_once
 from pipecat_grafana.pricing import PriceTable
 from pipecat_grafana.stats import LatencySketch
 from pipecat_grafana.summary import CallSummary, LatencyStats, ServiceCost
@@ -79,15 +80,6 @@ def _latency_of(kind: type) -> _Latency | None:
     return next((_LATENCIES[c] for c in kind.__mro__ if c in _LATENCIES), None)
 
 
-_IMPLIED_SERVICE = {
-    LLMUsageMetricsData: "llm",
-    TTFATMetricsData: "llm",
-    TTSUsageMetricsData: "tts",
-    TTFAMetricsData: "tts",
-    STTUsageMetricsData: "stt",
-}
-
-
 class CallRecorder:
     """Records one call's metrics and conversation into its meters, and keeps its summary.
 
@@ -125,8 +117,10 @@ class CallRecorder:
         self._tracing = tracing
         self._untraced = self._traced = ExemplarContext(call_id)
         self._conversation_span: trace.SpanContext | None = None
+        self._service_types = ServiceTypes()
         self._conversation = Conversation(
             meters=meters,
+            service_types=self._service_types,
             declared=declared,
             function_names=bounds.function,
             processor_names=bounds.processor,
@@ -145,7 +139,6 @@ class CallRecorder:
         self._ended: float | None = None
         self._finished = False
         self.end_reason: str | None = None
-        self._service_types: dict[str, str] = {}
         self._label_sets: dict[tuple, dict[str, str]] = {}
         self._tokens: dict[str, int] = {}
         self._usage: dict[m.InstrumentSpec, float] = {}
@@ -327,7 +320,7 @@ class CallRecorder:
         if value == 0 and latency.skip_zero:
             return
         if not 0 <= value <= m.MAX_LATENCY_MS:
-            once.warning(
+            warn_once(
                 f"latency:{latency.name}:{processor_label(data.processor)}",
                 f"dropped a {latency.name} of {value!r} ms from {processor_label(data.processor)}: "
                 f"latencies must be between 0 and {m.MAX_LATENCY_MS:g} ms (logged once)",
@@ -347,13 +340,13 @@ class CallRecorder:
     def _record_tokens(self, data: LLMUsageMetricsData) -> None:
         counts, problem = TokenCounts.from_usage(data.value)
         if problem:
-            once.warning(
+            warn_once(
                 f"tokens:{processor_label(data.processor)}",
                 f"token usage from {processor_label(data.processor)}: {problem} (logged once)",
             )
         fields = counts.model_dump()
         if any(v is not None and v > MAX_USAGE for v in fields.values()):
-            once.warning(
+            warn_once(
                 "tokens:absurd",
                 f"dropped a token report over {MAX_USAGE} tokens from "
                 f"{processor_label(data.processor)} (logged once)",
@@ -381,7 +374,7 @@ class CallRecorder:
         except (TypeError, ValueError):
             number = math.nan
         if not 0 <= number <= MAX_USAGE:
-            once.warning(
+            warn_once(
                 f"usage:{spec.name}",
                 f"dropped {spec.name} of {value!r} from {processor_label(data.processor)}: "
                 "usage must be a non-negative number (logged once)",
@@ -414,7 +407,7 @@ class CallRecorder:
         if usd is None:
             name = f"{service_type}:{model}"
             self._unpriced.add(name)
-            once.warning(
+            warn_once(
                 f"unpriced:{name}",
                 f"no price for {service_type} model {model!r}: its cost is reported as unpriced. "
                 "Add it with the prices= argument or PIPECAT_GRAFANA_PRICES_FILE.",
@@ -446,14 +439,9 @@ class CallRecorder:
         return labels
 
     def _service_type(self, data: MetricsData, source: FrameProcessor | None) -> str:
-        known = self._service_types.get(data.processor)
-        if known is None:
-            implied = next((t for c, t in _IMPLIED_SERVICE.items() if isinstance(data, c)), None)
-            if source is not None and source.name != data.processor:
-                source = None  # pushed on behalf of another processor
-            known = implied or service_type_of(source, data.processor)
-            self._service_types[data.processor] = known
-        return known
+        if source is not None and source.name != data.processor:
+            source = None  # pushed on behalf of another processor
+        return self._service_types.of(source, data.processor, data)
 
 
 def _stats(metric: str, processor: str, sketch: LatencySketch) -> LatencyStats:

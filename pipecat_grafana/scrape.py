@@ -28,8 +28,9 @@ Two things would lose short calls between scrapes:
 - A call's series go when the call goes, so an ended call is served until a scrape that
   began after its end, and after its zeros, has served its final values and one more scrape
   interval has passed; then it is let go, and its series end (Prometheus marks them stale).
-  Without scrapes an ended call is kept ``export.PENDING_RETENTION_S`` at most, and
-  ``export.MAX_PENDING_CALLS`` calls at most.
+  Without scrapes an ended call is kept ``config.PENDING_RETENTION_S`` at most, and
+  ``config.MAX_PENDING`` calls at most (``export.pending``, where every reader of a call
+  keeps its cursor).
 
 "One scrape interval" is the longest interval at which one reader scrapes (readers are told
 apart by address and user agent; 90 % of it, for jitter), 0 until one has scraped twice. So
@@ -48,7 +49,6 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -59,11 +59,11 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.samples import Exemplar
 
 from pipecat_grafana import instruments
-from pipecat_grafana.aggregation import CallHistogram, CallMeters, HistogramSeries, SeriesKey
-from pipecat_grafana.config import DEFAULT_FLUSH_TIMEOUT_S, ScrapeConfig
-from pipecat_grafana.export import PENDING_RETENTION_S, ExportPipeline
+from pipecat_grafana.aggregation import CallMeters, HistogramSeries, SeriesKey
+from pipecat_grafana.config import DEFAULT_FLUSH_TIMEOUT_S, PENDING_RETENTION_S, ScrapeConfig
+from pipecat_grafana.export import SCRAPE, ExportPipeline
 from pipecat_grafana.instruments import InstrumentSpec
-from pipecat_grafana.labels import once
+from pipecat_grafana.notices import error_once, warn_once
 
 __all__ = [
     "SERVICE_INSTANCE_LABEL",
@@ -91,14 +91,6 @@ _MAX_READERS = 16
 _MAX_EXEMPLAR_RUNES = 128
 
 Labels = tuple[tuple[str, str], ...]
-
-
-@dataclass
-class _CallState:
-    """What scrapes have served of one call."""
-
-    first_served: dict[SeriesKey, float] = field(default_factory=dict)
-    final_at: float | None = None  # when a scrape first served its final values
 
 
 class _Readers:
@@ -244,7 +236,6 @@ class AggregatesCollector:
         self._fleet: weakref.WeakKeyDictionary[ExportPipeline, dict[SeriesKey, float]] = (
             weakref.WeakKeyDictionary()
         )
-        self._calls: weakref.WeakKeyDictionary[CallMeters, _CallState] = weakref.WeakKeyDictionary()
         self._readers = _Readers()
         self._request = threading.local()
 
@@ -304,10 +295,17 @@ class AggregatesCollector:
 
     def _unread(self) -> bool:
         return any(
-            call.ended_at is not None
+            pipeline.calls.ended(call)
             for pipeline in self._pipelines
-            for call in pipeline.scrape_calls()
+            for call in pipeline.calls.unread(SCRAPE)
         )
+
+    def expire(self) -> None:
+        """Run retention for the pipelines no export thread runs it for (pull alone)."""
+        with self._lock:
+            pipelines = [p for p in self._pipelines if not p.pushed]
+        for pipeline in pipelines:
+            pipeline.expire()
 
     def _serve(self, pipeline: ExportPipeline, families: _Families, now: float, hold: float):
         resource = pipeline.resource.attributes
@@ -319,21 +317,19 @@ class AggregatesCollector:
         families.info[tuple(sorted(info.items()))] = None
         fleet = self._fleet.setdefault(pipeline, {})
         self._add(families, pipeline.fleet, base, fleet, now, hold)
-        done = []
-        for call in pipeline.scrape_calls():
-            ended = call.ended_at is not None  # read before its values: then they are final
-            state = self._calls.setdefault(call, _CallState())
-            if ended and state.final_at is not None and now > state.final_at + hold:
-                done.append(call)  # every reader has had a scrape interval to read it
-                del self._calls[call]
+        if not pipeline.pushed:
+            pipeline.expire()
+        for call in pipeline.calls.unread(SCRAPE):
+            ended = pipeline.calls.ended(call)  # read before its values: then they are final
+            cursor = call.cursors[SCRAPE]
+            if ended and cursor.served_final_at is not None and now > cursor.served_final_at + hold:
+                pipeline.calls.read(call, SCRAPE)  # every reader had a scrape interval to read it
                 continue
             zeros = self._add(
-                families, call, {**base, **call.labels}, state.first_served, now, hold
+                families, call.meters, {**base, **call.labels}, cursor.series, now, hold
             )
-            if ended and not zeros and state.final_at is None:
-                state.final_at = now
-        if done:
-            pipeline.scraped(done)
+            if ended and not zeros and cursor.served_final_at is None:
+                cursor.served_final_at = now
 
     @staticmethod
     def _add(
@@ -357,11 +353,7 @@ class AggregatesCollector:
                     zeros += 1
                     value = 0
                 families.add(spec, _labels(key, labels), value)
-        for spec, histogram in meters.histograms.items():
-            if not isinstance(histogram, CallHistogram):
-                continue  # the SDK's, in an application's provider: not served
-            if spec in meters.shared:
-                continue  # the process-wide histogram a call records into: the fleet serves it
+        for spec, histogram in meters.series():
             for key, value in histogram.snapshot():
                 if new(spec, key):
                     zeros += 1
@@ -409,8 +401,15 @@ class ScrapeEndpoint:
 
         family = socket.getaddrinfo(config.addr, config.port, type=socket.SOCK_STREAM)[0][0]
 
+        collector = self.collector
+
         class Server(ThreadingWSGIServer):
             address_family = family
+
+            def service_actions(self) -> None:
+                # Between requests, twice a second: retention runs here for a pipeline that
+                # only this endpoint reads, whether anyone scrapes or not.
+                collector.expire()
 
         self._server = make_server(
             config.addr, config.port, serve, Server, handler_class=_QuietHandler
@@ -475,7 +474,7 @@ def endpoint(config: ScrapeConfig) -> ScrapeEndpoint | None:
             try:
                 running = _endpoint = ScrapeEndpoint(config)
             except OSError as e:
-                once.error(f"pipecat-grafana: {_why(config, e)}")
+                error_once(f"scrape:{config}:{e.errno}", _why(config, e))
                 return None
             logger.info(
                 f"pipecat-grafana: serving Prometheus metrics at {config.url} (scrape it every "
@@ -490,7 +489,7 @@ def endpoint(config: ScrapeConfig) -> ScrapeEndpoint | None:
         )
         if "=" in config.port_source or "=" in config.addr_source:
             raise ValueError(message + "; give every GrafanaMetricsExporter the same address")
-        once.warning(f"scrape-other:{config}", f"pipecat-grafana: {message}; served there.")
+        warn_once(f"scrape-other:{config}", f"{message}; served there.")
     return running
 
 

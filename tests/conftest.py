@@ -7,8 +7,7 @@ from opentelemetry.util._once import Once
 
 import pipecat_grafana
 from pipecat_grafana import config as cfg
-from pipecat_grafana import traces
-from pipecat_grafana.labels import once
+from pipecat_grafana import notices, traces
 from tests.helpers import MemoryMetrics
 from tests.otlp_receiver import OtlpReceiver
 
@@ -39,7 +38,7 @@ def clean_environment(monkeypatch):
     for name in _OUR_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     # Warnings are logged once per process; each test is a process of its own here.
-    once.clear()
+    notices.forget()
     yield
     pipecat_grafana.shutdown(timeout_s=2)
     _forget_tracing()

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator
 
 import pytest
+from opentelemetry.metrics import NoOpMeter
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     ClientConnectedFrame,
@@ -30,9 +31,9 @@ from pipecat.transports.base_transport import TransportParams
 import pipecat_grafana
 from pipecat_grafana import GrafanaMetricsExporter, loop_lag
 from pipecat_grafana import config as cfg
-from pipecat_grafana import export as export_module
 from pipecat_grafana import instruments as m
-from pipecat_grafana.aggregation import CallMeters
+from pipecat_grafana.aggregation import create_meters
+from pipecat_grafana.export import pending as pending_module
 from pipecat_grafana.offline.transport import OfflineOutputTransport
 from pipecat_grafana.otlp import Outcome, classify
 from tests.helpers import FakeClock, LiveCall, Trigger
@@ -236,7 +237,7 @@ async def test_event_loop_lag_reads_near_zero_when_nothing_blocks(export_to):
 
 
 async def test_one_sampler_per_loop_runs_while_calls_are_in_progress():
-    first, second = CallMeters.own({}), CallMeters.own({})
+    first, second = _meters(), _meters()
     sampler = loop_lag.attach(first)
     assert sampler is not None and sampler.running
     assert loop_lag.attach(second) is sampler  # the same loop: the same timer
@@ -253,8 +254,12 @@ async def test_one_sampler_per_loop_runs_while_calls_are_in_progress():
         assert point.count >= 2  # both destinations received every sample
 
 
+def _meters():
+    return create_meters(NoOpMeter("test"), own=True)
+
+
 def test_no_sampler_without_a_running_loop():
-    assert loop_lag.attach(CallMeters.own({})) is None
+    assert loop_lag.attach(_meters()) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +324,7 @@ async def test_export_failures_are_counted_and_arrive_once_the_endpoint_recovers
 
 async def test_a_call_dropped_while_the_endpoint_was_down_is_counted(export_to, monkeypatch):
     receiver = export_to
-    monkeypatch.setattr(export_module, "PENDING_RETENTION_S", 0.3)
+    monkeypatch.setattr(pending_module, "PENDING_RETENTION_S", 0.3)
     receiver.respond_with(401)
     exporter = grafana()
     async with LiveCall([exporter]) as call:

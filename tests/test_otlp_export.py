@@ -16,6 +16,7 @@ import pipecat_grafana
 from pipecat_grafana import GrafanaMetricsExporter, export
 from pipecat_grafana import config as cfg
 from pipecat_grafana import instruments as m
+from pipecat_grafana.aggregation import CallMeters
 from tests.helpers import Reporter, Trigger, metric, run_pipeline
 from tests.test_exporter import ALL_TYPES
 
@@ -147,13 +148,13 @@ async def test_ten_thousand_calls_keep_memory_and_exported_series_flat(export_to
     ]
     for _ in range(200):
         await run_pipeline([Reporter([batch]), grafana()], [Trigger("go")])
-    pipeline = next(iter(export._pipelines.values()))
+    (pipeline,) = export.pipelines()
     await asyncio.to_thread(pipeline._reader.force_flush)
 
     def retained() -> tuple[int, int]:
         gc.collect()
-        objects = sum(isinstance(o, export.CallMeters) for o in gc.get_objects())
-        return len(pipeline.calls()), objects
+        objects = sum(isinstance(o, CallMeters) for o in gc.get_objects())
+        return len(pipeline.calls.pending()), objects
 
     calls_before, objects_before = retained()
     series_per_export_before = _series_in_last_request(receiver)

@@ -28,8 +28,10 @@ import pipecat_grafana
 from pipecat_grafana import GrafanaMetricsExporter, export, scrape
 from pipecat_grafana import config as cfg
 from pipecat_grafana import instruments as m
+from pipecat_grafana.aggregation import CallMeters
 from pipecat_grafana.commands.demo import OfflineDemo
-from pipecat_grafana.export import MAX_PENDING_CALLS, ExportPipeline
+from pipecat_grafana.config import MAX_PENDING
+from pipecat_grafana.export import PUSH, SCRAPE, ExportPipeline
 from tests.backends import free_port
 from tests.helpers import FakeClock, Reporter, Trigger, metric, run_pipeline
 from tests.test_exporter import ALL_TYPES
@@ -210,10 +212,10 @@ class Served:
         self.endpoint.add(self.pipeline)
 
     def call(self, call_id: str, characters: float = 40):
-        meters = self.pipeline.open_call(call_id)
+        meters, call = self.pipeline.open_call(call_id)
         meters.record(m.TTS_CHARACTERS, characters, {m.PROCESSOR: "TTS"})
         meters.record(m.TTFB, 250.0, {m.PROCESSOR: "TTS"})
-        return meters
+        return call
 
     def scrape(self, at: float, agent: str = PROMETHEUS_UA) -> dict[Sample, float]:
         self.clock.now = at
@@ -245,7 +247,7 @@ def test_a_call_between_two_scrapes_is_served_at_zero_then_at_its_values_then_go
     served.pipeline.close_call(served.call("short"))  # a 3-second call, at 1020
     seen = [characters(served.scrape(t), "short") for t in (1030, 1045, 1060, 1075)]
     assert seen == [0, 40, None, None]
-    assert served.pipeline.scrape_calls() == []
+    assert served.pipeline.calls.unread(SCRAPE) == []
 
 
 def test_two_readers_each_see_the_zero_and_the_final_values_and_a_curl_takes_neither(served):
@@ -263,12 +265,13 @@ def test_two_readers_each_see_the_zero_and_the_final_values_and_a_curl_takes_nei
     for reader, values in seen.items():
         present = [v for v in values if v is not None]
         assert present[0] == 0 and present[-1] == 40, (reader, values)
-    assert served.pipeline.scrape_calls() == []
+    assert served.pipeline.calls.unread(SCRAPE) == []
 
 
 def test_a_long_call_is_served_as_it_goes(served):
     served.scrape(1000)
-    meters = served.call("long", characters=10)
+    call = served.call("long", characters=10)
+    meters = call.meters
     assert characters(served.scrape(1015), "long") == 0
     assert characters(served.scrape(1030), "long") == 10
     meters.record(m.TTS_CHARACTERS, 5, {m.PROCESSOR: "TTS"})
@@ -276,7 +279,7 @@ def test_a_long_call_is_served_as_it_goes(served):
     found = served.scrape(1045)
     assert characters(found, "long") == 15
     assert total(found, m.ERRORS.prometheus_name, call_id="long") == 0
-    served.pipeline.close_call(meters)
+    served.pipeline.close_call(call)
     found = served.scrape(1060)
     assert total(found, m.ERRORS.prometheus_name, call_id="long") == 1
     assert characters(found, "long") == 15
@@ -284,12 +287,12 @@ def test_a_long_call_is_served_as_it_goes(served):
 
 
 def test_ended_calls_nobody_scrapes_are_bounded(served, log_lines):
-    for index in range(MAX_PENDING_CALLS + 5):
+    for index in range(MAX_PENDING + 5):
         served.pipeline.close_call(served.call(f"c{index}"))
-    kept = served.pipeline.scrape_calls()
-    assert len(kept) == MAX_PENDING_CALLS
+    kept = served.pipeline.calls.unread(SCRAPE)
+    assert len(kept) == MAX_PENDING
     assert kept[0].labels[m.CALL_ID] == "c5"  # the oldest went first
-    dropped = [line for line in log_lines if "before a scrape read them" in line]
+    dropped = [line for line in log_lines if "for a scrape to read them" in line]
     assert len(dropped) == 1
 
 
@@ -338,11 +341,15 @@ async def test_push_and_pull_together_each_read_a_call_once(export_to, port):
     )
     receiver.wait_for(lambda r: r.total(m.TTS_CHARACTERS.name, call_id="both") == 9, timeout=5)
     pipeline = exporter._pipeline
-    receiver.wait_for(lambda r: not pipeline.calls(), timeout=5)  # exported: not sent again
-    assert [c.labels[m.CALL_ID] for c in pipeline.scrape_calls()] == ["both"]  # not yet scraped
+    receiver.wait_for(
+        lambda r: not pipeline.calls.unread(PUSH), timeout=5
+    )  # exported: not sent again
+    assert [c.labels[m.CALL_ID] for c in pipeline.calls.unread(SCRAPE)] == [
+        "both"
+    ]  # not yet scraped
     seen = [characters(scrape_once(port), "both") for _ in range(3)]
     assert seen == [0, 9, None]
-    assert pipeline.scrape_calls() == []
+    assert pipeline.calls.unread(SCRAPE) == []
 
 
 async def test_pull_alone_aggregates_and_runs_no_export_thread(port, log_lines):
@@ -528,7 +535,7 @@ async def test_ten_thousand_calls_leave_the_endpoint_size_flat(port):
 
     def retained() -> int:
         gc.collect()
-        return sum(isinstance(o, export.CallMeters) for o in gc.get_objects())
+        return sum(isinstance(o, CallMeters) for o in gc.get_objects())
 
     for done in range(200, 10_001, 200):
         await _run_calls_without_pipelines(200, batch)
@@ -536,8 +543,8 @@ async def test_ten_thousand_calls_leave_the_endpoint_size_flat(port):
             body = await asyncio.to_thread(lambda: get(port)[1])
         if done in (1_000, 10_000):
             sizes[done] = (len(body.encode()), retained())
-    pipeline = next(iter(export._pipelines.values()))
-    assert pipeline.scrape_calls() == []
+    (pipeline,) = export.pipelines()
+    assert pipeline.calls.unread(SCRAPE) == []
     (bytes_1k, objects_1k), (bytes_10k, objects_10k) = sizes[1_000], sizes[10_000]
     print(f"/metrics after 1,000 calls: {bytes_1k} B; after 10,000: {bytes_10k} B")
     assert math.isclose(bytes_10k, bytes_1k, rel_tol=0.01)

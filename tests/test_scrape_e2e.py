@@ -32,6 +32,7 @@ from pipecat.metrics.metrics import LLMUsageMetricsData, TTSUsageMetricsData
 from pipecat_grafana import CallSummary, GrafanaMetricsExporter, scrape
 from pipecat_grafana import instruments as m
 from pipecat_grafana.config import PROMETHEUS_PORT
+from pipecat_grafana.export import SCRAPE
 from pipecat_grafana.grafana import dashboard
 from tests.backends import REPO_ROOT, ScrapingPrometheus, free_port
 from tests.helpers import LiveCall, Reporter, metric
@@ -327,4 +328,4 @@ async def test_a_three_second_call_between_two_scrapes_is_counted_exactly() -> N
         assert summary.duration_seconds >= SHORT_CALL_S
         # And it ended with its call.
         assert query(f'{m.TTS_CHARACTERS.prometheus_name}{{call_id="{call_id}"}}') == []
-        assert exporter._pipeline.scrape_calls() == []
+        assert exporter._pipeline.calls.unread(SCRAPE) == []

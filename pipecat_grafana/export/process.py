@@ -1,0 +1,116 @@
+"""The process's export pipelines: one per configuration, rebuilt after a fork, shut at exit.
+
+Every exporter of a process that shares a configuration and a resource shares one
+pipeline, so a process serving a hundred calls runs one export thread, not a hundred.
+
+A process forked after export started (gunicorn's pre-fork workers, ``multiprocessing``'s
+``fork`` start method) inherits the parent's pipelines but not their threads. The child
+forgets them without a word on the wire, and builds its own on first use, with its own
+threads and ``service.instance.id``: the child's series start from zero, as a new
+process's would, and nothing of the parent's is sent again.
+"""
+
+import atexit
+import os
+import sys
+import threading
+import weakref
+
+from loguru import logger
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+
+from pipecat_grafana.config import ExportConfig
+from pipecat_grafana.export.pipeline import ExportPipeline
+
+_pipelines: dict[tuple, ExportPipeline] = {}
+_pipelines_lock = threading.Lock()
+# Set in a forked child whose parent was exporting, until the child exports too.
+_forked_from: int | None = None
+_provider_pipelines: "weakref.WeakKeyDictionary[MeterProvider, ExportPipeline]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_pipeline(config: ExportConfig, resource: Resource) -> tuple[ExportPipeline, bool]:
+    """The process's pipeline for ``config`` and ``resource``, created on first use.
+
+    Returns:
+        The pipeline, and whether this call created it.
+    """
+    global _forked_from
+    key = (config.key, tuple(sorted(resource.attributes.items())))
+    with _pipelines_lock:
+        pipeline = _pipelines.get(key)
+        if pipeline is not None and not pipeline.closed:
+            return pipeline, False
+        pipeline = _pipelines[key] = ExportPipeline(config, resource)
+        parent = _forked_from if config.enabled else None
+        if parent is not None:
+            _forked_from = None
+    if parent is not None:
+        logger.info(
+            f"pipecat-grafana: metrics export restarted after fork from process {parent}, "
+            f"with this process's own threads and service.instance.id "
+            f"{resource.attributes.get('service.instance.id')}"
+        )
+    return pipeline, True
+
+
+def provider_pipeline(
+    meter_provider: MeterProvider, config: ExportConfig, resource: Resource
+) -> ExportPipeline:
+    """The pipeline recording into an application's provider, one per provider.
+
+    An instrument is created once per provider: a second exporter creating its own
+    would get the first one's instrument back, and its callbacks would be ignored.
+    """
+    with _pipelines_lock:
+        pipeline = _provider_pipelines.get(meter_provider)
+        if pipeline is None:
+            pipeline = ExportPipeline(config, resource, meter_provider=meter_provider)
+            _provider_pipelines[meter_provider] = pipeline
+        return pipeline
+
+
+def pipelines() -> list[ExportPipeline]:
+    """The process's shared pipelines, as they are now."""
+    with _pipelines_lock:
+        return list(_pipelines.values())
+
+
+def shutdown(timeout_s: float | None = None) -> None:
+    """Export what is left and stop every pipeline of the process.
+
+    Registered to run at exit; applications and tests may call it earlier. The Prometheus
+    endpoint, if one runs, first waits as long for a scrape to read the calls that ended.
+    """
+    scrape = sys.modules.get("pipecat_grafana.scrape")  # loaded only once pull was asked for
+    if scrape is not None:
+        scrape.stop(timeout_s)  # it reads these pipelines, so it stops first
+    with _pipelines_lock:
+        closing = list(_pipelines.values())
+        _pipelines.clear()
+    for pipeline in closing:
+        pipeline.shutdown(timeout_s)
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: leave the parent's pipelines to the parent; build new ones on use."""
+    global _pipelines_lock, _forked_from
+    # Only the forking thread exists here: a lock another thread held would never be
+    # released, so the child gets a new one.
+    _pipelines_lock = threading.Lock()
+    inherited = list(_pipelines.values())
+    _pipelines.clear()
+    if any(p.config.enabled and not p.closed for p in inherited):
+        _forked_from = os.getppid()
+    for pipeline in inherited:
+        pipeline.forget_after_fork()
+
+
+atexit.register(shutdown)
+if hasattr(os, "register_at_fork"):
+    # Registered before any reader is created, so it runs before the SDK restarts
+    # the readers' threads in the child.
+    os.register_at_fork(after_in_child=_forget_after_fork)
