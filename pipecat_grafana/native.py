@@ -119,22 +119,26 @@ class NativeSeries:
         """
         self.count += 1
         self.sum += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
         if value == 0:
             self.zero_count += 1
             return (0, 0)
         sign, magnitude = (1, value) if value > 0 else (-1, -value)
         index = self.mapping.map_to_index(magnitude)
-        low, high = self.bounds.get(sign, (index, index))
-        low, high = min(low, index), max(high, index)
-        if high - low >= max_size:
-            change = _scale_change(low, high, max_size)
-            self._downscale(change)
-            index = self.mapping.map_to_index(magnitude)
-            low, high = self.bounds.get(sign, (index, index))
-            low, high = min(low, index), max(high, index)
-        self.bounds[sign] = (low, high)
+        bounds = self.bounds.get(sign)
+        if bounds is None:
+            self.bounds[sign] = (index, index)
+        elif not bounds[0] <= index <= bounds[1]:  # a bucket further out: does it fit?
+            low, high = min(bounds[0], index), max(bounds[1], index)
+            if high - low >= max_size:
+                self._downscale(_scale_change(low, high, max_size))
+                index = self.mapping.map_to_index(magnitude)
+                low, high = self.bounds[sign]
+                low, high = min(low, index), max(high, index)
+            self.bounds[sign] = (low, high)
         buckets = self.positive if sign > 0 else self.negative
         buckets[index] = buckets.get(index, 0) + 1
         return (sign, index)
