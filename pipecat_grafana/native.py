@@ -17,7 +17,7 @@ behaviour changes.
 Resolution. A bucket's upper bound is ``2 ** (2 ** -scale)`` times its lower one.
 Scale 3 (buckets 9 % wide, a quantile within about 4 % of the truth) spans a voice
 bot's whole range, 1 ms to 60 s, in 128 buckets, under the 160 Grafana Cloud keeps in
-a native histogram; scale 4 would need 256 and be merged down at ingestion. Grafana
+a native histogram; scale 4 would need 255 and be merged down at ingestion. Grafana
 Cloud bills a native histogram by the buckets it uses, so a finer scale than the
 dashboard needs is paid for on every send. Values outside that range are kept: as
 the SDK does, the histogram halves its resolution until its buckets fit in 160 again,
