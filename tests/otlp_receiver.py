@@ -95,6 +95,9 @@ class Point:
 
     ``value`` is the number for sums and gauges and the ``count`` for histograms; ``sum``,
     ``bucket_counts``, ``explicit_bounds``, ``min`` and ``max`` are only set for histograms.
+    Exponential histograms (``kind`` ``"exponential_histogram"``) set ``scale``,
+    ``zero_count`` and ``positive``/``negative`` as ``(offset, bucket_counts)`` instead of
+    ``bucket_counts`` and ``explicit_bounds``.
     ``temporality`` is the OTLP enum (1 = delta, 2 = cumulative, 0 for gauges).
     """
 
@@ -115,6 +118,10 @@ class Point:
     min: float | None = None
     max: float | None = None
     exemplars: tuple[Exemplar, ...] = ()
+    scale: int | None = None
+    zero_count: int = 0
+    positive: tuple[int, tuple[int, ...]] = (0, ())
+    negative: tuple[int, tuple[int, ...]] = (0, ())
 
 
 def _value(v: Any) -> Any:
@@ -151,9 +158,10 @@ def _points(message: ExportRequest, name: str | None) -> list[Point]:
 
 def _metric_points(m: Any, scope: str, resource: dict[str, Any]) -> list[Point]:
     kind = m.WhichOneof("data")
-    if kind not in ("sum", "gauge", "histogram"):
+    if kind not in ("sum", "gauge", "histogram", "exponential_histogram"):
         raise NotImplementedError(f"metric {m.name!r}: {kind} is not supported")
-    data, hist = getattr(m, kind), kind == "histogram"
+    data, exp = getattr(m, kind), kind == "exponential_histogram"
+    hist = exp or kind == "histogram"
     return [
         Point(
             name=m.name,
@@ -168,8 +176,8 @@ def _metric_points(m: Any, scope: str, resource: dict[str, Any]) -> list[Point]:
             start_time_unix_nano=dp.start_time_unix_nano,
             value=dp.count if hist else getattr(dp, dp.WhichOneof("value")),
             sum=_optional(dp, "sum") if hist else None,
-            bucket_counts=tuple(dp.bucket_counts) if hist else (),
-            explicit_bounds=tuple(dp.explicit_bounds) if hist else (),
+            bucket_counts=tuple(dp.bucket_counts) if hist and not exp else (),
+            explicit_bounds=tuple(dp.explicit_bounds) if hist and not exp else (),
             min=_optional(dp, "min") if hist else None,
             max=_optional(dp, "max") if hist else None,
             exemplars=tuple(
@@ -182,9 +190,17 @@ def _metric_points(m: Any, scope: str, resource: dict[str, Any]) -> list[Point]:
                 )
                 for e in dp.exemplars
             ),
+            scale=dp.scale if exp else None,
+            zero_count=dp.zero_count if exp else 0,
+            positive=_buckets(dp.positive) if exp else (0, ()),
+            negative=_buckets(dp.negative) if exp else (0, ()),
         )
         for dp in data.data_points
     ]
+
+
+def _buckets(buckets: Any) -> tuple[int, tuple[int, ...]]:
+    return buckets.offset, tuple(buckets.bucket_counts)
 
 
 def _log_records(message: ExportLogsServiceRequest, size: int) -> list[LogRecord]:
