@@ -17,9 +17,10 @@ import bisect
 import functools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar
@@ -257,8 +258,26 @@ class SdkHistogram:
         return None
 
 
-HistogramAggregate = CallHistogram | SdkHistogram
-"""A histogram a call records into: aggregated here, or by an application's provider."""
+class HistogramAggregate(Protocol):
+    """A histogram a call records into: aggregated here, or by an application's provider."""
+
+    @property
+    def spec(self) -> InstrumentSpec:
+        """The instrument it aggregates."""
+
+    def record(
+        self, value: float, attributes: dict[str, str], exemplar: ExemplarContext | None = None
+    ) -> None:
+        """Add one measurement."""
+
+    def snapshot(self) -> list[tuple[Attributes, HistogramSeries]]:
+        """Every series with explicit buckets, for the scrape endpoint."""
+
+    def metric(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> Metric | None:
+        """The series as the push sends them, ``None`` when there is nothing to send."""
+
+
+HistogramFactory = Callable[[InstrumentSpec], HistogramAggregate]
 
 
 class Mode(Enum):
@@ -290,6 +309,7 @@ class CallMeters:
         fleet_histograms: ``OWN``: the specs whose histogram is the process-wide one,
             which the fleet's series carry.
         labelled: ``SHARED``: the specs whose measurements get ``attributes``.
+        new_histogram: Makes the histograms of a call with series of its own.
         started_ns: When the series start.
     """
 
@@ -300,6 +320,7 @@ class CallMeters:
     labels: dict[str, str] = field(default_factory=dict)
     fleet_histograms: frozenset[InstrumentSpec] = frozenset()
     labelled: frozenset[InstrumentSpec] = frozenset()
+    new_histogram: HistogramFactory = CallHistogram
     started_ns: int = field(default_factory=time.time_ns)
 
     def own(self, labels: dict[str, str], *, call_histograms: bool) -> "CallMeters":
@@ -314,9 +335,16 @@ class CallMeters:
         histograms: dict[InstrumentSpec, HistogramAggregate] = {}
         for spec, fleet in self.histograms.items():
             mine = call_histograms or spec in instruments.CALL_HISTOGRAMS
-            histograms[spec] = CallHistogram(spec) if mine else fleet
+            histograms[spec] = self.new_histogram(spec) if mine else fleet
         shared = frozenset(s for s, h in histograms.items() if h is self.histograms[s])
-        return CallMeters(Mode.OWN, histograms, Totals(), labels=labels, fleet_histograms=shared)
+        return CallMeters(
+            Mode.OWN,
+            histograms,
+            Totals(),
+            labels=labels,
+            fleet_histograms=shared,
+            new_histogram=self.new_histogram,
+        )
 
     def shares(self, attributes: dict[str, str], *, call_histograms: bool = False) -> "CallMeters":
         """A call's meters recording into these (the process-wide) series.
@@ -376,7 +404,9 @@ class CallMeters:
         return metrics
 
 
-def create_meters(meter: Meter, *, own: bool = False) -> CallMeters:
+def create_meters(
+    meter: Meter, *, own: bool = False, new_histogram: HistogramFactory = CallHistogram
+) -> CallMeters:
     """Create the process-wide series of the contract, and the meters recording into them.
 
     Args:
@@ -385,18 +415,20 @@ def create_meters(meter: Meter, *, own: bool = False) -> CallMeters:
             totals and histograms directly (cheaper per measurement than the SDK's, with
             exemplars, and read at the moment of the export). Otherwise the counters
             are observed by the application's provider and the histograms are its own.
+        new_histogram: Makes each histogram aggregated here (explicit buckets, or
+            exponential ones as well: ``native``).
     """
     totals = Totals()
     histograms: dict[InstrumentSpec, HistogramAggregate] = {}
     for spec in instruments.ALL:
         if spec.kind is instruments.Kind.HISTOGRAM:
             histograms[spec] = (
-                CallHistogram(spec) if own else SdkHistogram(spec, instruments.create(meter, spec))
+                new_histogram(spec) if own else SdkHistogram(spec, instruments.create(meter, spec))
             )
         elif not own and spec.kind is not instruments.Kind.GAUGE:
             # A gauge is observed by its value's owner.
             instruments.create(meter, spec, callback=functools.partial(_observe, totals, spec))
-    return CallMeters(Mode.FLEET, histograms, totals)
+    return CallMeters(Mode.FLEET, histograms, totals, new_histogram=new_histogram)
 
 
 def _observe(totals: Totals, spec: InstrumentSpec, options: CallbackOptions) -> list[Observation]:

@@ -86,6 +86,12 @@ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 MAX_LABEL_VALUES = "PIPECAT_GRAFANA_MAX_LABEL_VALUES"
 """Distinct values the ``model`` and ``processor`` labels each take in a process (default
 100); later ones are exported as ``other``."""
+HISTOGRAMS = "PIPECAT_GRAFANA_HISTOGRAMS"
+"""``native`` (OTLP exponential histograms, which Grafana Cloud stores as native
+histograms: one series each) or ``classic`` (explicit buckets: a series per bucket);
+default ``native`` when metrics go to Grafana Cloud, else ``classic``."""
+NATIVE = "native"
+CLASSIC = "classic"
 PROMETHEUS_PORT = "PIPECAT_GRAFANA_PROMETHEUS_PORT"
 """The TCP port of the process's Prometheus scrape endpoint (``/metrics``); unset, none runs."""
 PROMETHEUS_ADDR = "PIPECAT_GRAFANA_PROMETHEUS_ADDR"
@@ -146,6 +152,9 @@ class ExportConfig:
         histogram_interval_s: Seconds between two periodic sends of a changed histogram.
         pull: Whether the process's Prometheus endpoint serves the series: they are then
             aggregated in memory even when nothing is pushed.
+        histograms: ``native`` or ``classic``: the form latency histograms are pushed in
+            (a scrape always reads the classic form).
+        histograms_reason: Why that form, in words, for the banner and ``check``.
     """
 
     endpoint: str | None
@@ -162,6 +171,8 @@ class ExportConfig:
     heartbeat_s: float = DEFAULT_SPARSE_EXPORTS * DEFAULT_EXPORT_INTERVAL_S
     histogram_interval_s: float = DEFAULT_SPARSE_EXPORTS * DEFAULT_EXPORT_INTERVAL_S
     pull: bool = False
+    histograms: str = CLASSIC
+    histograms_reason: str = "the default"
 
     def __repr__(self) -> str:
         return (
@@ -171,7 +182,7 @@ class ExportConfig:
             f"call_id_label={self.call_id_label}, logs_endpoint={self.logs_endpoint!r}, "
             f"traces_endpoint={self.traces_endpoint!r}, call_histograms={self.call_histograms}, "
             f"heartbeat_s={self.heartbeat_s}, histogram_interval_s={self.histogram_interval_s}, "
-            f"pull={self.pull})"
+            f"pull={self.pull}, histograms={self.histograms!r})"
         )
 
     @property
@@ -194,6 +205,7 @@ class ExportConfig:
             self.heartbeat_s,
             self.histogram_interval_s,
             self.pull,
+            self.histograms,
         )
 
     def describe(self) -> dict[str, str]:
@@ -208,6 +220,7 @@ class ExportConfig:
             "call summaries (logs)": self.logs_endpoint or "off",
             "traces": self.traces_endpoint or "off",
             "latency histograms": "per call" if self.call_histograms else "per process",
+            "histogram form": f"{self.histograms} ({self.histograms_reason})",
             "resend unchanged": f"every {self.heartbeat_s:g}s",
             "histograms": f"at most every {self.histogram_interval_s:g}s (and at a call's end)",
         }
@@ -221,6 +234,7 @@ def resolve(
     flush_timeout_s: float | None = None,
     logs: bool | None = None,
     traces: bool | None = None,
+    histograms: str | None = None,
 ) -> ExportConfig:
     """Resolve the export configuration from arguments and the environment.
 
@@ -234,6 +248,7 @@ def resolve(
         flush_timeout_s: Bound on final exports (overrides the variable).
         logs: Send call summaries as log records (overrides ``PIPECAT_GRAFANA_LOGS``).
         traces: Send Pipecat's spans (overrides ``PIPECAT_GRAFANA_TRACES``).
+        histograms: ``native`` or ``classic`` (overrides ``PIPECAT_GRAFANA_HISTOGRAMS``).
 
     Returns:
         The resolved configuration.
@@ -294,6 +309,7 @@ def resolve(
         logs = _flag(env, LOGS, default=True)
     if traces is None:
         traces = _flag(env, TRACES, default=False)
+    form, why = _histogram_form(env, histograms, endpoint, source)
     return ExportConfig(
         logs_endpoint=_signal_endpoint(env, endpoint, source, "logs") if logs else None,
         traces_endpoint=_signal_endpoint(env, endpoint, source, "traces") if traces else None,
@@ -308,7 +324,40 @@ def resolve(
         call_histograms=_flag(env, CALL_HISTOGRAMS, default=False),
         heartbeat_s=heartbeat_s or sparse_s,
         histogram_interval_s=histogram_interval_s or sparse_s,
+        histograms=form,
+        histograms_reason=why,
     )
+
+
+def _histogram_form(
+    env: Mapping[str, str], argument: str | None, endpoint: str | None, source: str | None
+) -> tuple[str, str]:
+    """The form latency histograms are pushed in, and why.
+
+    Grafana Cloud keeps an OTLP exponential histogram as a native histogram, one series
+    whatever its buckets; a plain Prometheus, VictoriaMetrics or a collector may not keep
+    them, so elsewhere the classic form is the default.
+    """
+    forms = (NATIVE, CLASSIC)
+    if argument is not None:
+        if argument not in forms:
+            raise ValueError(f"histograms must be {NATIVE!r} or {CLASSIC!r}, got {argument!r}")
+        return argument, "histograms="
+    raw = env.get(HISTOGRAMS, "").strip()
+    if raw:
+        if raw.lower() not in forms:
+            raise ConfigError(
+                f"{HISTOGRAMS}={raw!r} is not {NATIVE!r} or {CLASSIC!r}: set it to {NATIVE} "
+                f"(one series per histogram; Grafana Cloud, Mimir, Prometheus with native "
+                f"histograms on) or {CLASSIC} (a series per bucket; any backend), or unset it."
+            )
+        return raw.lower(), HISTOGRAMS
+    if source == GRAFANA_CLOUD_OTLP_ENDPOINT:
+        return NATIVE, f"metrics go to Grafana Cloud ({GRAFANA_CLOUD_OTLP_ENDPOINT})"
+    host = (urlsplit(endpoint).hostname or "") if endpoint else ""
+    if host == "grafana.net" or host.endswith(".grafana.net"):
+        return NATIVE, f"metrics go to Grafana Cloud ({host})"
+    return CLASSIC, f"not Grafana Cloud; {HISTOGRAMS}=native if the backend keeps them"
 
 
 def max_label_values(argument: int | None, env: Mapping[str, str] | None = None) -> int:

@@ -29,7 +29,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from loguru import logger
 from opentelemetry.sdk.metrics import Exemplar
 
 # Internal to the SDK (see the module docstring): the pinned versions are tested.
@@ -49,8 +48,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from pipecat_grafana import instruments
-from pipecat_grafana.aggregation import Attributes, ExemplarContext
+from pipecat_grafana.aggregation import Attributes, CallHistogram, ExemplarContext, HistogramSeries
 from pipecat_grafana.instruments import InstrumentSpec
+from pipecat_grafana.notices import warn_once
 
 MAX_SCALE = 3
 """The finest resolution: buckets ``2 ** (1/8)`` (9 %) wide, 128 of them from 1 ms to 60 s."""
@@ -232,9 +232,8 @@ class NativeHistogram:
         self._spec = spec
         self._mapping = mapping(max_scale)  # raises for a scale the SDK cannot map
         self._max_size = max_size
-        self._lock = threading.Lock()  # guards _series and _warned
+        self._lock = threading.Lock()  # guards _series
         self._series: dict[Attributes, NativeSeries] = {}
-        self._warned = False
 
     def record(
         self, value: float, attributes: dict[str, str], exemplar: ExemplarContext | None = None
@@ -259,13 +258,11 @@ class NativeHistogram:
                 series.exemplars[bucket] = (value, time.time_ns(), exemplar)
 
     def _skip(self, value: float) -> None:
-        with self._lock:
-            warned, self._warned = self._warned, True
-        if not warned:
-            logger.warning(
-                f"pipecat-grafana: {self._spec.name}: left out a value of {value} "
-                "(a histogram keeps finite values only; logged once)"
-            )
+        warn_once(
+            f"native:not-finite:{self._spec.name}",
+            f"{self._spec.name}: left out a value of {value} (a histogram keeps finite "
+            "values only; logged once)",
+        )
 
     @property
     def spec(self) -> InstrumentSpec:
@@ -309,3 +306,55 @@ class NativeHistogram:
                 data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE
             ),
         )
+
+
+class HistogramForm:
+    """The form one export pipeline pushes its histograms in: native, until refused.
+
+    Attributes:
+        native: Whether histograms are pushed as exponential histograms now. It turns
+            off, for the process, when the endpoint refuses them; never on again.
+    """
+
+    def __init__(self, native: bool):
+        self.native = native
+
+    def histogram(self, spec: InstrumentSpec) -> "CallHistogram | DualHistogram":
+        """A new histogram of ``spec`` in this form."""
+        return DualHistogram(spec, self) if self.native else CallHistogram(spec)
+
+
+class DualHistogram:
+    """One histogram kept in both forms: exponential for the push, explicit for the rest.
+
+    The scrape endpoint serves explicit buckets (the exposition library has no native
+    histograms), and an endpoint that refuses exponential histograms gets the explicit
+    ones from then on, with every measurement since the start: so both are kept. A
+    measurement costs the two records (a few microseconds, on the event loop).
+    """
+
+    def __init__(self, spec: InstrumentSpec, form: HistogramForm):
+        self._form = form
+        self.native = NativeHistogram(spec)
+        self.classic = CallHistogram(spec)
+
+    @property
+    def spec(self) -> InstrumentSpec:
+        """The instrument this histogram aggregates."""
+        return self.classic.spec
+
+    def record(
+        self, value: float, attributes: dict[str, str], exemplar: ExemplarContext | None = None
+    ) -> None:
+        """Add one measurement to both forms."""
+        self.classic.record(value, attributes, exemplar)
+        self.native.record(value, attributes, exemplar)
+
+    def snapshot(self) -> list[tuple[Attributes, HistogramSeries]]:
+        """The explicit-bucket series, as the scrape endpoint serves them."""
+        return self.classic.snapshot()
+
+    def metric(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> Metric | None:
+        """The series in the form pushed now."""
+        form = self.native if self._form.native else self.classic
+        return form.metric(start_ns, now_ns, labels)

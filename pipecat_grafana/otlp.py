@@ -34,6 +34,7 @@ _OTEL_LOGGERS = (
     "opentelemetry.exporter.otlp.common.http",
 )
 _exporting = threading.local()
+_DETAIL_CHARS = 500  # of a refusal's body: enough to say what was refused
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,13 @@ class Outcome:
     Parameters:
         status: The HTTP status, or ``None`` if no response arrived.
         error: The connection error when no response arrived.
+        detail: The start of the body of a response that refused the request (what the
+            endpoint said was wrong), else empty.
     """
 
     status: int | None
     error: BaseException | None = None
+    detail: str = ""
 
     @property
     def ok(self) -> bool:
@@ -87,7 +91,9 @@ class OutcomeSession(requests.Session):
             # is not there, before connecting, and that must be explained too.
             self.last = Outcome(None, e)
             raise
-        self.last = Outcome(response.status_code)
+        status = response.status_code
+        detail = response.text[:_DETAIL_CHARS].strip() if 400 <= status < 500 else ""
+        self.last = Outcome(status, detail=detail)
         return response
 
 
@@ -314,3 +320,11 @@ class _QuietWhileExporting(logging.Filter):
 
 for _name in _OTEL_LOGGERS:
     logging.getLogger(_name).addFilter(_QuietWhileExporting())
+
+
+def refuses_native_histograms(outcome: Outcome | None) -> bool:
+    """Whether the endpoint refused a request because it holds exponential histograms."""
+    if outcome is None or outcome.status is None or not 400 <= outcome.status < 500:
+        return False
+    detail = outcome.detail.lower()
+    return "native histogram" in detail or "exponential" in detail

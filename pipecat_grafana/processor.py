@@ -31,6 +31,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
+from pipecat_grafana import config as cfg
 from pipecat_grafana import export, loop_lag
 from pipecat_grafana.conversation import checked_attributes
 from pipecat_grafana.export import PendingCall
@@ -136,6 +137,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         max_label_values: int | None = None,
         logs: bool | None = None,
         traces: bool | None = None,
+        histograms: str | None = None,
         prometheus_port: int | None = None,
         prometheus_addr: str | None = None,
         meter_provider: MeterProvider | None = None,
@@ -177,6 +179,11 @@ class GrafanaMetricsExporter(FrameProcessor):
                 ``PIPECAT_GRAFANA_TRACES``, else off); the worker must run with
                 ``enable_tracing=True``. Installs the global tracer provider unless the
                 application installed one.
+            histograms: ``"native"`` pushes latency histograms as OTLP exponential
+                histograms, which Grafana Cloud keeps as native histograms (one series
+                each instead of one per bucket); ``"classic"`` as explicit buckets (default
+                ``PIPECAT_GRAFANA_HISTOGRAMS``, else native for Grafana Cloud, classic
+                elsewhere). The Prometheus endpoint always serves the classic form.
             prometheus_port: Serve ``/metrics`` for Prometheus on this port, one endpoint
                 per process (default ``PIPECAT_GRAFANA_PROMETHEUS_PORT``, else none), from
                 the same aggregates the OTLP export reads; with or without an OTLP endpoint.
@@ -199,6 +206,7 @@ class GrafanaMetricsExporter(FrameProcessor):
             flush_timeout_s=flush_timeout_s,
             logs=logs,
             traces=traces,
+            histograms=histograms,
             prices=prices,
             call_attributes=call_attributes,
             max_function_names=max_function_names,
@@ -481,10 +489,18 @@ class GrafanaMetricsExporter(FrameProcessor):
                     *([f"Scraped:  {self._scrape.url}"] if config.pull else []),
                     f"call_id label: {'on' if config.call_id_label else 'off'}, "
                     f"export every {config.export_interval_s:g}s",
+                    *([f"Histograms: {self._histogram_form()}"] if config.enabled else []),
                     "=" * 80,
                 ]
             )
         )
+
+    def _histogram_form(self) -> str:
+        """The form histograms are pushed in now, and why."""
+        config = self._pipeline.config
+        if config.histograms == cfg.NATIVE and not self._pipeline.form.native:
+            return "classic (the endpoint refused native histograms)"
+        return f"{config.histograms} ({config.histograms_reason})"
 
     def _end_call(self, reason: str) -> None:
         if self._recorder is not None and self._recorder.started:

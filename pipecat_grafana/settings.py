@@ -52,6 +52,7 @@ def resolve(
     flush_timeout_s: float | None,
     logs: bool | None,
     traces: bool | None,
+    histograms: str | None,
     prices: Mapping[str, Price | Mapping] | None,
     call_attributes: Mapping[str, Sequence[str]] | None,
     max_function_names: int,
@@ -85,6 +86,7 @@ def resolve(
             flush_timeout_s=flush_timeout_s,
             logs=logs,
             traces=traces,
+            histograms=histograms,
         )
     except cfg.ConfigError as e:
         error_once(f"settings:{e}", f"metrics export is off: {e}")

@@ -240,6 +240,15 @@ def _spans(message: ExportTraceServiceRequest) -> list[Span]:
     ]
 
 
+def _has_exponential(message: ExportRequest) -> bool:
+    return any(
+        metric.WhichOneof("data") == "exponential_histogram"
+        for rm in message.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    )
+
+
 class _Server(ThreadingHTTPServer):
     receiver: OtlpReceiver
 
@@ -254,8 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k.lower(): v for k, v in self.headers.items()}
+        text = b""
         if signal == "metrics":
-            status, retry_after = self.server.receiver._answer(headers, body)
+            status, retry_after, text = self.server.receiver._answer(headers, body)
         else:
             status, retry_after = self.server.receiver._answer_other(signal, headers, body), None
         if status is None:  # hung, then released: close without answering
@@ -264,6 +274,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         if retry_after is not None:
             self.send_header("Retry-After", f"{retry_after:g}")
+        if text:  # an error in words, as backends answer a request they refuse
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+            return
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")  # empty ExportMetricsServiceResponse
         self.end_headers()
@@ -293,6 +309,7 @@ class OtlpReceiver:
         self._released = threading.Event()
         self._released.set()
         self._other_status = {"logs": 200, "traces": 200}
+        self._refuse_exponential = b""
         self._logs: list[LogRecord] = []
         self._spans: list[Span] = []
         self._other_attempts = {"logs": 0, "traces": 0}
@@ -398,12 +415,22 @@ class OtlpReceiver:
         """Stops hanging; hung requests are closed without a response."""
         self._released.set()
 
-    def _answer(self, headers: dict[str, str], body: bytes) -> tuple[int | None, float | None]:
+    def refuse_exponential(self, text: str) -> None:
+        """Answer every metrics request holding an exponential histogram with 400 and ``text``.
+
+        As a backend without native histograms may: the request is refused whole.
+        """
+        with self._lock:
+            self._refuse_exponential = text.encode()
+
+    def _answer(
+        self, headers: dict[str, str], body: bytes
+    ) -> tuple[int | None, float | None, bytes]:
         if not self._released.is_set():
             with self._lock:
                 self._rejected.append(Request(headers, len(body), None, None, time.monotonic()))
             self._released.wait()
-            return None, None
+            return None, None, b""
         try:
             message = ExportRequest.FromString(
                 _DECOMPRESS[headers.get("content-encoding", "").lower()](body)
@@ -414,13 +441,16 @@ class OtlpReceiver:
             status, retry_after = (
                 (self._status, self._retry_after) if message is not None else (400, None)
             )
+            refusal = b""
+            if self._refuse_exponential and message is not None and _has_exponential(message):
+                status, retry_after, refusal = 400, None, self._refuse_exponential
             if self._times is not None:
                 self._times -= 1
                 if self._times <= 0:
                     self._status, self._retry_after, self._times = 200, None, None
             request = Request(headers, len(body), status, message, time.monotonic())
             (self._accepted if status == 200 else self._rejected).append(request)
-        return status, retry_after
+        return status, retry_after, refusal
 
     @property
     def requests(self) -> list[Request]:

@@ -33,15 +33,28 @@ from opentelemetry.trace import SpanContext
 
 from pipecat_grafana import __version__, instruments, traces
 from pipecat_grafana.aggregation import CallMeters, create_meters
-from pipecat_grafana.config import MAX_PENDING, PENDING_RETENTION_S, ExportConfig
+from pipecat_grafana.config import (
+    HISTOGRAMS,
+    MAX_PENDING,
+    NATIVE,
+    PENDING_RETENTION_S,
+    ExportConfig,
+)
 from pipecat_grafana.export.pending import PUSH, SCRAPE, Expired, PendingCall, PendingCalls
 from pipecat_grafana.export.points import PointSelection, Sending, Sent, remember
 from pipecat_grafana.export_health import ExportHealthSeries
 from pipecat_grafana.instruments import METER_NAME
 from pipecat_grafana.labels import LabelBounds, LabelBoundsRegistry, UniqueCallIds
 from pipecat_grafana.logs import SummaryLogs
+from pipecat_grafana.native import HistogramForm
 from pipecat_grafana.notices import warn_once
-from pipecat_grafana.otlp import ExportHealth, OutcomeSession, build_client
+from pipecat_grafana.otlp import (
+    ExportHealth,
+    Outcome,
+    OutcomeSession,
+    build_client,
+    refuses_native_histograms,
+)
 from pipecat_grafana.summary import CallSummary
 
 # Exemplars link points to traces; the SDK's instruments here have none, and looking for
@@ -141,9 +154,11 @@ class ExportPipeline:
         self.calls = PendingCalls(readers)
         own = bool(readers)
         self._calls_of_their_own = own and config.call_id_label
+        # Native only where pushed: a scrape reads explicit buckets.
+        self.form = HistogramForm(config.histograms == NATIVE and self._reader is not None)
         # Aggregated here when we export or serve the series ourselves: a tenth of the SDK's
         # cost a measurement, exemplars, and read at the moment of the export.
-        self.fleet = create_meters(meter, own=own)
+        self.fleet = create_meters(meter, own=own, new_histogram=self.form.histogram)
         # Start the process-wide series at zero, so the first call is counted by rate().
         self.fleet.record(instruments.CALLS, 0, {})
         self.fleet.record(instruments.CALLS_ACTIVE, 0, {})
@@ -292,6 +307,22 @@ class ExportPipeline:
         if expired:
             self._report_expired(expired)
 
+    def refused_native(self, outcome: Outcome) -> None:
+        """The endpoint refused exponential histograms: push the classic form from now on.
+
+        Every histogram kept both forms since it started, so nothing recorded is lost:
+        the next export sends the classic series, from their first measurement.
+        """
+        if not self.form.native:
+            return
+        self.form.native = False
+        warn_once(
+            f"native-refused:{self.config.endpoint}",
+            f"{self.config.endpoint} refused native (exponential) histograms "
+            f"({outcome.status}: {outcome.detail[:200]}); this process sends classic "
+            f"histograms from now on, nothing lost. Set {HISTOGRAMS}=classic to start so.",
+        )
+
     def _let_go_expired(self) -> None:
         if self.pushed:
             self.expire()
@@ -414,6 +445,17 @@ class _CallMerger(MetricExporter):
         batch = self._pipeline.assemble(metrics_data)
         with self._health as health:
             result = self._client.export(batch.request, timeout_millis=timeout_millis)
+        if (
+            result is not MetricExportResult.SUCCESS
+            and self._pipeline.form.native
+            and refuses_native_histograms(health.last)
+        ):
+            # Said once, and sent again at once in the classic form (a failed request
+            # changed nothing: what it held is still to send).
+            self._pipeline.refused_native(health.last)
+            batch = self._pipeline.assemble(metrics_data)
+            with self._health as health:
+                result = self._client.export(batch.request, timeout_millis=timeout_millis)
         accepted = health.report(result is MetricExportResult.SUCCESS)
         self._pipeline.health.exported(health.last, accepted=accepted)  # the next one sends it
         self._pipeline.settle(batch, accepted)

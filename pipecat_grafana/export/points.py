@@ -23,6 +23,9 @@ from dataclasses import replace
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Buckets,
+    ExponentialHistogram,
+    ExponentialHistogramDataPoint,
     Histogram,
     HistogramDataPoint,
     Metric,
@@ -46,6 +49,8 @@ Sent = dict[SeriesKey, Accepted]
 """What the endpoint accepted of each series of one call, or of the fleet."""
 Sending = list[tuple[Sent, SeriesKey, Accepted]]
 """What one request carries, to remember in each ``Sent`` once it is accepted."""
+Point = NumberDataPoint | HistogramDataPoint | ExponentialHistogramDataPoint
+_NATIVE = "#native"  # a histogram's exponential form, in a series' key
 
 
 class PointSelection:
@@ -89,11 +94,17 @@ class PointSelection:
         """
         final = final or self._final
         for metric in metrics:
-            histogram = isinstance(metric.data, Histogram)
+            histogram = isinstance(metric.data, Histogram | ExponentialHistogram)
             sparse = metric.name in instruments.SPARSE
             starts_at_zero = _starts_at_zero(metric)
+            # The two forms of a histogram are two series (x and x_bucket...) at the backend.
+            name = (
+                metric.name + _NATIVE
+                if isinstance(metric.data, ExponentialHistogram)
+                else metric.name
+            )
             for point in metric.data.data_points:
-                key = (metric.name, frozenset(point.attributes.items()))
+                key = (name, frozenset(point.attributes.items()))
                 signature = (point.count, point.sum) if histogram else point.value
                 last = sent.get(key)
                 if last is not None:
@@ -141,12 +152,27 @@ def _starts_at_zero(metric: Metric) -> bool:
     data = metric.data
     if getattr(data, "aggregation_temporality", None) != AggregationTemporality.CUMULATIVE:
         return False
-    return isinstance(data, Histogram) or (isinstance(data, Sum) and data.is_monotonic)
+    if isinstance(data, Histogram | ExponentialHistogram):
+        return True
+    return isinstance(data, Sum) and data.is_monotonic
 
 
-def _zero(point: NumberDataPoint | HistogramDataPoint) -> NumberDataPoint | HistogramDataPoint:
+def _zero(point: Point) -> Point:
     # At least a millisecond earlier: backends keep one sample per millisecond.
     start = min(point.start_time_unix_nano, point.time_unix_nano - 1_000_000)
+    if isinstance(point, ExponentialHistogramDataPoint):
+        return replace(
+            point,
+            time_unix_nano=start,
+            count=0,
+            sum=0,
+            zero_count=0,
+            positive=Buckets(offset=0, bucket_counts=[]),
+            negative=Buckets(offset=0, bucket_counts=[]),
+            min=0,
+            max=0,
+            exemplars=[],
+        )
     if isinstance(point, HistogramDataPoint):
         return replace(
             point,
