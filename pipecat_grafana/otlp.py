@@ -11,6 +11,7 @@ lines for our exports are filtered out.
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import requests
@@ -34,6 +35,8 @@ _OTEL_LOGGERS = (
     "opentelemetry.exporter.otlp.common.http",
 )
 _exporting = threading.local()
+# Set once the process exits: every request from then on ends by this monotonic time.
+_exit_deadline: float | None = None
 _DETAIL_CHARS = 500  # of a refusal's body: enough to say what was refused
 
 
@@ -84,6 +87,12 @@ class OutcomeSession(requests.Session):
         return settings
 
     def send(self, request, **kwargs):  # noqa: D102 - see requests.Session.send
+        deadline = _exit_deadline
+        if deadline is not None:
+            # At exit each request gets the time left, not its own timeout.
+            left = max(deadline - time.monotonic(), 0.001)
+            timeout = kwargs.get("timeout")
+            kwargs["timeout"] = left if timeout is None else min(_seconds(timeout), left)
         try:
             response = super().send(request, **kwargs)
         except Exception as e:
@@ -95,6 +104,21 @@ class OutcomeSession(requests.Session):
         detail = response.text[:_DETAIL_CHARS].strip() if 400 <= status < 500 else ""
         self.last = Outcome(status, detail=detail)
         return response
+
+
+def exit_by(deadline: float | None) -> None:
+    """End every request of this package by ``deadline`` (monotonic seconds); ``None``: no end.
+
+    The process is exiting: it waits for what is left to send at most the flush timeout,
+    and a request that would outlive it (the exporter's own timeout is 10 s) is cut short.
+    """
+    global _exit_deadline
+    _exit_deadline = deadline
+
+
+def _seconds(timeout) -> float:
+    # requests takes a number or a (connect, read) pair.
+    return max(timeout) if isinstance(timeout, tuple) else float(timeout)
 
 
 def build_client(config: ExportConfig, session: OutcomeSession | None = None):

@@ -366,10 +366,13 @@ class OtlpReceiver:
         with self._lock:
             self._other_status[signal] = status
 
-    def _answer_other(self, signal: str, headers: dict[str, str], body: bytes) -> int:
+    def _answer_other(self, signal: str, headers: dict[str, str], body: bytes) -> int | None:
         with self._lock:
             self._other_attempts[signal] += 1
             status = self._other_status[signal]
+        if not self._released.is_set():  # hung: logs and traces too
+            self._released.wait()
+            return None
         if status != 200:
             return status
         try:
@@ -408,7 +411,7 @@ class OtlpReceiver:
             return self._other_attempts[signal]
 
     def hang(self) -> None:
-        """Reads requests but never answers them, until ``unhang()`` or ``stop()``."""
+        """Reads requests (of every signal) but never answers them, until ``unhang()``/``stop()``."""
         self._released.clear()
 
     def unhang(self) -> None:

@@ -221,11 +221,11 @@ class PendingCalls:
                 self._let_go(call)
         return Expired(_unread_by(late), {})
 
-    def drain(self) -> list[PendingCall]:
+    def drain(self) -> dict[str, int]:
         """Let go of every call, and complete every wait still open as not exported.
 
         Returns:
-            The ended calls whose final values some reader had not read.
+            How many ended calls each reader had not read the final values of.
         """
         with self._lock:
             calls, self._calls = list(self._calls), {}
@@ -234,7 +234,7 @@ class PendingCalls:
                 self._complete(call.final, False)
             for waiter in waiters:
                 self._complete(waiter, False)
-        return [c for c in calls if c.ended_at is not None]
+        return _unread_by([c for c in calls if c.ended_at is not None])
 
     def _let_go(self, call: PendingCall) -> None:
         # Under the lock: unread, so its wait ends as not exported.

@@ -15,6 +15,7 @@ the process's Prometheus endpoint (``scrape``), which is then one more reader of
 """
 
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from opentelemetry.trace import SpanContext
 from pipecat_grafana import __version__, instruments, traces
 from pipecat_grafana.aggregation import CallMeters, create_meters
 from pipecat_grafana.config import (
+    FLUSH_TIMEOUT,
     HISTOGRAMS,
     MAX_PENDING,
     NATIVE,
@@ -53,6 +55,7 @@ from pipecat_grafana.otlp import (
     Outcome,
     OutcomeSession,
     build_client,
+    explain,
     refuses_native_histograms,
 )
 from pipecat_grafana.summary import CallSummary
@@ -121,6 +124,8 @@ class ExportPipeline:
         self._closed = False
         self._inherited = False
         self._reader: PeriodicExportingMetricReader | None = None
+        self._last_sends: threading.Thread | None = None
+        self._last_export: tuple[Outcome | None, bool] = (None, True)  # the export thread's
         self._provider: SdkMeterProvider | None = None
         self.logs: SummaryLogs | None = None
         self.traced = False
@@ -353,27 +358,79 @@ class ExportPipeline:
 
     def shutdown(self, timeout_s: float | None = None) -> None:
         """Export what is left and stop the threads, waiting at most ``timeout_s``."""
+        timeout_s = self.config.flush_timeout_s if timeout_s is None else timeout_s
+        self.begin_shutdown()
+        self.finish_shutdown(time.monotonic() + timeout_s)
+
+    def begin_shutdown(self) -> None:
+        """Start sending what is left (metrics, summary records, spans) on a thread of its own.
+
+        The exit waits for it in ``finish_shutdown``, at most until its deadline, whatever
+        the endpoint does: a thread still waiting for an answer then is left behind.
+        """
         if self._closed:
             return
         self._closed = True
-        timeout_s = self.config.flush_timeout_s if timeout_s is None else timeout_s
         if self._provider is not None:
             self._flush_requested.set()  # the flush thread sees _closed and ends
+            self._last_sends = threading.Thread(
+                target=self._send_the_rest, name="pipecat-grafana-exit", daemon=True
+            )
+            self._last_sends.start()
+
+    def _send_the_rest(self) -> None:
+        timeout_s = self.config.flush_timeout_s
+        try:
             self._provider.shutdown(timeout_millis=timeout_s * 1000)
             if self.logs is not None:
                 self._send_logs(lambda: self.logs.shutdown(timeout_s))
             if self.traced:
                 traces.shutdown(timeout_s)
+        except Exception as e:  # the SDK contains export failures; this is a bug of ours
+            logger.error(f"pipecat-grafana: the last export failed: {type(e).__name__}: {e}")
+
+    def finish_shutdown(self, deadline: float) -> None:
+        """Wait for the last sends until ``deadline`` (monotonic seconds), then let go of the rest.
+
+        What is dropped is said in one warning: how many calls' final values each reader
+        missed and why, and how many summary records went unsent.
+        """
+        sends = self._last_sends
+        if sends is not None:
+            sends.join(max(deadline - time.monotonic(), 0.0))
+        cut_short = sends is not None and sends.is_alive()
         unread = self.calls.drain()
         with self._lock:
-            waiters, self._log_waiters = self._log_waiters, []
-        self.calls.complete_all(waiters, False)
-        if unread:
-            warn_once(
-                "dropped:shutdown",
-                f"dropped the final metrics of {len(unread)} ended call(s): the exporter shut "
-                "down before they could be exported",
+            records, self._log_waiters = self._log_waiters, []
+        self.calls.complete_all(records, False)
+        lost = [
+            f"the final metrics of {n} ended call(s): {self._why_unread(r, cut_short)}"
+            for r, n in unread.items()
+        ]
+        if records:
+            lost.append(f"{len(records)} call summary record(s), not sent in time")
+        if lost:
+            logger.warning(f"pipecat-grafana: at exit, dropped {'; and '.join(lost)}")
+
+    def _why_unread(self, reader: str, cut_short: bool) -> str:
+        if reader == SCRAPE:
+            return (
+                "no scrape of the Prometheus endpoint read them in time (at exit it waits "
+                f"{self.config.flush_timeout_s:g}s at most for a scrape; scrape it every "
+                "15 s or so)"
             )
+        if cut_short:
+            return (
+                f"the OTLP endpoint did not answer within the flush timeout "
+                f"({self.config.flush_timeout_s:g}s, {FLUSH_TIMEOUT})"
+            )
+        outcome, accepted = self._last_export
+        if not accepted and outcome is not None:
+            problem = explain(
+                outcome, str(self.config.endpoint), source=self.config.endpoint_source
+            )
+            return f"the OTLP endpoint did not accept them: {problem}"
+        return "the exporter shut down before they could be exported"
 
     def forget_after_fork(self) -> None:
         """Stop this copy of the parent's pipeline exporting from a forked child, without I/O.
@@ -457,6 +514,7 @@ class _CallMerger(MetricExporter):
             with self._health as health:
                 result = self._client.export(batch.request, timeout_millis=timeout_millis)
         accepted = health.report(result is MetricExportResult.SUCCESS)
+        self._pipeline._last_export = (health.last, accepted)
         self._pipeline.health.exported(health.last, accepted=accepted)  # the next one sends it
         self._pipeline.settle(batch, accepted)
         return MetricExportResult.SUCCESS if accepted else MetricExportResult.FAILURE

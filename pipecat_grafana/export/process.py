@@ -14,13 +14,15 @@ import atexit
 import os
 import sys
 import threading
+import time
 import weakref
 
 from loguru import logger
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
-from pipecat_grafana.config import ExportConfig
+from pipecat_grafana import otlp
+from pipecat_grafana.config import DEFAULT_FLUSH_TIMEOUT_S, ExportConfig
 from pipecat_grafana.export.pipeline import ExportPipeline
 
 _pipelines: dict[tuple, ExportPipeline] = {}
@@ -80,19 +82,34 @@ def pipelines() -> list[ExportPipeline]:
 
 
 def shutdown(timeout_s: float | None = None) -> None:
-    """Export what is left and stop every pipeline of the process.
+    """Export what is left and stop every pipeline of the process, within ``timeout_s``.
 
-    Registered to run at exit; applications and tests may call it earlier. The Prometheus
-    endpoint, if one runs, first waits as long for a scrape to read the calls that ended.
+    Registered to run at exit; applications and tests may call it earlier. Whatever the
+    endpoints do, it returns within the timeout (by default the longest flush timeout of
+    the pipelines), plus the moment it takes to let go of what is left: each pipeline
+    sends on a thread of its own, every request is cut short at the deadline, and the
+    Prometheus endpoint, if one runs, waits as long for a scrape to read the calls that
+    ended.
     """
-    scrape = sys.modules.get("pipecat_grafana.scrape")  # loaded only once pull was asked for
-    if scrape is not None:
-        scrape.stop(timeout_s)  # it reads these pipelines, so it stops first
     with _pipelines_lock:
         closing = list(_pipelines.values())
         _pipelines.clear()
-    for pipeline in closing:
-        pipeline.shutdown(timeout_s)
+    if timeout_s is None:
+        timeout_s = max((p.config.flush_timeout_s for p in closing), default=None)
+    if timeout_s is None:
+        timeout_s = DEFAULT_FLUSH_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
+    otlp.exit_by(deadline)
+    try:
+        for pipeline in closing:
+            pipeline.begin_shutdown()
+        scrape = sys.modules.get("pipecat_grafana.scrape")  # loaded only if pull was asked for
+        if scrape is not None:
+            scrape.stop(max(deadline - time.monotonic(), 0.0))  # it reads these pipelines
+        for pipeline in closing:
+            pipeline.finish_shutdown(deadline)
+    finally:
+        otlp.exit_by(None)
 
 
 def _forget_after_fork() -> None:

@@ -1,0 +1,75 @@
+"""How a process ends: within the flush timeout, whatever the endpoint does.
+
+A bot's process exits on a deploy, a scale-down or a crash loop; the README promises it
+waits at most ``PIPECAT_GRAFANA_FLUSH_TIMEOUT`` for what is left to send. These run the
+offline call in a real child process, against a real receiver, and time the exit.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+from pipecat_grafana import config as cfg
+from tests.backends import REPO_ROOT
+
+FLUSH_TIMEOUT_S = 2.0
+# The exit may take the flush timeout and the moment it takes to let go of what is left.
+SLACK_S = 1.5
+
+CALL = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pipecat_grafana.commands.demo import OfflineDemo
+
+    asyncio.run(OfflineDemo(turns=1, calls=1, speed=0.05, seed=3).run())
+    print("CALL ENDED", flush=True)
+    """
+)
+
+
+def _exit_after_the_call(receiver, **env: str) -> tuple[float, str]:
+    """Run one offline call in a child process; the seconds from its end to the exit."""
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PIPECAT_"))},
+        cfg.OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+        cfg.FLUSH_TIMEOUT: str(FLUSH_TIMEOUT_S),
+        **env,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", CALL],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    ended = None
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith("CALL ENDED"):
+            ended = time.monotonic()
+    child.wait(60)
+    exited = time.monotonic()
+    output = "".join(lines)
+    assert ended is not None, output
+    assert child.returncode == 0, output
+    return exited - ended, output
+
+
+def test_a_hanging_endpoint_holds_the_exit_no_longer_than_the_flush_timeout(receiver):
+    receiver.hang()  # accepts every request, answers none: metrics, logs, traces
+    waited, output = _exit_after_the_call(receiver, **{cfg.TRACES: "true"})
+    assert waited <= FLUSH_TIMEOUT_S + SLACK_S, (waited, output)
+    dropped = [line for line in output.splitlines() if "at exit, dropped" in line]
+    assert len(dropped) == 1, output
+    assert "did not answer within the flush timeout" in dropped[0]
+
+
+def test_a_working_endpoint_gets_everything_and_the_exit_is_prompt(receiver):
+    waited, output = _exit_after_the_call(receiver)
+    assert waited < FLUSH_TIMEOUT_S, (waited, output)
+    assert "dropped" not in output
+    assert len(receiver.logs) == 1  # the call's summary record
