@@ -5,18 +5,30 @@ waits at most ``PIPECAT_GRAFANA_FLUSH_TIMEOUT`` for what is left to send. These 
 offline call in a real child process, against a real receiver, and time the exit.
 """
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
 import time
 
+import pytest
+
 from pipecat_grafana import config as cfg
-from tests.backends import REPO_ROOT
+from tests.backends import REPO_ROOT, free_port
 
 FLUSH_TIMEOUT_S = 2.0
 # The exit may take the flush timeout and the moment it takes to let go of what is left.
 SLACK_S = 1.5
+
+
+@pytest.fixture
+def port(monkeypatch) -> int:
+    """Serve /metrics on a free loopback port."""
+    port = free_port()
+    monkeypatch.setenv(cfg.PROMETHEUS_PORT, str(port))
+    return port
+
 
 CALL = textwrap.dedent(
     """
@@ -73,3 +85,40 @@ def test_a_working_endpoint_gets_everything_and_the_exit_is_prompt(receiver):
     assert waited < FLUSH_TIMEOUT_S, (waited, output)
     assert "dropped" not in output
     assert len(receiver.logs) == 1  # the call's summary record
+
+
+async def test_an_occasional_scrape_at_exit_is_said_as_such(port, log_lines):
+    from pipecat.metrics.metrics import TTSUsageMetricsData
+
+    import pipecat_grafana
+    from tests.helpers import Reporter, Trigger, metric, run_pipeline
+    from tests.test_scrape import grafana, scrape_once
+
+    exporter = grafana(call_id="curl", flush_timeout_s=0.5)
+    await asyncio.to_thread(scrape_once, port)  # a person runs curl once, during the call
+    await run_pipeline(
+        [Reporter([[metric(TTSUsageMetricsData, value=9)]]), exporter], [Trigger("go")]
+    )
+    await asyncio.to_thread(pipecat_grafana.shutdown, 0.5)
+    (dropped,) = [line for line in log_lines if "at exit, dropped" in line]
+    assert "no scrape of the Prometheus endpoint read them in time" in dropped
+    assert "shut down before" not in dropped
+
+
+async def test_a_refused_export_at_exit_is_said_in_the_endpoints_words(export_to, log_lines):
+    from pipecat.metrics.metrics import TTSUsageMetricsData
+
+    import pipecat_grafana
+    from pipecat_grafana import GrafanaMetricsExporter
+    from tests.helpers import Reporter, Trigger, metric, run_pipeline
+
+    receiver = export_to
+    receiver.respond_with(401)
+    exporter = GrafanaMetricsExporter(call_id="refused", flush_timeout_s=0.5)
+    await run_pipeline(
+        [Reporter([[metric(TTSUsageMetricsData, value=9)]]), exporter], [Trigger("go")]
+    )
+    await asyncio.to_thread(pipecat_grafana.shutdown, 1)
+    (dropped,) = [line for line in log_lines if "at exit, dropped" in line]
+    assert "did not accept them" in dropped and "(401)" in dropped
+    assert "shut down before" not in dropped
