@@ -151,7 +151,7 @@ def _glyph(kind: str, x: float, y: float, w: float, h: float) -> list[str]:
     if kind == "stat":
         return [
             f"<text x='{cx:.1f}' y='{y + h / 2 + 14:.1f}' {_FONT} font-size='20' "
-            "text-anchor='middle' fill='#188038'>42</text>"
+            "text-anchor='middle' fill='#188038'>#</text>"
         ]
     if kind == "bargauge":
         bars = []
@@ -303,11 +303,12 @@ def architecture_svg() -> str:
     y = bottom + 20
     out.append(
         f"<text x='10' y='{y}' {_FONT} font-size='13' font-weight='bold' fill='#202124'>"
-        "Built from the contract (imports only instruments.py)</text>"
+        "The metric contract, and the Grafana artefacts built from it alone</text>"
     )
     x = 10
     for module in _CONTRACT:
-        box, h = _box(x, y + 10, 2 * box_w + gap, module, _first_line(module), "#fef7e0")
+        title = module.removesuffix("__init__.py")
+        box, h = _box(x, y + 10, 2 * box_w + gap, title, _first_line(module), "#fef7e0")
         out.extend(box)
         x += 2 * (box_w + gap)
     height = y + 10 + 90
