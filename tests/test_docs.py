@@ -1,6 +1,5 @@
 """The README, the documentation site and .env.example say what the code does."""
 
-import asyncio
 import inspect
 import os
 import re
@@ -15,7 +14,6 @@ from pipecat_grafana import config as cfg
 from pipecat_grafana import instruments as m
 from pipecat_grafana.pricing import PRICE_FILE_ENV
 from pipecat_grafana.resource import default_resource
-from tests.helpers import MemoryMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -123,44 +121,6 @@ def test_generated_docs_are_current():
         text=True,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-
-
-async def test_documented_labels_are_those_a_call_records():
-    import importlib.util
-
-    from pipecat_grafana import GrafanaMetricsExporter
-    from pipecat_grafana.offline.call import run_offline_call
-
-    spec_ = importlib.util.spec_from_file_location("docs_script", ROOT / "scripts" / "docs.py")
-    script = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(script)
-
-    metrics = MemoryMetrics()
-    exporter = GrafanaMetricsExporter(
-        meter_provider=metrics.provider, call_attributes={"outcome": ["resolved"]}
-    )
-    exporter.set_call_attributes(outcome="resolved")
-    await asyncio.wait_for(
-        run_offline_call(turns=3, processors=[exporter], speed=0.2, seed=1), timeout=60
-    )
-    recorded: dict[str, set[str]] = {}
-    for rm in metrics.reader.get_metrics_data().resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                for point in metric.data.data_points:
-                    recorded.setdefault(metric.name, set()).update(point.attributes)
-    # The export's own health is pushed by the export pipeline, which a meter_provider= has
-    # not; tests/test_health.py checks its labels.
-    expected = [spec for spec in m.ALL if spec not in m.PUSH_ONLY]
-    assert {spec.name for spec in expected} <= set(recorded), set(recorded)
-    for spec in expected:
-        documented = {
-            label if label != "the declared call attributes" else "outcome"
-            for label in script.LABELS[spec.name]
-        }
-        if m.carries_call_id(spec):
-            documented.add(m.CALL_ID)
-        assert recorded[spec.name] == documented, spec.name
 
 
 # ------------------------------------------------------------------ configuration
