@@ -13,7 +13,7 @@ offline call of three turns at normal pace while ``gc.callbacks`` time every
 collection pass. Runs alternate between "as is" and ``gc.freeze()`` right before
 the call. It decides no test's outcome; run it by hand::
 
-    .venv/bin/python benchmarks/gc_pauses.py            # 5 runs of each, about a minute
+    .venv/bin/python benchmarks/gc_pauses.py            # 5 runs of each, about two minutes
     .venv/bin/python benchmarks/gc_pauses.py --runs 10
 """
 
@@ -58,11 +58,12 @@ def child(freeze: bool, seed: int, endpoint: str) -> None:
                     "generation": info["generation"],
                     "ms": (time.perf_counter() - started["t"]) * 1000,
                     "collected": info["collected"],
+                    "at_s": started["t"] - begin,
                 }
             )
 
-    gc.callbacks.append(on_gc)
     begin = time.perf_counter()
+    gc.callbacks.append(on_gc)
     asyncio.run(run_offline_call(turns=TURNS, processors=[exporter], speed=1.0, seed=seed))
     call_s = time.perf_counter() - begin
     gc.callbacks.remove(on_gc)
@@ -111,11 +112,13 @@ def main() -> None:
                 )
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 results[mode].append(result)
-                full = [p["ms"] for p in result["passes"] if p["generation"] == 2]
+                full = [p for p in result["passes"] if p["generation"] == 2]
                 young = [p["ms"] for p in result["passes"] if p["generation"] < 2]
                 print(
                     f"{mode:7} run {run}: call {result['call_s']:.1f} s, "
-                    f"{len(full)} full pass(es) {', '.join(f'{ms:.0f} ms' for ms in full)}; "
+                    f"{len(full)} full pass(es) "
+                    + ", ".join(f"{p['ms']:.0f} ms at {p['at_s']:.1f} s" for p in full)
+                    + "; "
                     f"{len(young)} young passes, longest {max(young, default=0):.1f} ms; "
                     f"objects tracked {result['tracked']:,}, frozen {result['frozen']:,}",
                     flush=True,
