@@ -164,3 +164,37 @@ def test_least_privilege_and_every_action_pinned_to_a_commit():
                 if uses:
                     assert PINNED.match(uses), f"{path.name}: {uses} is not pinned to a commit"
                     assert step.get("with", {}).get("persist-credentials") is not True
+
+
+@pytest.mark.parametrize(
+    ("tag", "heading", "passes"),
+    [
+        (f"v{__version__}", f"## [{__version__}] - 2027-01-15", True),
+        (f"v{__version__}", f"## [{__version__}] - Unreleased", False),
+        ("v9.9.9", f"## [{__version__}] - 2027-01-15", False),
+    ],
+)
+def test_release_refuses_a_tag_the_version_and_the_changelog_do_not_agree_on(
+    tmp_path, tag, heading, passes
+):
+    (step,) = [
+        step
+        for step in load("release.yml")["jobs"]["build"]["steps"]
+        if "CHANGELOG.md" in step.get("run", "")
+    ]
+    (tmp_path / "pipecat_grafana").mkdir()
+    init = (ROOT / "pipecat_grafana" / "__init__.py").read_text()
+    (tmp_path / "pipecat_grafana" / "__init__.py").write_text(init)
+    (tmp_path / "CHANGELOG.md").write_text(f"# Changelog\n\n{heading}\n\n### Added\n\n- x\n")
+    run = subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "TAG": tag,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        },
+    )
+    assert (run.returncode == 0) is passes, run.stdout + run.stderr
