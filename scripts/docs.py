@@ -264,13 +264,14 @@ def dashboard_svg() -> str:
 
 
 # The core a bot imports, in the order a metric travels (columns), then the destinations.
+# Each name is a module (``name.py``) or a package (``name/``) of pipecat_grafana.
 ARCHITECTURE = (
     ("The bot's pipeline", (), ("Pipecat frames: MetricsFrame, ErrorFrame, speaking, tool calls",)),
-    ("Lifecycle", ("processor.py",), ()),
-    ("Recording", ("recorder.py", "conversation.py", "labels.py", "pricing.py", "summary.py"), ()),
-    ("Aggregation", ("aggregation.py",), ()),
-    ("Export", ("export.py", "scrape.py"), ()),
-    ("Transport", ("otlp.py", "logs.py", "traces.py"), ()),
+    ("Lifecycle", ("processor",), ()),
+    ("Recording", ("recorder", "conversation", "labels", "pricing", "summary"), ()),
+    ("Aggregation", ("aggregation",), ()),
+    ("Export", ("export", "scrape"), ()),
+    ("Transport", ("otlp", "logs", "traces"), ()),
     (
         "Where it goes",
         (),
@@ -282,17 +283,20 @@ ARCHITECTURE = (
         ),
     ),
 )
-_CONTRACT = ("instruments.py", "grafana/__init__.py")
+_CONTRACT = ("instruments", "grafana")
 
 
-def _first_line(module: str) -> str:
-    path = ROOT / "pipecat_grafana" / module
-    if not path.is_file():
-        raise StaleError(
-            f"pipecat_grafana/{module} is gone: update ARCHITECTURE in scripts/docs.py"
-        )
-    docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
-    return docstring.splitlines()[0].replace("``", "") if docstring else ""
+def _module(name: str) -> tuple[str, str]:
+    """The file name a box shows for module or package ``name``, and its docstring's first line."""
+    package = ROOT / "pipecat_grafana" / name
+    for shown, path in (
+        (f"{name}.py", package.with_suffix(".py")),
+        (f"{name}/", package / "__init__.py"),
+    ):
+        if path.is_file():
+            docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+            return shown, docstring.split("\n")[0].replace("``", "")
+    raise StaleError(f"pipecat_grafana/{name} is gone: update ARCHITECTURE in scripts/docs.py")
 
 
 def _box(x: float, y: float, w: float, title: str, text: str, fill: str) -> tuple[list[str], float]:
@@ -326,7 +330,7 @@ def architecture_svg() -> str:
         )
         y = top
         for module in modules:
-            box, h = _box(x, y, box_w, module, _first_line(module), "#e8f0fe")
+            box, h = _box(x, y, box_w, *_module(module), "#e8f0fe")
             out.extend(box)
             y += h + 10
         for note in notes:
@@ -349,8 +353,7 @@ def architecture_svg() -> str:
     )
     x = 10
     for module in _CONTRACT:
-        title = module.removesuffix("__init__.py")
-        box, h = _box(x, y + 10, 2 * box_w + gap, title, _first_line(module), "#fef7e0")
+        box, h = _box(x, y + 10, 2 * box_w + gap, *_module(module), "#fef7e0")
         out.extend(box)
         x += 2 * (box_w + gap)
     height = y + 10 + 90
