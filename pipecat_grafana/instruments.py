@@ -1,9 +1,9 @@
 """The metric contract: every instrument's name, unit, description and buckets, once.
 
 Users write dashboards and alerts against these names, so they are a public API.
-The dashboard, the alert rules, the README tables and the tests all read them from
-here. ``prometheus_name`` gives the name Grafana Cloud (Mimir), Prometheus and
-VictoriaMetrics store for each one.
+The dashboard, the alert rules, the docs' metric reference (``scripts/docs.py`` writes
+it) and the tests all read them from here. ``prometheus_name`` gives the name Grafana
+Cloud (Mimir), Prometheus and VictoriaMetrics store for each one.
 """
 
 from collections.abc import Callable

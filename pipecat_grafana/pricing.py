@@ -11,7 +11,7 @@ never a cost of zero.
 Prices are in US dollars: per million tokens for an LLM, per character for
 text-to-speech, per minute of audio for speech-to-text. The default table is read
 by the same code as a user's price file (``PIPECAT_GRAFANA_PRICES_FILE``, JSON or
-TOML, shaped like ``prices.toml``); the README's "Pricing" section shows both.
+TOML, shaped like ``prices.toml``); the docs' Pricing page shows both.
 
 :meth:`PriceTable.lookup` ignores case and tries, in order: the exact name; the
 name without a provider prefix (``openai/gpt-4o``, ``models/gemini-2.0-flash``,
