@@ -39,6 +39,7 @@ from pipecat_grafana.labels import once
 from pipecat_grafana.pricing import PRICE_FILE_ENV, Price, PriceTable
 from pipecat_grafana.recorder import CallRecorder
 from pipecat_grafana.resource import default_resource
+from pipecat_grafana.signals import warn_if_sigterm_kills
 from pipecat_grafana.startup import CONNECTION_FRAMES, StartupTimer
 from pipecat_grafana.summary import CallSummary
 
@@ -524,6 +525,7 @@ class GrafanaMetricsExporter(FrameProcessor):
                 ]
             )
         )
+        warn_if_sigterm_kills()
 
     def _end_call(self, reason: str) -> None:
         if self._recorder is not None and self._recorder.started:
