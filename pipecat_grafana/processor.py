@@ -264,16 +264,21 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._recorder: CallRecorder | None = None
         self._summary: CallSummary | None = None
         self._observer = _PipelineObserver(self)
-        self._latency_observer = UserBotLatencyObserver(time_source=time_source)
-        self._latency_observer.add_event_handler("on_latency_measured", self._on_latency)
-        self._latency_observer.add_event_handler("on_latency_breakdown", self._on_breakdown)
-        self._latency_observer.add_event_handler("on_first_bot_speech_latency", self._on_greeting)
+        self._latency_observer = self._new_latency_observer()
         self._startup: StartupTimer | None = None
         self._lag: loop_lag.LoopLagSampler | None = None
         self._pending_attributes: dict[str, str] = {}
         self._links: tuple[FrameProcessor | None, FrameProcessor | None] | None = None
         self._refused_setups = 0
         self._register_event_handler("on_call_summary")
+
+    def _new_latency_observer(self) -> UserBotLatencyObserver:
+        """Pipecat's latency observer for one call: it keeps the call's greeting and turn state."""
+        observer = UserBotLatencyObserver(time_source=self._clock)
+        observer.add_event_handler("on_latency_measured", self._on_latency)
+        observer.add_event_handler("on_latency_breakdown", self._on_breakdown)
+        observer.add_event_handler("on_first_bot_speech_latency", self._on_greeting)
+        return observer
 
     @staticmethod
     def _scrape_config(
@@ -415,6 +420,8 @@ class GrafanaMetricsExporter(FrameProcessor):
         )
         self._pending_attributes = {}  # they belonged to this call
         self._summary = None
+        # A reused exporter: the last call's greeting and turn state stay with that call.
+        self._latency_observer = self._new_latency_observer()
         worker.add_observer(self._observer)
         # Health: processors' start-up (observed until the pipeline has started), loop lag.
         fleet = self._pipeline.fleet
