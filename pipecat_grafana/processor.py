@@ -524,8 +524,7 @@ class GrafanaMetricsExporter(FrameProcessor):
                     f"STT:      {self._models['stt'] or '-'}",
                     f"TTS:      {self._models['tts'] or '-'}",
                     f"Service:  {self._service_name}",
-                    f"Endpoint: {config.endpoint or 'none (export off)'}",
-                    *([f"Scraped:  {self._scrape.url}"] if config.pull else []),
+                    f"Metrics:  {config.destination(self._scrape if config.pull else None)}",
                     f"call_id label: {'on' if config.call_id_label else 'off'}, "
                     f"export every {config.export_interval_s:g}s",
                     "=" * 80,

@@ -416,7 +416,4 @@ def _models() -> dict[str, str]:
 
 
 def _destination() -> str:
-    config = cfg.resolve()
-    if not config.enabled:
-        return "export off (no endpoint configured), summaries only"
-    return f"exported to {config.endpoint} every {config.export_interval_s:g}s"
+    return cfg.resolve().destination(cfg.resolve_scrape())
