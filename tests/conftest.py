@@ -9,6 +9,7 @@ import pipecat_grafana
 from pipecat_grafana import config as cfg
 from pipecat_grafana import traces
 from pipecat_grafana.labels import once
+from pipecat_grafana.pricing import unpriced
 from tests.helpers import MemoryMetrics
 from tests.otlp_receiver import OtlpReceiver
 
@@ -40,6 +41,7 @@ def clean_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     # Warnings are logged once per process; each test is a process of its own here.
     once.clear()
+    unpriced.clear()
     yield
     pipecat_grafana.shutdown(timeout_s=2)
     _forget_tracing()
