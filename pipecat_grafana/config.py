@@ -204,8 +204,9 @@ class ExportConfig:
         if push:
             return f"{push} (no scrape endpoint)"
         if pull:
-            return f"{pull} (nothing pushed: no OTLP endpoint)"
-        return "off: no OTLP endpoint and no scrape endpoint (call summaries only)"
+            return f"{pull} (nothing pushed)"
+        # No cause given: a misconfigured variable turns export off too, and says so itself.
+        return "off (nothing pushed, no scrape endpoint; call summaries only)"
 
     def describe(self, scrape: "ScrapeConfig | None" = None) -> dict[str, str]:
         """The configuration as a person should see it, credentials masked.

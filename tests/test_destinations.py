@@ -46,7 +46,7 @@ async def test_the_call_banner_names_the_scrape_endpoint_without_push(log_lines)
 
     (banner,) = [line for line in log_lines if "call started" in line]
     assert f"http://127.0.0.1:{port}/metrics" in banner
-    assert "export off" not in banner and "off:" not in banner
+    assert "export off" not in banner and "Metrics:  off" not in banner
 
 
 async def test_the_call_banner_names_both_when_both_are_on(monkeypatch, receiver, log_lines):
