@@ -98,7 +98,11 @@ def lowest(tmp_path_factory) -> Path:
 def test_the_offline_call_works_at_the_declared_floors(lowest, tmp_path):
     port = free_port()
     with OtlpReceiver() as receiver:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PIPECAT_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("OTEL_", "PIPECAT_", "GRAFANA_"))
+        }
         env.update(
             {
                 cfg.OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
