@@ -159,10 +159,24 @@ def build_bot(transport: "BaseTransport", runner_args: "RunnerArguments | None" 
     return worker
 
 
+def worker_runner(runner_args: "RunnerArguments"):
+    """The runner of the bot's worker: it handles the signals the process gives the bot.
+
+    Run directly (Pipecat's runner with Daily or Vonage, or a platform running the bot as
+    its process), the bot owns the process's signals: SIGTERM (docker stop, Kubernetes,
+    systemd) must end the call as Ctrl-C does, cancelled with its summary and final export,
+    or Python dies on the spot. Under the runner's web server, the server owns them: a
+    handler here would replace its own, and the server would no longer stop on SIGTERM.
+    """
+    from pipecat.workers.runner import WorkerRunner
+
+    owns_signals = runner_args.handle_sigint or runner_args.handle_sigterm
+    return WorkerRunner(handle_sigint=runner_args.handle_sigint, handle_sigterm=owns_signals)
+
+
 async def run_bot(transport: "BaseTransport", runner_args: "RunnerArguments"):
     from loguru import logger
     from pipecat.frames.frames import LLMMessagesAppendFrame
-    from pipecat.workers.runner import WorkerRunner
 
     worker = build_bot(transport, runner_args)
 
@@ -177,7 +191,7 @@ async def run_bot(transport: "BaseTransport", runner_args: "RunnerArguments"):
         logger.info("Client disconnected: the call ends")
         await worker.cancel()
 
-    runner = WorkerRunner(handle_sigint=runner_args.handle_sigint)
+    runner = worker_runner(runner_args)
     await runner.add_workers(worker)
     await runner.run()
 

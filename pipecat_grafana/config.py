@@ -208,10 +208,33 @@ class ExportConfig:
             self.histograms,
         )
 
-    def describe(self) -> dict[str, str]:
-        """The configuration as a person should see it, credentials masked."""
+    def destination(self, scrape: "ScrapeConfig | None" = None) -> str:
+        """Where metrics go, in words: pushed (and where), scraped (at which URL), both, neither.
+
+        Args:
+            scrape: The Prometheus endpoint serving this configuration's series, if any.
+        """
+        push = f"pushed over OTLP to {self.endpoint}" if self.enabled else ""
+        pull = f"served at {scrape.url} for Prometheus" if scrape is not None else ""
+        if push and pull:
+            return f"{push}, and {pull}"
+        if push:
+            return f"{push} (no scrape endpoint)"
+        if pull:
+            return f"{pull} (nothing pushed)"
+        # No cause given: a misconfigured variable turns export off too, and says so itself.
+        return "off (nothing pushed, no scrape endpoint; call summaries only)"
+
+    def describe(self, scrape: "ScrapeConfig | None" = None) -> dict[str, str]:
+        """The configuration as a person should see it, credentials masked.
+
+        Args:
+            scrape: The Prometheus endpoint serving this configuration's series, if any.
+        """
         return {
-            "endpoint": self.endpoint or "none (export off)",
+            "metrics": self.destination(scrape),
+            "endpoint": self.endpoint or "none (nothing pushed)",
+            "scrape endpoint": scrape.url if scrape is not None else "off",
             "endpoint from": self.endpoint_source or "-",
             "authorization": "set (masked)" if self.has_auth else "none",
             "export interval": f"{self.export_interval_s:g}s",

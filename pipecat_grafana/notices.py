@@ -42,6 +42,11 @@ def error_once(key: str, message: str) -> None:
         logger.error(PREFIX + message)
 
 
+def warn(message: str) -> None:
+    """Log ``message`` as a warning now (the caller bounds how often)."""
+    logger.warning(PREFIX + message)
+
+
 def forget() -> None:
     """Forget everything said (a test that expects a message again uses this)."""
     with _lock:

@@ -25,10 +25,12 @@ Anthropic's one-hour cache writes (priced at the five-minute rate), image tokens
 per-request minimums and plan discounts.
 """
 
+import atexit
 import json
 import math
 import os
 import re
+import threading
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipecat_grafana import notices
 from pipecat_grafana.tokens import TokenCounts
 
 PRICES_AS_OF = "2026-11-22"
@@ -47,6 +50,9 @@ PRICE_FILE_ENV = "PIPECAT_GRAFANA_PRICES_FILE"
 
 TOKENS_PER_PRICE_UNIT = 1_000_000
 """LLM prices are per this many tokens."""
+
+UNPRICED_NAMED = 5
+"""Models without a price that a process names in its log; later ones are counted."""
 
 _PRICE_CONFIG = ConfigDict(
     frozen=True,
@@ -484,3 +490,65 @@ class PriceTable:
 
 def _or(rate: float | None, fallback: float) -> float:
     return fallback if rate is None else rate
+
+
+class UnpricedModels:
+    """Warns about models without a price: the first ``named`` by name, the rest counted.
+
+    A model name that changes with every call (a fine-tune per customer, a version in
+    the name) would otherwise add a warning line per name for as long as the process
+    runs. The count of the rest is logged once, when the process exits; each call's
+    summary (``unpriced_models``) keeps every name.
+
+    Parameters:
+        named: How many models are named in the log.
+        limit: How many distinct names are remembered (a bound on memory); later
+            ones are counted as new.
+    """
+
+    def __init__(self, named: int = UNPRICED_NAMED, limit: int = 10_000):
+        self._named = named
+        self._limit = limit
+        self._seen: set[str] = set()  # guarded by _lock, as is _more
+        self._more = 0
+        self._lock = threading.Lock()
+
+    def add(self, service_type: str, model: str) -> None:
+        """Note that ``model`` of ``service_type`` has no price; warn if it is among the first."""
+        name = f"{service_type}:{model}"
+        with self._lock:
+            if name in self._seen:
+                return
+            if len(self._seen) < self._limit:
+                self._seen.add(name)
+            if len(self._seen) > self._named or name not in self._seen:
+                self._more += 1
+                return
+        notices.warn(
+            f"no price for {service_type} model {model!r}: its cost is "
+            f"reported as unpriced. Add it with the prices= argument or {PRICE_FILE_ENV}. "
+            f"(The first {self._named} such models are named here; later ones are counted "
+            "and the count logged at exit.)"
+        )
+
+    def log_the_rest(self) -> None:
+        """Log how many models beyond the named ones had no price, if any (once)."""
+        with self._lock:
+            more, self._more = self._more, 0
+        if more:
+            notices.warn(
+                f"{more} more models had no price (not named in the log: "
+                "each call summary's unpriced_models lists its own). Add them with the "
+                f"prices= argument or {PRICE_FILE_ENV}."
+            )
+
+    def clear(self) -> None:
+        """Forget every model (a test that expects the warnings again uses this)."""
+        with self._lock:
+            self._seen.clear()
+            self._more = 0
+
+
+unpriced = UnpricedModels()
+"""The process's record of models without a price."""
+atexit.register(unpriced.log_the_rest)

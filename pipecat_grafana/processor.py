@@ -40,6 +40,7 @@ from pipecat_grafana.pricing import Price
 from pipecat_grafana.recorder import CallRecorder
 from pipecat_grafana.resource import default_resource
 from pipecat_grafana.settings import resolve as resolve_settings
+from pipecat_grafana.signals import warn_if_sigterm_kills
 from pipecat_grafana.startup import CONNECTION_FRAMES, StartupTimer
 from pipecat_grafana.summary import CallSummary
 
@@ -253,16 +254,21 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._recorder: CallRecorder | None = None
         self._pending: PendingCall | None = None
         self._observer = _PipelineObserver(self)
-        self._latency_observer = UserBotLatencyObserver(time_source=time_source)
-        self._latency_observer.add_event_handler("on_latency_measured", self._on_latency)
-        self._latency_observer.add_event_handler("on_latency_breakdown", self._on_breakdown)
-        self._latency_observer.add_event_handler("on_first_bot_speech_latency", self._on_greeting)
+        self._latency_observer = self._new_latency_observer()
         self._startup: StartupTimer | None = None
         self._lag: loop_lag.LoopLagSampler | None = None
         self._pending_attributes: dict[str, str] = {}
         self._links: tuple[FrameProcessor | None, FrameProcessor | None] | None = None
         self._refused_setups = 0
         self._register_event_handler("on_call_summary")
+
+    def _new_latency_observer(self) -> UserBotLatencyObserver:
+        """Pipecat's latency observer for one call: it keeps the call's greeting and turn state."""
+        observer = UserBotLatencyObserver(time_source=self._clock)
+        observer.add_event_handler("on_latency_measured", self._on_latency)
+        observer.add_event_handler("on_latency_breakdown", self._on_breakdown)
+        observer.add_event_handler("on_first_bot_speech_latency", self._on_greeting)
+        return observer
 
     def _shared_pipeline(self, resource) -> tuple[export.ExportPipeline, bool]:
         """The process's pipeline for this exporter, served by the Prometheus endpoint if asked."""
@@ -383,6 +389,8 @@ class GrafanaMetricsExporter(FrameProcessor):
             time_source=self._clock,
         )
         self._pending_attributes = {}  # they belonged to this call
+        # A reused exporter: the last call's greeting and turn state stay with that call.
+        self._latency_observer = self._new_latency_observer()
         worker.add_observer(self._observer)
         # Health: processors' start-up (observed until the pipeline has started), loop lag.
         fleet = self._pipeline.fleet
@@ -485,8 +493,7 @@ class GrafanaMetricsExporter(FrameProcessor):
                     f"STT:      {self._models['stt'] or '-'}",
                     f"TTS:      {self._models['tts'] or '-'}",
                     f"Service:  {self._service_name}",
-                    f"Endpoint: {config.endpoint or 'none (export off)'}",
-                    *([f"Scraped:  {self._scrape.url}"] if config.pull else []),
+                    f"Metrics:  {config.destination(self._scrape if config.pull else None)}",
                     f"call_id label: {'on' if config.call_id_label else 'off'}, "
                     f"export every {config.export_interval_s:g}s",
                     *([f"Histograms: {self._histogram_form()}"] if config.enabled else []),
@@ -494,6 +501,7 @@ class GrafanaMetricsExporter(FrameProcessor):
                 ]
             )
         )
+        warn_if_sigterm_kills()
 
     def _histogram_form(self) -> str:
         """The form histograms are pushed in now, and why."""

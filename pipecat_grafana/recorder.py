@@ -40,7 +40,7 @@ from pipecat_grafana.aggregation import CallMeters, ExemplarContext
 from pipecat_grafana.conversation import Conversation
 from pipecat_grafana.labels import LabelBounds, ServiceTypes, label, processor_label
 from pipecat_grafana.notices import warn_once
-from pipecat_grafana.pricing import PriceTable
+from pipecat_grafana.pricing import PriceTable, unpriced
 from pipecat_grafana.stats import LatencySketch
 from pipecat_grafana.summary import CallSummary, LatencyStats, ServiceCost
 from pipecat_grafana.tokens import TokenCounts
@@ -407,11 +407,7 @@ class CallRecorder:
         if usd is None:
             name = f"{service_type}:{model}"
             self._unpriced.add(name)
-            warn_once(
-                f"unpriced:{name}",
-                f"no price for {service_type} model {model!r}: its cost is reported as unpriced. "
-                "Add it with the prices= argument or PIPECAT_GRAFANA_PRICES_FILE.",
-            )
+            unpriced.add(service_type, model)
             return
         if usd > 0:
             self._costs[(service_type, model)] = self._costs.get((service_type, model), 0.0) + usd

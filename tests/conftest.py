@@ -8,6 +8,7 @@ from opentelemetry.util._once import Once
 import pipecat_grafana
 from pipecat_grafana import config as cfg
 from pipecat_grafana import notices, traces
+from pipecat_grafana.pricing import unpriced
 from tests.helpers import MemoryMetrics
 from tests.otlp_receiver import OtlpReceiver
 
@@ -39,6 +40,7 @@ def clean_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     # Warnings are logged once per process; each test is a process of its own here.
     notices.forget()
+    unpriced.clear()
     yield
     pipecat_grafana.shutdown(timeout_s=2)
     _forget_tracing()

@@ -21,7 +21,7 @@ DASHBOARD = dashboard.build_dashboard()
 PANELS = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
 QUERIES = [pq for pq in dashboard.panel_queries() if pq.panel.source == dashboard.PROMETHEUS]
 """The PromQL queries; test_dashboard_calls.py checks the Loki and Tempo ones."""
-SERVICE_FILTER = f'{dashboard.SERVICE_LABEL_VAR}=~"{dashboard.SERVICE_VAR}"'
+SERVICE_FILTER = f'{dashboard.SERVICE_LABEL_VAR}=~"([^/]+/)?{dashboard.SERVICE_VAR}"'
 SELECTOR = re.compile(
     r"\b((?:voice|pipecat_grafana)_\w+)\{((?:\$\{\w+\}|[^{}])*)\}"
 )  # ${vars} inside

@@ -71,7 +71,8 @@ OpenTelemetry > Configure. Set, in .env or the environment:
   {cfg.GRAFANA_CLOUD_INSTANCE_ID}     the numeric instance ID shown there
   {cfg.GRAFANA_CLOUD_API_TOKEN}       a token with the metrics:write scope
 
-exit status: 0 accepted, 1 rejected or unreachable, 2 not configured or misconfigured.
+exit status: 0 accepted (or nothing to push: the scrape endpoint alone), 1 rejected or
+unreachable, 2 not configured or misconfigured.
 """
 
 
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     env_file = cfg.load_env_file()
     try:
         config = cfg.resolve()
+        scrape = cfg.resolve_scrape()
     except cfg.ConfigError as e:
         print(f"pipecat-grafana: configuration error: {e}", file=sys.stderr)
         return EXIT_NOT_CONFIGURED
@@ -119,21 +121,28 @@ def run(args: argparse.Namespace) -> int:
 
     source = "./.env and the environment" if env_file else "the environment (no ./.env found)"
     print(f"Configuration, resolved from {source} as the exporter resolves it:")
-    shown = {**config.describe(), "service.name": str(resource.attributes["service.name"])}
+    shown = {**config.describe(scrape), "service.name": str(resource.attributes["service.name"])}
     for key, value in shown.items():
         print(f"  {key:<16} {value}")
     for notice in config.notices:
         print(f"Warning: {notice}")
     print("")
+    if not config.enabled and scrape is not None:
+        print(f"Nothing is pushed (no OTLP endpoint): the bot serves its metrics at {scrape.url}")
+        print("for Prometheus to scrape while it runs, so there is no connection to test from")
+        print(f"here. To push to Grafana Cloud as well, set {cfg.GRAFANA_CLOUD_OTLP_ENDPOINT},")
+        print(f"{cfg.GRAFANA_CLOUD_INSTANCE_ID} and {cfg.GRAFANA_CLOUD_API_TOKEN}.")
+        return EXIT_ACCEPTED
     if not config.enabled:
-        print("Metrics export is off: no OTLP endpoint is configured. For Grafana Cloud, set in")
-        print("./.env or the environment (portal: My Account > your stack > OpenTelemetry >")
-        print("Configure):")
+        print("Metrics export is off: no OTLP endpoint and no scrape endpoint are configured.")
+        print("For Grafana Cloud, set in ./.env or the environment (portal: My Account > your")
+        print("stack > OpenTelemetry > Configure):")
         print(f"  {cfg.GRAFANA_CLOUD_OTLP_ENDPOINT}={_GRAFANA_ENDPOINT_EXAMPLE}")
         print(f"  {cfg.GRAFANA_CLOUD_INSTANCE_ID}=<the stack's numeric instance ID>")
         print(f"  {cfg.GRAFANA_CLOUD_API_TOKEN}=<a token with the metrics:write scope>")
         print(f"or, for any OTLP backend, {cfg.OTEL_EXPORTER_OTLP_ENDPOINT} (and")
         print(f"{cfg.OTEL_EXPORTER_OTLP_HEADERS} for credentials). Then run this check again.")
+        print(f"For a Prometheus that scrapes the bot, set {cfg.PROMETHEUS_PORT} instead.")
         return EXIT_NOT_CONFIGURED
 
     print(f"Sending one test metric ({CHECK_METRIC} = 1) to {config.endpoint} ...")

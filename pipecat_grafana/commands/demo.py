@@ -13,9 +13,11 @@ barge-in, a rate-limited TTS request; ``--no-incidents`` leaves them out) and en
 with an outcome, as an application declares and sets it: mostly ``resolved``,
 sometimes ``escalated`` or ``abandoned``, drawn from the call's seed.
 
-Ctrl-C ends the calls the way a hang-up would: the pipelines are cancelled, so
-each exporter records the call as ``cancelled``, logs its summary and exports its
-final values; the process then exits with status 130. A second Ctrl-C quits at once.
+Ctrl-C, and SIGTERM (``docker stop``, Kubernetes, systemd), end the calls the way
+a hang-up would: the pipelines are cancelled, so each exporter records the call as
+``cancelled``, logs its summary and exports its final values; the process then
+exits with status 130 (Ctrl-C) or 143 (SIGTERM), as if the signal had ended it. A
+second signal of either kind quits at once.
 """
 
 import argparse
@@ -44,6 +46,9 @@ DEFAULT_CALLS = 1
 DEFAULT_ROUNDS = 1
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+_EXIT_STATUS = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+"""128 + the signal's number, as a shell reports a process the signal ended."""
 
 OUTCOMES = ("resolved", "escalated", "abandoned")
 """The values of the offline calls' ``outcome`` attribute, as a support bot would declare them."""
@@ -290,7 +295,7 @@ def configure_logging(*, verbose: bool) -> None:
 
 
 def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = None) -> int:
-    """Run an offline demo from the command line, to its end or to Ctrl-C.
+    """Run an offline demo from the command line, to its end or to Ctrl-C or SIGTERM.
 
     Configures logging, says what is about to happen and where the metrics go,
     runs the calls, and exports what is left before returning.
@@ -302,8 +307,8 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
             the missing API keys).
 
     Returns:
-        0 when the calls ended, 130 when interrupted by Ctrl-C, 2 when the
-        export configuration is malformed.
+        0 when the calls ended, 130 when interrupted by Ctrl-C, 143 when ended
+        by SIGTERM, 2 when the export configuration is malformed.
     """
     configure_logging(verbose=verbose)
     try:
@@ -323,16 +328,16 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
                 f"({models['tts_model']})",
                 "  are scripted services on Pipecat's service base classes.",
                 f"  Metrics: {destination}.",
-                "  Ctrl-C ends the calls cleanly, with their summaries.",
+                "  Ctrl-C (or SIGTERM) ends the calls cleanly, with their summaries.",
             ]
         )
     )
-    interrupted = False
+    received = None
     try:
-        interrupted = asyncio.run(run_interruptible(demo))
+        received = asyncio.run(run_interruptible(demo))
     except KeyboardInterrupt:
         # A second Ctrl-C, or a platform without loop signal handlers.
-        interrupted = True
+        received = signal.SIGINT
     finally:
         import pipecat_grafana
 
@@ -344,46 +349,56 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
         f"Offline run finished: {len(summaries)} call(s), {ended} ended, "
         f"{len(summaries) - ended} cancelled; estimated cost ${total:.4f}; metrics: {destination}."
     )
-    return EXIT_INTERRUPTED if interrupted else 0
+    return _EXIT_STATUS[received] if received is not None else 0
 
 
-async def run_interruptible(demo: OfflineDemo) -> bool:
-    """Run ``demo``; the first Ctrl-C cancels its calls cleanly, a second one quits at once.
+async def run_interruptible(demo: OfflineDemo) -> signal.Signals | None:
+    """Run ``demo``; Ctrl-C or SIGTERM cancels its calls cleanly, a second signal quits at once.
+
+    Without a handler, SIGTERM (how ``docker stop``, Kubernetes and systemd end a
+    process) would kill Python on the spot: the calls in progress would end with no
+    summary and no final export.
 
     Returns:
-        Whether the run was interrupted.
+        The signal that ended the run, or ``None`` when the calls ran to their end.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(demo.run())
-    interrupted = False
+    received: signal.Signals | None = None
 
-    def on_sigint() -> None:
-        nonlocal interrupted
-        interrupted = True
-        # Back to Python's handler: a second Ctrl-C raises KeyboardInterrupt.
-        loop.remove_signal_handler(signal.SIGINT)
+    def on_signal(signum: signal.Signals) -> None:
+        nonlocal received
+        received = signum
+        # Back to the default handlers: a second Ctrl-C raises KeyboardInterrupt, a
+        # second SIGTERM ends the process at once.
+        for installed in handled:
+            loop.remove_signal_handler(installed)
+        what = "Interrupted" if signum == signal.SIGINT else "Terminated (SIGTERM)"
         logger.warning(
-            "Interrupted: ending the call(s) cleanly, with their summaries and final export "
-            "(Ctrl-C again to quit at once)."
+            f"{what}: ending the call(s) cleanly, with their summaries and final export "
+            "(the same signal again to quit at once)."
         )
         task.cancel()
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        handler_installed = True
-    except (NotImplementedError, RuntimeError):
-        # Windows, or not the main thread: Ctrl-C cancels the main task (asyncio.run),
-        # which cancels the calls just as cleanly.
-        handler_installed = False
+    handled: list[signal.Signals] = []
+    for signum in _EXIT_STATUS:
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            # Windows, or not the main thread: Ctrl-C cancels the main task (asyncio.run),
+            # which cancels the calls just as cleanly.
+            pass
     try:
         await task
     except asyncio.CancelledError:
-        if not interrupted:
+        if received is None:
             raise
     finally:
-        if handler_installed and not interrupted:
-            loop.remove_signal_handler(signal.SIGINT)
-    return interrupted
+        if received is None:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+    return received
 
 
 def _models() -> dict[str, str]:
@@ -401,7 +416,4 @@ def _models() -> dict[str, str]:
 
 
 def _destination() -> str:
-    config = cfg.resolve()
-    if not config.enabled:
-        return "export off (no endpoint configured), summaries only"
-    return f"exported to {config.endpoint} every {config.export_interval_s:g}s"
+    return cfg.resolve().destination(cfg.resolve_scrape())

@@ -48,6 +48,7 @@ from pipecat_grafana.grafana.promql import (
     SERVICE_FILTER,
     SERVICE_LABEL_VAR,
     SERVICE_LABELS,
+    SERVICE_NAME_REGEX,
     SERVICE_VAR,
     USAGE,
     quantile,
@@ -131,6 +132,7 @@ class Variable:
         series: The series selector the values are read from.
         description: The variable's tooltip.
         multi: Whether several values may be chosen.
+        regex: Grafana's ``/regex/`` applied to each value; its capture group is the value.
     """
 
     name: str
@@ -139,6 +141,7 @@ class Variable:
     series: str
     description: str
     multi: bool = True
+    regex: str = ""
 
     @property
     def definition(self) -> str:
@@ -158,7 +161,9 @@ VARIABLES: tuple[Variable, ...] = (
         SERVICE_LABEL_VAR,
         _series(((m.CALLS, ""),)),
         "The bots' service.name (OTEL_SERVICE_NAME), read from the label the service label "
-        "variable names.",
+        "variable names, without the service.namespace/ that Grafana Cloud puts before it in "
+        "job: Loki's service_name has none.",
+        regex=SERVICE_NAME_REGEX,
     ),
     Variable(
         m.MODEL,
@@ -345,7 +350,7 @@ def _templating(service_label: str) -> list[dict[str, Any]]:
                 "allValue": ALL,
                 "multi": variable.multi,
                 "refresh": 2,
-                "regex": "",
+                "regex": variable.regex,
                 "sort": 1,
                 "hide": 0,
             }

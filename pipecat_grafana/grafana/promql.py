@@ -11,7 +11,8 @@ Three things shape the queries:
   Prometheus's OTLP receiver put ``service.name`` in ``job``, VictoriaMetrics keeps it as
   ``service_name`` (``SERVICE_LABELS``). Grafana interpolates variables anywhere in a query,
   label names included, so the dashboard's ``service_label`` variable (``job`` by default)
-  names the label and every selector reads ``{${service_label}=~"$service"}``. The alert
+  names the label and every selector reads ``{${service_label}=~"([^/]+/)?$service"}``
+  (``job`` is ``namespace/name`` when ``service.namespace`` is set). The alert
   rules group by both labels instead: a label missing from a series groups as empty.
 - ``call_id`` may be switched off. A regex matcher also matches a missing label, so the
   variables' "All" value is ``.*`` and fleet queries work in both modes.
@@ -41,6 +42,7 @@ __all__ = [
     "SERVICE_FILTER",
     "SERVICE_LABELS",
     "SERVICE_LABEL_VAR",
+    "SERVICE_NAME_REGEX",
     "SERVICE_VAR",
     "USAGE",
     "WITH_MODEL",
@@ -78,8 +80,16 @@ CALL_ID_VAR = "$call_id"
 RANGE = "$__range"
 RANGE_SECONDS = "$__range_s"
 RATE_INTERVAL = "$__rate_interval"
-SERVICE_FILTER = f'{SERVICE_LABEL_VAR}=~"{SERVICE_VAR}"'
-"""The matcher every dashboard selector has: the chosen services."""
+SERVICE_FILTER = f'{SERVICE_LABEL_VAR}=~"([^/]+/)?{SERVICE_VAR}"'
+"""The matcher every dashboard selector has: the chosen services, in any namespace.
+
+With ``service.namespace`` set, Grafana Cloud (Mimir) and Prometheus's OTLP receiver make
+``job`` of ``namespace/name``, while Loki's ``service_name`` is the bare name. The service
+variable lists bare names (``SERVICE_NAME_REGEX``), which this matcher finds behind a
+namespace too, so one choice selects the same bots in the Prometheus and the Loki panels."""
+SERVICE_NAME_REGEX = "/^(?:[^/]+/)?(.+)$/"
+"""The service variable's regex (Grafana's ``/.../`` form): the bare ``service.name`` of a
+``job`` value, without the ``namespace/`` before it."""
 MODEL_FILTER = f'{m.MODEL}=~"{MODEL_VAR}"'
 """The matcher of the chosen models, on the instruments in ``WITH_MODEL``."""
 
