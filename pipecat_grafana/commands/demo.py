@@ -322,6 +322,7 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
                 f"({models['stt_model']}), LLM ({models['llm_model']}) and TTS "
                 f"({models['tts_model']})",
                 "  are scripted services on Pipecat's service base classes.",
+                *_incidents_said(demo),
                 f"  Metrics: {destination}.",
                 "  Ctrl-C ends the calls cleanly, with their summaries.",
             ]
@@ -345,6 +346,23 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
         f"{len(summaries) - ended} cancelled; estimated cost ${total:.4f}; metrics: {destination}."
     )
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _incidents_said(demo: OfflineDemo) -> list[str]:
+    """What the calls include besides questions and answers, said before Pipecat logs it.
+
+    The rate-limited TTS request reaches the log as Pipecat's own ``ERROR`` line: said
+    first, it reads as the script it is, not as a failure of the run.
+    """
+    if not demo.incidents:
+        return []
+    barge_in = " a barge-in," if demo.turns > 1 else ""
+    return [
+        f"  Each call includes a scripted tool call,{barge_in} and a scripted rate limit: the "
+        "TTS refuses one request",
+        "  (Pipecat logs it as ERROR ... TTS request refused: 429 Too Many Requests) and the "
+        "retry speaks the sentence.",
+    ]
 
 
 async def run_interruptible(demo: OfflineDemo) -> bool:
