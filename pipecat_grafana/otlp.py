@@ -20,7 +20,11 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 from pipecat_grafana.config import (
+    LOGS,
     OTEL_EXPORTER_OTLP_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    TRACES,
     ExportConfig,
 )
 
@@ -157,6 +161,38 @@ def explain(
     return f"cannot connect to {endpoint}: {_connection_problem(outcome.error, timeout_s)}"
 
 
+NOT_SERVED = frozenset({400, 404})
+"""What an OTLP endpoint without a logs or traces pipeline answers for ``/v1/logs`` or
+``/v1/traces``: VictoriaMetrics 400 ("unsupported path"), Prometheus' OTLP receiver and a
+collector without that pipeline 404. Not a permission (that is 401/403) and not transient."""
+
+
+def serves_no(outcome: Outcome | None, signal: str) -> bool:
+    """Whether ``outcome`` says the endpoint takes no ``signal`` at all (logs or traces).
+
+    Only for logs and traces: the metrics URL answering 404 is a wrong URL, said as such.
+    """
+    return signal != "metrics" and outcome is not None and outcome.status in NOT_SERVED
+
+
+def explain_not_served(endpoint: str, status: int | None, signal: str) -> str:
+    """Say that ``endpoint`` takes no ``signal``, what is off for it, and the switches."""
+    what, switch, elsewhere = {
+        "logs": (
+            "call summary records are off for this process (each summary is still logged "
+            "and passed to on_call_summary)",
+            LOGS,
+            OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+        ),
+        "traces": ("traces are off for this process", TRACES, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+    }[signal]
+    return (
+        f"{endpoint} does not take OTLP {signal} ({status}), as VictoriaMetrics, Prometheus "
+        f"and collectors without a {signal} pipeline answer: {what}. To send them to a "
+        f"backend that takes them, set {elsewhere}; {switch}=false stops trying"
+    )
+
+
 def _right_url(source: str | None, signal: str = "metrics") -> str:
     """What the URL in ``source`` should look like: a base URL, or the full one."""
     if source is not None and source.endswith(
@@ -254,6 +290,10 @@ class ExportHealth:
         self._session = session
         self._signal = signal
         self._failing: str | None = None
+        self._accepted = False
+        self.unserved = False
+        """The endpoint said it takes no such signal before it ever took one: the signal is
+        off for the process (said once); its exporter sends nothing more."""
 
     @property
     def last(self) -> Outcome | None:
@@ -284,7 +324,18 @@ class ExportHealth:
                     f"pipecat-grafana: {self._signal} export to {self._endpoint} works again"
                 )
             self._failing = None
+            self._accepted = True
             return True
+        if not self._accepted and serves_no(last, self._signal):
+            # Not a failure to fix: this backend has no such pipeline. Once it took the
+            # signal, a 400 is a refused request again and said as a failure.
+            self.unserved = True
+            logger.warning(
+                "pipecat-grafana: "
+                + explain_not_served(self._endpoint, last.status, self._signal)
+                + " (logged once)."
+            )
+            return False
         problem = explain(
             last, self._endpoint, source=self._session.endpoint_source, signal=self._signal
         )

@@ -415,7 +415,7 @@ def test_check_sends_a_log_record_and_a_span_with_the_same_credentials(
     status, output, _ = run_check(capsys)
 
     assert status == 0
-    assert "The credentials may write: metrics, logs, traces." in output
+    assert "Accepted: metrics, logs, traces." in output
     (record,) = receiver.logs
     assert record.attributes["event_name"] == check.CHECK_EVENT
     assert record.resource["service.name"] == "voice-rag-bot"
@@ -436,5 +436,5 @@ def test_a_token_without_a_scope_is_named(monkeypatch, capsys, receiver, signal,
     assert elapsed < 2 * BOUND_S
     assert f"{signal}:write scope" in output
     written = [s for s in ("metrics", "logs", "traces") if s != signal]
-    assert f"The credentials may write: {', '.join(written)}." in output
-    assert f"Not: {signal}." in output and f"{check.SWITCH[signal]}=false" in output
+    assert f"Accepted: {', '.join(written)}." in output
+    assert f"Failed: {signal}." in output and f"{check.SWITCH[signal]}=false" in output
