@@ -4,8 +4,10 @@ Pipecat pushes ``MetricsFrame`` downstream only, so a processor sees the metrics
 of the processors before it and none of those after it. The exporter therefore
 counts metrics through an observer it adds to its worker in ``setup()``: an
 observer created with ``observe_every_push=False`` sees each frame once, at its
-first push, wherever the exporter stands. The processor itself only watches the
-call's lifecycle frames and passes every frame on unchanged.
+first push, wherever the exporter stands. The call's start and end are the
+worker's ``on_pipeline_started`` and ``on_pipeline_finished`` (the StartFrame and the
+EndFrame or CancelFrame reaching the end of the pipeline), also wherever it stands. The
+processor itself passes every frame on unchanged.
 
 The call is finished in ``cleanup()``, after the worker has stopped its
 observers, so that the usage a service reports while stopping is in the totals.
@@ -26,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from loguru import logger
 from opentelemetry.metrics import MeterProvider
-from pipecat.frames.frames import CancelFrame, EndFrame, Frame, MetricsFrame, StartFrame
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, MetricsFrame
 from pipecat.metrics.metrics import MetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
@@ -414,6 +416,11 @@ class GrafanaMetricsExporter(FrameProcessor):
         )
         self._pending_attributes = {}  # they belonged to this call
         self._summary = None
+        # The call runs from the StartFrame reaching the end of the pipeline to the EndFrame
+        # or CancelFrame reaching it, wherever the exporter stands: a frame queued behind
+        # the call's last words passes the first processor long before the last one is done.
+        worker.add_event_handler("on_pipeline_started", self._on_pipeline_started)
+        worker.add_event_handler("on_pipeline_finished", self._on_pipeline_finished)
         worker.add_observer(self._observer)
         # Health: processors' start-up (observed until the pipeline has started), loop lag.
         fleet = self._pipeline.fleet
@@ -439,15 +446,19 @@ class GrafanaMetricsExporter(FrameProcessor):
             observer._conversation_id = call_id
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
-        """Watch the call's start and end; pass every frame on unchanged."""
+        """Pass every frame on unchanged (the observer and the worker's events do the rest)."""
         await super().process_frame(frame, direction)
-        if isinstance(frame, StartFrame):
-            self._start_call()
-        elif isinstance(frame, EndFrame):
+        await self.push_frame(frame, direction)
+
+    async def _on_pipeline_started(self, worker, frame: Frame) -> None:
+        self._start_call()
+
+    async def _on_pipeline_finished(self, worker, frame: Frame) -> None:
+        # A StopFrame keeps the processors for another pipeline: the call ends with them.
+        if isinstance(frame, EndFrame):
             self._end_call("ended")
         elif isinstance(frame, CancelFrame):
             self._end_call("cancelled")
-        await self.push_frame(frame, direction)
 
     async def cleanup(self):
         """Finish the call: summary, event, and final export (bounded, off the event loop)."""

@@ -68,7 +68,8 @@ class CallSummary(BaseModel):
     started_at: datetime | None
     """When the call started (UTC), or ``None`` if it never started."""
     duration_seconds: float
-    """Call length in seconds, from ``StartFrame`` to ``EndFrame``/``CancelFrame``."""
+    """Call length in seconds, from the ``StartFrame`` reaching the end of the pipeline to
+    the ``EndFrame``/``CancelFrame`` reaching it, wherever the exporter stands."""
     end_reason: str
     """``ended`` (``EndFrame``) or ``cancelled`` (``CancelFrame`` or cancelled pipeline)."""
     tokens: dict[str, int] = Field(default_factory=dict)

@@ -5,12 +5,17 @@ import base64
 import gc
 
 import pytest
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, TextFrame
 from pipecat.metrics.metrics import (
     LLMUsageMetricsData,
     STTUsageMetricsData,
     TTFBMetricsData,
     TTSUsageMetricsData,
 )
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.workers.runner import WorkerRunner
 
 import pipecat_grafana
 from pipecat_grafana import GrafanaMetricsExporter, export
@@ -201,3 +206,48 @@ async def _run_calls_without_pipelines(count: int, batch) -> None:
     # Calls overlap as on a busy server: 200 at a time.
     for _ in range(count // 200):
         await asyncio.gather(*(call() for _ in range(200)))
+
+
+class Slow(FrameProcessor):
+    """A processor that takes 0.1 s over each text frame, as a service takes its time."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TextFrame):
+            await asyncio.sleep(0.1)
+        await self.push_frame(frame, direction)
+
+
+@pytest.mark.parametrize("position", ["first", "last"])
+@pytest.mark.parametrize("end", [EndFrame, CancelFrame])
+async def test_the_call_lasts_from_the_pipelines_start_to_its_end_wherever_the_exporter_is(
+    export_to, position, end
+):
+    # The call's frames and its EndFrame are queued at once: the EndFrame passes the first
+    # processor at once and reaches the end of the pipeline 0.3 s later.
+    exporter = grafana(call_id=f"{position}-{end.__name__}")
+    processors = [exporter, Slow()] if position == "first" else [Slow(), exporter]
+    worker = PipelineWorker(
+        Pipeline(processors),
+        params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
+        cancel_on_idle_timeout=False,
+    )
+
+    @worker.event_handler("on_pipeline_started")
+    async def queue_the_call(worker, frame):
+        await worker.queue_frames([TextFrame("one"), TextFrame("two"), TextFrame("three")])
+        if end is EndFrame:
+            await worker.queue_frame(EndFrame())
+        else:
+            await asyncio.sleep(0.3)  # the call is under way: cancelled, as a hang-up
+            await worker.cancel()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await asyncio.wait_for(runner.run(), timeout=10)
+    receiver = export_to
+    receiver.wait_for(lambda r: r.total(m.SESSION_DURATION.name) == 1, timeout=5)
+    (duration,) = receiver.latest(m.SESSION_DURATION.name).values()
+    assert duration.attributes[m.END_REASON] == ("ended" if end is EndFrame else "cancelled")
+    assert 0.3 <= duration.sum < 1.0
+    assert exporter.summary.duration_seconds == pytest.approx(duration.sum)
