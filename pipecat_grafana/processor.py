@@ -42,7 +42,7 @@ from pipecat_grafana.pricing import PRICE_FILE_ENV, Price, PriceTable
 from pipecat_grafana.recorder import CallRecorder
 from pipecat_grafana.resource import default_resource
 from pipecat_grafana.startup import CONNECTION_FRAMES, StartupTimer
-from pipecat_grafana.summary import CallSummary
+from pipecat_grafana.summary import CallSummary, not_measured_line
 
 
 def _contained(error: Exception, what: str) -> None:
@@ -377,7 +377,9 @@ class GrafanaMetricsExporter(FrameProcessor):
             raise self._in_use_error()
         await super().setup(setup)
         self._links = (self._prev, self._next)
-        self._open_call(setup.pipeline_worker, setup.tracing_context)
+        flags = (("latency", setup.enable_metrics), ("usage", setup.enable_usage_metrics))
+        not_measured = tuple(part for part, on in flags if not on)
+        self._open_call(setup.pipeline_worker, setup.tracing_context, not_measured)
 
     def _call_in_progress(self) -> bool:
         return self._recorder is not None and not self._recorder.finished
@@ -390,7 +392,7 @@ class GrafanaMetricsExporter(FrameProcessor):
             "(a new exporter is cheap: every exporter in a process shares one export thread)."
         )
 
-    def _open_call(self, worker, tracing=None) -> None:
+    def _open_call(self, worker, tracing=None, not_measured: tuple[str, ...] = ()) -> None:
         # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
         call_id = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
         self._join_trace(worker, call_id)
@@ -412,6 +414,7 @@ class GrafanaMetricsExporter(FrameProcessor):
             attributes=self._pending_attributes,
             bounds=self._bounds,
             tracing=tracing,
+            not_measured=not_measured,
             time_source=self._clock,
         )
         self._pending_attributes = {}  # they belonged to this call
@@ -517,6 +520,7 @@ class GrafanaMetricsExporter(FrameProcessor):
             return
         self._recorder.start()
         config = self._pipeline.config
+        not_measured = self._recorder.not_measured
         logger.info(
             "\n".join(
                 [
@@ -531,10 +535,16 @@ class GrafanaMetricsExporter(FrameProcessor):
                     *([f"Scraped:  {self._scrape.url}"] if config.pull else []),
                     f"call_id label: {'on' if config.call_id_label else 'off'}, "
                     f"export every {config.export_interval_s:g}s",
+                    *([f"Not measured: {', '.join(not_measured)}"] if not_measured else []),
                     "=" * 80,
                 ]
             )
         )
+        if not_measured:
+            once.warning(
+                f"not-measured:{not_measured}",
+                f"{not_measured_line(not_measured)} (logged once).",
+            )
 
     def _end_call(self, reason: str) -> None:
         if self._recorder is not None and self._recorder.started:

@@ -195,6 +195,9 @@ async def _run_calls_without_pipelines(count: int, batch) -> None:
         def add_observer(self, observer):
             pass
 
+        def add_event_handler(self, event, handler):
+            pass
+
     async def call() -> None:
         exporter = Exporter(llm_model="gpt-4o", stt_model="gladia", tts_model="cartesia")
         exporter._open_call(_Worker())

@@ -340,7 +340,7 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
         pipecat_grafana.shutdown()
     summaries = demo.summaries
     ended = sum(s.end_reason == "ended" for s in summaries)
-    total = sum(s.total_cost_usd for s in summaries)
+    total = sum(s.total_cost_usd for s in summaries if s.total_cost_usd is not None)
     logger.info(
         f"Offline run finished: {len(summaries)} call(s), {ended} ended, "
         f"{len(summaries) - ended} cancelled; estimated cost ${total:.4f}; metrics: {destination}."
