@@ -20,8 +20,10 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 from pipecat_grafana.config import (
+    GRAFANA_CLOUD_AUTH,
     LOGS,
     OTEL_EXPORTER_OTLP_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_HEADERS,
     OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     TRACES,
@@ -66,12 +68,15 @@ class OutcomeSession(requests.Session):
         last: How the last request ended, ``None`` before the first.
         endpoint_source: The variable the URL came from (set by ``build_client``), so
             that a failure is explained in terms of what the user wrote.
+        auth_source: Where the Authorization header came from (``None``: none is sent),
+            likewise.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.last: Outcome | None = None
         self.endpoint_source: str | None = None
+        self.auth_source: str | None = None
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: D102
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
@@ -101,16 +106,19 @@ def build_client(config: ExportConfig, session: OutcomeSession | None = None):
     """
     session = session or OutcomeSession()
     session.endpoint_source = config.endpoint_source
+    session.auth_source = config.auth_source
     return OTLPMetricExporter(endpoint=config.endpoint, headers=config.headers, session=session)
 
 
 def build_log_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
     """The OTLP/HTTP protobuf client for log records, with the metrics' credentials."""
+    session.auth_source = config.auth_source
     return OTLPLogExporter(endpoint=endpoint, headers=config.headers, session=session)
 
 
 def build_span_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
     """The OTLP/HTTP protobuf client for spans, with the metrics' credentials."""
+    session.auth_source = config.auth_source
     return OTLPSpanExporter(endpoint=endpoint, headers=config.headers, session=session)
 
 
@@ -121,6 +129,7 @@ def explain(
     source: str | None = None,
     timeout_s: float | None = None,
     signal: str = "metrics",
+    auth_source: str | None = GRAFANA_CLOUD_AUTH,
 ) -> str:
     """Say in plain words why a request to ``endpoint`` failed, and what to check.
 
@@ -132,10 +141,25 @@ def explain(
             (``OTEL_EXPORTER_OTLP_TIMEOUT``).
         signal: What was sent: ``metrics``, ``logs`` or ``traces`` (the token's scope
             for each is ``<signal>:write``).
+        auth_source: Where the Authorization header came from
+            (``ExportConfig.auth_source``; ``None``: none was sent).
     """
     if outcome is None:
         return f"the export to {endpoint} failed before a request was sent"
     status = outcome.status
+    if status in (401, 403) and auth_source is None:
+        return (
+            f"{endpoint} asks for credentials ({status}) and none are sent: set "
+            f"{GRAFANA_CLOUD_AUTH} (a token with the {signal}:write scope), or an "
+            f"Authorization in {OTEL_EXPORTER_OTLP_HEADERS}"
+        )
+    if status in (401, 403) and auth_source != GRAFANA_CLOUD_AUTH:
+        return (
+            f"{endpoint} rejected the credentials ({status}) of the Authorization in "
+            f"{auth_source}: for Grafana Cloud it must be Basic base64 of <instance ID>:<token>, "
+            f"the stack's numeric instance ID and a current token with the {signal}:write scope "
+            "of the same stack"
+        )
     if status in (401, 403):
         return (
             f"{endpoint} rejected the credentials ({status}): check that "
@@ -337,7 +361,11 @@ class ExportHealth:
             )
             return False
         problem = explain(
-            last, self._endpoint, source=self._session.endpoint_source, signal=self._signal
+            last,
+            self._endpoint,
+            source=self._session.endpoint_source,
+            signal=self._signal,
+            auth_source=self._session.auth_source,
         )
         if problem != self._failing:
             kept = {

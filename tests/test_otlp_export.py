@@ -254,3 +254,53 @@ async def test_the_call_lasts_from_the_pipelines_start_to_its_end_wherever_the_e
     assert duration.attributes[m.END_REASON] == ("ended" if end is EndFrame else "cancelled")
     assert 0.3 <= duration.sum < 1.0
     assert exporter.summary.duration_seconds == pytest.approx(duration.sum)
+
+
+async def test_credentials_are_explained_by_the_variables_the_bot_uses(
+    monkeypatch, receiver, log_lines
+):
+    token = "glc_" + "header-token-0123456789"  # fake
+    encoded = base64.b64encode(f"123456:{token}".encode()).decode()
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, f"Authorization=Basic%20{encoded}")
+    receiver.respond_with(401)
+    await run_pipeline([Reporter([ALL_TYPES]), grafana()], [Trigger("go")])
+    pipecat_grafana.shutdown(timeout_s=2)
+
+    (explained,) = [line for line in log_lines if "rejected the credentials (401)" in line]
+    assert f"the Authorization in {cfg.OTEL_EXPORTER_OTLP_HEADERS}" in explained
+    assert cfg.GRAFANA_CLOUD_INSTANCE_ID not in explained
+    assert not [line for line in log_lines if token in line or encoded in line]
+
+
+async def test_an_unencoded_basic_header_turns_export_off_before_anything_is_sent(
+    monkeypatch, receiver, log_lines
+):
+    token = "glc_" + "plain-token-0123456789"  # fake
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, f"Authorization=Basic 123456:{token}")
+    exporter = grafana()
+    await run_pipeline([Reporter([ALL_TYPES]), exporter], [Trigger("go")])
+    pipecat_grafana.shutdown(timeout_s=2)
+
+    assert receiver.attempts == 0
+    (error,) = [line for line in log_lines if "unencoded" in line]
+    assert "ERROR" in error and cfg.OTEL_EXPORTER_OTLP_HEADERS in error
+    assert not [line for line in log_lines if token in line]
+    assert exporter.summary.end_reason == "ended"  # the bot went on
+
+
+async def test_both_credentials_set_the_bot_says_once_which_wins(monkeypatch, receiver, log_lines):
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_INSTANCE_ID, "123456")
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_API_TOKEN, "glc_" + "shortcut-token")  # fake
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, "Authorization=Basic%20b3RoZXI6b25l")
+    for _ in range(2):
+        await run_pipeline([Reporter([ALL_TYPES]), grafana()], [Trigger("go")])
+    receiver.wait_for(lambda r: r.total(m.SESSION_DURATION.name) == 2, timeout=5)
+
+    said = [line for line in log_lines if "is set too and is not used" in line]
+    assert len(said) == 1 and "WARNING" in said[0]
+    assert cfg.GRAFANA_CLOUD_AUTH in said[0]
+    expected = cfg.basic_auth("123456", "glc_" + "shortcut-token")
+    assert {r.headers["authorization"] for r in receiver.requests} == {expected}

@@ -143,7 +143,11 @@ def run(args: argparse.Namespace) -> int:
     outcome, elapsed = send_test_metric(config, resource, timeout_s=args.timeout)
     if not outcome.ok:
         problem = explain(
-            outcome, config.endpoint, source=config.endpoint_source, timeout_s=args.timeout
+            outcome,
+            config.endpoint,
+            source=config.endpoint_source,
+            timeout_s=args.timeout,
+            auth_source=config.auth_source,
         )
         print(f"Failed: {problem}.")
         for hint in _hints(outcome, config):
@@ -167,7 +171,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"Not supported here: {explain_not_served(endpoint, outcome.status, signal)}.")
             unserved.append(signal)
         else:
-            print(f"Failed: {explain(outcome, endpoint, timeout_s=args.timeout, signal=signal)}.")
+            problem = explain(
+                outcome,
+                endpoint,
+                timeout_s=args.timeout,
+                signal=signal,
+                auth_source=config.auth_source,
+            )
+            print(f"Failed: {problem}.")
             refused.append(signal)
     print("")
     print(f"Accepted: {', '.join(writes)}.")
@@ -379,9 +390,9 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
                 "No Authorization header is sent: set "
                 f"{cfg.GRAFANA_CLOUD_INSTANCE_ID} and {cfg.GRAFANA_CLOUD_API_TOKEN}."
             )
-        elif source != cfg.GRAFANA_CLOUD_OTLP_ENDPOINT:
+        elif config.auth_source != cfg.GRAFANA_CLOUD_AUTH:
             hints.append(
-                f"The Authorization header comes from {cfg.OTEL_EXPORTER_OTLP_HEADERS}: it must "
+                f"The Authorization header comes from {config.auth_source}: it must "
                 "be Authorization=Basic%20<base64 of instanceID:token>; or use "
                 f"{cfg.GRAFANA_CLOUD_INSTANCE_ID} and {cfg.GRAFANA_CLOUD_API_TOKEN}, which "
                 "build it for you."
