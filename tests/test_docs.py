@@ -16,6 +16,7 @@ PACKAGE_VARIABLES = [
     if name.isupper()
     and isinstance(getattr(cfg, name), str)
     and getattr(cfg, name).startswith(("GRAFANA_", "OTEL_", "PIPECAT_"))
+    and " " not in getattr(cfg, name)  # GRAFANA_CLOUD_AUTH names two variables
 ] + [PRICE_FILE_ENV]
 
 
