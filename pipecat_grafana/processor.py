@@ -42,7 +42,7 @@ from pipecat_grafana.pricing import PRICE_FILE_ENV, Price, PriceTable
 from pipecat_grafana.recorder import CallRecorder
 from pipecat_grafana.resource import default_resource
 from pipecat_grafana.startup import CONNECTION_FRAMES, StartupTimer
-from pipecat_grafana.summary import CallSummary, not_measured_line
+from pipecat_grafana.summary import NOT_MEASURED, CallSummary, not_measured_line
 
 
 def _contained(error: Exception, what: str) -> None:
@@ -535,7 +535,14 @@ class GrafanaMetricsExporter(FrameProcessor):
                     *([f"Scraped:  {self._scrape.url}"] if config.pull else []),
                     f"call_id label: {'on' if config.call_id_label else 'off'}, "
                     f"export every {config.export_interval_s:g}s",
-                    *([f"Not measured: {', '.join(not_measured)}"] if not_measured else []),
+                    *(
+                        [
+                            "Not measured: "
+                            + ", ".join(f"{p} ({NOT_MEASURED[p][0]} off)" for p in not_measured)
+                        ]
+                        if not_measured
+                        else []
+                    ),
                     "=" * 80,
                 ]
             )

@@ -32,7 +32,7 @@ def not_measured_line(parts: list[str] | tuple[str, ...]) -> str:
     lost = "; ".join(NOT_MEASURED[part][1] for part in parts)
     return (
         f"PipelineParams {flags} {'is' if len(parts) == 1 else 'are'} off, so Pipecat reports "
-        f"no {lost}: not measured in this call (not zero). Turn them on with "
+        f"no {lost}. Call summaries say 'not measured' for them, never zero. Turn them on with "
         "PipelineWorker(..., params=PipelineParams(enable_metrics=True, "
         "enable_usage_metrics=True))"
     )

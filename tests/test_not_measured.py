@@ -48,7 +48,7 @@ async def test_pipecats_default_params_measure_nothing_and_say_so(export_to, log
     await one_call(PipelineParams(), "default-2")
 
     # Said once, at the first call's start (before its summary), naming both flags.
-    (warning,) = [line for line in log_lines if "not measured in this call" in line]
+    (warning,) = [line for line in log_lines if "WARNING" in line and "never zero" in line]
     assert "enable_metrics and enable_usage_metrics are off" in warning
     assert "cost" in warning and "TTFB" in warning
     assert log_lines.index(warning) < next(
