@@ -15,18 +15,31 @@ from pipecat_grafana import GrafanaMetricsExporter
 from pipecat_grafana import config as cfg
 from pipecat_grafana import instruments as m
 from pipecat_grafana.commands import check
-from tests.backends import VictoriaMetrics
+from tests.backends import PrometheusWithAgent, VictoriaMetrics
 from tests.helpers import Reporter, Trigger, metric, run_pipeline
 
 SERVICE = "vm-bot"
 
 
+def _serve(monkeypatch, backend):
+    base = backend.otlp_metrics_url.removesuffix("/v1/metrics")
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, base)
+    monkeypatch.setenv(cfg.OTEL_METRIC_EXPORT_INTERVAL, "200")
+
+
 @pytest.fixture
 def victoria_metrics(monkeypatch):
     with VictoriaMetrics() as vm:
-        monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, f"{vm.base_url}/opentelemetry")
-        monkeypatch.setenv(cfg.OTEL_METRIC_EXPORT_INTERVAL, "200")
+        _serve(monkeypatch, vm)
         yield vm
+
+
+@pytest.fixture(params=["victoriametrics", "prometheus+vmagent"])
+def backend(request, monkeypatch):
+    server = VictoriaMetrics() if request.param == "victoriametrics" else PrometheusWithAgent()
+    with server:
+        _serve(monkeypatch, server)
+        yield server
 
 
 async def one_call(call_id: str) -> GrafanaMetricsExporter:
@@ -43,18 +56,16 @@ def errors_and_logs_lines(log_lines: list[str]) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.e2e
-async def test_victoria_metrics_gets_the_metrics_and_no_error_is_logged(
-    victoria_metrics, log_lines
-):
-    vm = victoria_metrics
+async def test_a_backend_without_logs_gets_the_metrics_and_no_error_is_logged(backend, log_lines):
     await one_call("vm-1")
     await one_call("vm-2")
 
-    # Both calls' metrics are in VictoriaMetrics, under the label it keeps.
-    vm.wait_for(
-        f'sum(voice_tts_characters_total{{service_name="{SERVICE}"}})',
-        predicate=lambda result: result and float(result[0]["value"][1]) == 80,
+    # Both calls are in the database, under the label it keeps (no `job` there).
+    backend.wait_for(
+        f'sum(voice_calls_total{{service_name="{SERVICE}"}})',
+        predicate=lambda result: result and float(result[0]["value"][1]) == 2,
     )
+    backend.wait_for(f'voice_tts_characters_total{{service_name="{SERVICE}"}}')
     errors, said = errors_and_logs_lines(log_lines)
     assert errors == []
     # One plain line, once per process, saying what is off and how to switch it.
