@@ -315,6 +315,8 @@ class ExportHealth:
         self._signal = signal
         self._failing: str | None = None
         self._accepted = False
+        # Set and read only by the thread that exports this signal (the flush thread for
+        # logs, under _KeepingExporter's lock; the span batcher's thread for traces).
         self.unserved = False
         """The endpoint said it takes no such signal before it ever took one: the signal is
         off for the process (said once); its exporter sends nothing more."""

@@ -74,7 +74,8 @@ OpenTelemetry > Configure. Set, in .env or the environment:
   {cfg.GRAFANA_CLOUD_INSTANCE_ID}     the numeric instance ID shown there
   {cfg.GRAFANA_CLOUD_API_TOKEN}       a token with the metrics:write scope
 
-exit status: 0 accepted, 1 rejected or unreachable, 2 not configured or misconfigured.
+exit status: 0 accepted (logs and traces accepted, or not supported by the endpoint),
+1 rejected or unreachable, 2 not configured or misconfigured.
 """
 
 
