@@ -97,6 +97,9 @@ PROMETHEUS_PORT = "PIPECAT_GRAFANA_PROMETHEUS_PORT"
 PROMETHEUS_ADDR = "PIPECAT_GRAFANA_PROMETHEUS_ADDR"
 """The address that endpoint listens on (default ``127.0.0.1``, this machine only)."""
 
+GRAFANA_CLOUD_AUTH = f"{GRAFANA_CLOUD_INSTANCE_ID} and {GRAFANA_CLOUD_API_TOKEN}"
+"""Where the Authorization header comes from with the Grafana Cloud shortcut."""
+
 DEFAULT_EXPORT_INTERVAL_S = 10.0
 DEFAULT_FLUSH_TIMEOUT_S = 5.0
 # Unchanged series and changed histograms are sent every this many export intervals.
@@ -140,6 +143,8 @@ class ExportConfig:
             the exporter explicitly; ``None`` lets the exporter read
             ``OTEL_EXPORTER_OTLP_(METRICS_)HEADERS`` itself.
         has_auth: Whether an ``Authorization`` header will be sent.
+        auth_source: Where that header comes from: ``GRAFANA_CLOUD_AUTH`` (the instance ID
+            and token) or the headers variable that holds it; ``None`` when none is sent.
         export_interval_s: Seconds between periodic exports.
         flush_timeout_s: Bound on the wait for a final export at a call's end and at exit.
         call_id_label: Whether per-call series carry ``call_id``.
@@ -161,6 +166,7 @@ class ExportConfig:
     endpoint_source: str | None = None
     headers: Mapping[str, str] | None = field(default=None, repr=False)
     has_auth: bool = False
+    auth_source: str | None = None
     export_interval_s: float = DEFAULT_EXPORT_INTERVAL_S
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
     call_id_label: bool = True
@@ -236,7 +242,7 @@ class ExportConfig:
             "endpoint": self.endpoint or "none (nothing pushed)",
             "scrape endpoint": scrape.url if scrape is not None else "off",
             "endpoint from": self.endpoint_source or "-",
-            "authorization": "set (masked)" if self.has_auth else "none",
+            "authorization": f"set (masked), from {self.auth_source}" if self.has_auth else "none",
             "export interval": f"{self.export_interval_s:g}s",
             "flush timeout": f"{self.flush_timeout_s:g}s",
             "call_id label": "on" if self.call_id_label else "off",
@@ -292,15 +298,22 @@ def resolve(
 
     notices: list[str] = []
     endpoint, source, headers = _grafana_cloud(env, notices)
+    headers_var = _first_set(env, OTEL_EXPORTER_OTLP_METRICS_HEADERS, OTEL_EXPORTER_OTLP_HEADERS)
     if endpoint is None:
         endpoint, source = _otel_endpoint(env, notices)
-        headers_var = _first_set(
-            env, OTEL_EXPORTER_OTLP_METRICS_HEADERS, OTEL_EXPORTER_OTLP_HEADERS
-        )
         env_headers = _check_headers(headers_var, env[headers_var]) if headers_var else {}
         has_auth = "authorization" in env_headers
+        auth_source = headers_var if has_auth else None
     else:
-        has_auth = True
+        has_auth, auth_source = True, GRAFANA_CLOUD_AUTH
+        if headers_var:
+            # The exporter sends the headers it is given instead of the variable's.
+            notices.append(
+                f"{headers_var} is set too and is not used: with {GRAFANA_CLOUD_OTLP_ENDPOINT} "
+                f"set, {GRAFANA_CLOUD_AUTH} make the Authorization header and no header of "
+                f"{headers_var} is sent. Unset {headers_var}, or the GRAFANA_CLOUD_* variables "
+                "to use it."
+            )
     if endpoint is not None and has_auth:
         _refuse_clear_text(endpoint, source, env)
 
@@ -340,6 +353,7 @@ def resolve(
         endpoint_source=source,
         headers=headers,
         has_auth=has_auth,
+        auth_source=auth_source,
         export_interval_s=export_interval_s or DEFAULT_EXPORT_INTERVAL_S,
         flush_timeout_s=flush_timeout_s or DEFAULT_FLUSH_TIMEOUT_S,
         call_id_label=call_id_label,
@@ -615,7 +629,23 @@ def _check_headers(name: str, value: str) -> Mapping[str, str]:
                 "key=value pairs separated by commas, for example "
                 "Authorization=Basic%20<base64 of instanceID:token>."
             )
-    return parse_env_headers(value, liberal=True)
+    headers = parse_env_headers(value, liberal=True)
+    _check_basic_auth(name, headers.get("authorization", ""))
+    return headers
+
+
+def _check_basic_auth(name: str, value: str) -> None:
+    # "Basic <instance>:<token>" left unencoded is refused by every server as a 401 that
+    # says nothing of why; base64 never has a colon, so it is told before anything is sent.
+    scheme, _, credentials = value.strip().partition(" ")
+    if scheme.lower() == "basic" and ":" in credentials:
+        raise ConfigError(
+            f"{name} has Authorization=Basic <instance ID>:<token> unencoded: the part after "
+            "Basic must be base64 of <instance ID>:<token>. Encode it, for example with "
+            "`printf '%s' '<instance ID>:<token>' | base64 -w0`, and write "
+            f"Authorization=Basic%20<that>; or set {GRAFANA_CLOUD_INSTANCE_ID} and "
+            f"{GRAFANA_CLOUD_API_TOKEN} instead, which build the header."
+        )
 
 
 def _refuse_clear_text(endpoint: str, source: str | None, env: Mapping[str, str]) -> None:

@@ -411,6 +411,9 @@ STATUS = "status"
 PHASE = "phase"
 OUTCOME = "outcome"
 REASON = "reason"
+NOT_MEASURED = "not_measured"
+"""On ``voice.calls.ended.total``, only for a call whose worker had a metrics flag off:
+``latency``, ``usage`` or ``latency,usage`` (see ``summary.NOT_MEASURED``)."""
 SERVICE_TYPES = ("llm", "stt", "tts", "other")
 TOKEN_TYPES = (
     "prompt",

@@ -139,6 +139,8 @@ class _KeepingExporter(LogRecordExporter):
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         with self._lock:
+            if self._health.unserved:
+                return LogRecordExportResult.SUCCESS  # no logs here: records off, said once
             now = time.monotonic()
             kept = [(at, r) for at, r in self._pending if now - at < PENDING_RETENTION_S]
             records = [r for _, r in kept] + list(batch)
@@ -146,7 +148,7 @@ class _KeepingExporter(LogRecordExporter):
                 return LogRecordExportResult.SUCCESS
             with self._health as health:
                 result = self._client.export(records)
-            if health.report(result is LogRecordExportResult.SUCCESS):
+            if health.report(result is LogRecordExportResult.SUCCESS) or health.unserved:
                 self._pending = []
                 return LogRecordExportResult.SUCCESS
             self._pending = (kept + [(now, r) for r in batch])[-MAX_PENDING:]

@@ -21,9 +21,15 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 from pipecat_grafana.config import (
+    GRAFANA_CLOUD_AUTH,
+    LOGS,
     MAX_PENDING,
     OTEL_EXPORTER_OTLP_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_HEADERS,
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     PENDING_RETENTION_S,
+    TRACES,
     ExportConfig,
 )
 
@@ -71,12 +77,15 @@ class OutcomeSession(requests.Session):
         last: How the last request ended, ``None`` before the first.
         endpoint_source: The variable the URL came from (set by ``build_client``), so
             that a failure is explained in terms of what the user wrote.
+        auth_source: Where the Authorization header came from (``None``: none is sent),
+            likewise.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.last: Outcome | None = None
         self.endpoint_source: str | None = None
+        self.auth_source: str | None = None
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: D102
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
@@ -129,16 +138,19 @@ def build_client(config: ExportConfig, session: OutcomeSession | None = None):
     """
     session = session or OutcomeSession()
     session.endpoint_source = config.endpoint_source
+    session.auth_source = config.auth_source
     return OTLPMetricExporter(endpoint=config.endpoint, headers=config.headers, session=session)
 
 
 def build_log_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
     """The OTLP/HTTP protobuf client for log records, with the metrics' credentials."""
+    session.auth_source = config.auth_source
     return OTLPLogExporter(endpoint=endpoint, headers=config.headers, session=session)
 
 
 def build_span_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
     """The OTLP/HTTP protobuf client for spans, with the metrics' credentials."""
+    session.auth_source = config.auth_source
     return OTLPSpanExporter(endpoint=endpoint, headers=config.headers, session=session)
 
 
@@ -149,6 +161,7 @@ def explain(
     source: str | None = None,
     timeout_s: float | None = None,
     signal: str = "metrics",
+    auth_source: str | None = GRAFANA_CLOUD_AUTH,
 ) -> str:
     """Say in plain words why a request to ``endpoint`` failed, and what to check.
 
@@ -160,10 +173,25 @@ def explain(
             (``OTEL_EXPORTER_OTLP_TIMEOUT``).
         signal: What was sent: ``metrics``, ``logs`` or ``traces`` (the token's scope
             for each is ``<signal>:write``).
+        auth_source: Where the Authorization header came from
+            (``ExportConfig.auth_source``; ``None``: none was sent).
     """
     if outcome is None:
         return f"the export to {endpoint} failed before a request was sent"
     status = outcome.status
+    if status in (401, 403) and auth_source is None:
+        return (
+            f"{endpoint} asks for credentials ({status}) and none are sent: set "
+            f"{GRAFANA_CLOUD_AUTH} (a token with the {signal}:write scope), or an "
+            f"Authorization in {OTEL_EXPORTER_OTLP_HEADERS}"
+        )
+    if status in (401, 403) and auth_source != GRAFANA_CLOUD_AUTH:
+        return (
+            f"{endpoint} rejected the credentials ({status}) of the Authorization in "
+            f"{auth_source}: for Grafana Cloud it must be Basic base64 of <instance ID>:<token>, "
+            f"the stack's numeric instance ID and a current token with the {signal}:write scope "
+            "of the same stack"
+        )
     if status in (401, 403):
         return (
             f"{endpoint} rejected the credentials ({status}): check that "
@@ -187,6 +215,38 @@ def explain(
     if status is not None:
         return f"{endpoint} refused the {signal} ({status})"
     return f"cannot connect to {endpoint}: {_connection_problem(outcome.error, timeout_s)}"
+
+
+NOT_SERVED = frozenset({400, 404})
+"""What an OTLP endpoint without a logs or traces pipeline answers for ``/v1/logs`` or
+``/v1/traces``: VictoriaMetrics 400 ("unsupported path"), Prometheus' OTLP receiver and a
+collector without that pipeline 404. Not a permission (that is 401/403) and not transient."""
+
+
+def serves_no(outcome: Outcome | None, signal: str) -> bool:
+    """Whether ``outcome`` says the endpoint takes no ``signal`` at all (logs or traces).
+
+    Only for logs and traces: the metrics URL answering 404 is a wrong URL, said as such.
+    """
+    return signal != "metrics" and outcome is not None and outcome.status in NOT_SERVED
+
+
+def explain_not_served(endpoint: str, status: int | None, signal: str) -> str:
+    """Say that ``endpoint`` takes no ``signal``, what is off for it, and the switches."""
+    what, switch, elsewhere = {
+        "logs": (
+            "call summary records are off for this process (each summary is still logged "
+            "and passed to on_call_summary)",
+            LOGS,
+            OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+        ),
+        "traces": ("traces are off for this process", TRACES, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+    }[signal]
+    return (
+        f"{endpoint} does not take OTLP {signal} ({status}), as VictoriaMetrics, Prometheus "
+        f"and collectors without a {signal} pipeline answer: {what}. To send them to a "
+        f"backend that takes them, set {elsewhere}; {switch}=false stops trying"
+    )
 
 
 def _right_url(source: str | None, signal: str = "metrics") -> str:
@@ -286,6 +346,12 @@ class ExportHealth:
         self._session = session
         self._signal = signal
         self._failing: str | None = None
+        self._accepted = False
+        # Set and read only by the thread that exports this signal (the flush thread for
+        # logs, under _KeepingExporter's lock; the span batcher's thread for traces).
+        self.unserved = False
+        """The endpoint said it takes no such signal before it ever took one: the signal is
+        off for the process (said once); its exporter sends nothing more."""
 
     @property
     def last(self) -> Outcome | None:
@@ -316,9 +382,24 @@ class ExportHealth:
                     f"pipecat-grafana: {self._signal} export to {self._endpoint} works again"
                 )
             self._failing = None
+            self._accepted = True
             return True
+        if not self._accepted and serves_no(last, self._signal):
+            # Not a failure to fix: this backend has no such pipeline. Once it took the
+            # signal, a 400 is a refused request again and said as a failure.
+            self.unserved = True
+            logger.warning(
+                "pipecat-grafana: "
+                + explain_not_served(self._endpoint, last.status, self._signal)
+                + " (logged once)."
+            )
+            return False
         problem = explain(
-            last, self._endpoint, source=self._session.endpoint_source, signal=self._signal
+            last,
+            self._endpoint,
+            source=self._session.endpoint_source,
+            signal=self._signal,
+            auth_source=self._session.auth_source,
         )
         if problem != self._failing:
             kept = {

@@ -4,8 +4,10 @@ Pipecat pushes ``MetricsFrame`` downstream only, so a processor sees the metrics
 of the processors before it and none of those after it. The exporter therefore
 counts metrics through an observer it adds to its worker in ``setup()``: an
 observer created with ``observe_every_push=False`` sees each frame once, at its
-first push, wherever the exporter stands. The processor itself only watches the
-call's lifecycle frames and passes every frame on unchanged.
+first push, wherever the exporter stands. The call's start and end are the
+worker's ``on_pipeline_started`` and ``on_pipeline_finished`` (the StartFrame and the
+EndFrame or CancelFrame reaching the end of the pipeline), also wherever it stands. The
+processor itself passes every frame on unchanged.
 
 The call is finished in ``cleanup()``, after the worker has stopped its
 observers, so that the usage a service reports while stopping is in the totals.
@@ -25,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from loguru import logger
 from opentelemetry.metrics import MeterProvider
-from pipecat.frames.frames import CancelFrame, EndFrame, Frame, MetricsFrame, StartFrame
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, MetricsFrame
 from pipecat.metrics.metrics import MetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
@@ -42,7 +44,7 @@ from pipecat_grafana.resource import default_resource
 from pipecat_grafana.settings import resolve as resolve_settings
 from pipecat_grafana.signals import warn_if_sigterm_kills
 from pipecat_grafana.startup import CONNECTION_FRAMES, StartupTimer
-from pipecat_grafana.summary import CallSummary
+from pipecat_grafana.summary import NOT_MEASURED, CallSummary, not_measured_line
 
 
 def _contained(error: Exception, what: str) -> None:
@@ -350,7 +352,9 @@ class GrafanaMetricsExporter(FrameProcessor):
             raise self._in_use_error()
         await super().setup(setup)
         self._links = (self._prev, self._next)
-        self._open_call(setup.pipeline_worker, setup.tracing_context)
+        flags = (("latency", setup.enable_metrics), ("usage", setup.enable_usage_metrics))
+        not_measured = tuple(part for part, on in flags if not on)
+        self._open_call(setup.pipeline_worker, setup.tracing_context, not_measured)
 
     def _call_in_progress(self) -> bool:
         return self._recorder is not None and not self._recorder.finished
@@ -363,7 +367,7 @@ class GrafanaMetricsExporter(FrameProcessor):
             "(a new exporter is cheap: every exporter in a process shares one export thread)."
         )
 
-    def _open_call(self, worker, tracing=None) -> None:
+    def _open_call(self, worker, tracing=None, not_measured: tuple[str, ...] = ()) -> None:
         # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
         call_id = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
         self._join_trace(worker, call_id)
@@ -386,11 +390,17 @@ class GrafanaMetricsExporter(FrameProcessor):
             attributes=self._pending_attributes,
             bounds=self._bounds,
             tracing=tracing,
+            not_measured=not_measured,
             time_source=self._clock,
         )
         self._pending_attributes = {}  # they belonged to this call
         # A reused exporter: the last call's greeting and turn state stay with that call.
         self._latency_observer = self._new_latency_observer()
+        # The call runs from the StartFrame reaching the end of the pipeline to the EndFrame
+        # or CancelFrame reaching it, wherever the exporter stands: a frame queued behind
+        # the call's last words passes the first processor long before the last one is done.
+        worker.add_event_handler("on_pipeline_started", self._on_pipeline_started)
+        worker.add_event_handler("on_pipeline_finished", self._on_pipeline_finished)
         worker.add_observer(self._observer)
         # Health: processors' start-up (observed until the pipeline has started), loop lag.
         fleet = self._pipeline.fleet
@@ -416,15 +426,19 @@ class GrafanaMetricsExporter(FrameProcessor):
             observer._conversation_id = call_id
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
-        """Watch the call's start and end; pass every frame on unchanged."""
+        """Pass every frame on unchanged (the observer and the worker's events do the rest)."""
         await super().process_frame(frame, direction)
-        if isinstance(frame, StartFrame):
-            self._start_call()
-        elif isinstance(frame, EndFrame):
+        await self.push_frame(frame, direction)
+
+    async def _on_pipeline_started(self, worker, frame: Frame) -> None:
+        self._start_call()
+
+    async def _on_pipeline_finished(self, worker, frame: Frame) -> None:
+        # A StopFrame keeps the processors for another pipeline: the call ends with them.
+        if isinstance(frame, EndFrame):
             self._end_call("ended")
         elif isinstance(frame, CancelFrame):
             self._end_call("cancelled")
-        await self.push_frame(frame, direction)
 
     async def cleanup(self):
         """Finish the call: summary, event, and final export (bounded, off the event loop)."""
@@ -483,6 +497,7 @@ class GrafanaMetricsExporter(FrameProcessor):
             return
         self._recorder.start()
         config = self._pipeline.config
+        not_measured = self._recorder.not_measured
         logger.info(
             "\n".join(
                 [
@@ -497,11 +512,24 @@ class GrafanaMetricsExporter(FrameProcessor):
                     f"call_id label: {'on' if config.call_id_label else 'off'}, "
                     f"export every {config.export_interval_s:g}s",
                     *([f"Histograms: {self._histogram_form()}"] if config.enabled else []),
+                    *(
+                        [
+                            "Not measured: "
+                            + ", ".join(f"{p} ({NOT_MEASURED[p][0]} off)" for p in not_measured)
+                        ]
+                        if not_measured
+                        else []
+                    ),
                     "=" * 80,
                 ]
             )
         )
         warn_if_sigterm_kills()
+        if not_measured:
+            warn_once(
+                f"not-measured:{not_measured}",
+                f"{not_measured_line(not_measured)} (logged once).",
+            )
 
     def _histogram_form(self) -> str:
         """The form histograms are pushed in now, and why."""

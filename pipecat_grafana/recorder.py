@@ -95,6 +95,8 @@ class CallRecorder:
         bounds: The bounds on the open-ended labels (function, model, processor).
         tracing: The worker's tracing context when the call is traced (Pipecat's
             ``TracingContext``): exemplars and the log record link to its spans.
+        not_measured: What Pipecat does not report in this call because the worker's
+            flag is off: ``latency`` (``enable_metrics``), ``usage`` (``enable_usage_metrics``).
         time_source: Clock in seconds (wall time).
     """
 
@@ -111,9 +113,11 @@ class CallRecorder:
         attributes: Mapping[str, str],
         bounds: LabelBounds,
         tracing: object | None = None,
+        not_measured: tuple[str, ...] = (),
         time_source: Callable[[], float] = time.time,
     ):
         self.call_id = call_id
+        self.not_measured = not_measured
         self._tracing = tracing
         self._untraced = self._traced = ExemplarContext(call_id)
         self._conversation_span: trace.SpanContext | None = None
@@ -193,6 +197,10 @@ class CallRecorder:
         self.end("cancelled")  # no EndFrame or CancelFrame reached us: the worker was cancelled
         self._fleet.record(m.CALLS_ACTIVE, -1, {})
         ended = self._conversation.ended_attributes(self.end_reason)
+        if self.not_measured:
+            # Only on such calls, so a fully measured fleet has no series more; their cost
+            # series stays absent (unknown), never a zero.
+            ended[m.NOT_MEASURED] = ",".join(self.not_measured)
         self._fleet.record(m.CALLS_ENDED, 1, ended)
         return self.summary()
 
@@ -282,6 +290,7 @@ class CallRecorder:
             for (service_type, model), usd in self._costs.items()
         ]
         started = datetime.fromtimestamp(self._started, UTC) if self._started else None
+        usage = "usage" not in self.not_measured
         return CallSummary(
             call_id=self.call_id,
             service_name=self._service_name,
@@ -291,14 +300,15 @@ class CallRecorder:
             started_at=started,
             duration_seconds=self.duration,
             end_reason=self.end_reason or "in progress",
-            tokens=dict(self._tokens),
-            tts_characters=int(self._usage.get(m.TTS_CHARACTERS, 0)),
-            stt_audio_seconds=self._usage.get(m.STT_AUDIO, 0.0),
+            tokens=dict(self._tokens) if usage else None,
+            tts_characters=int(self._usage.get(m.TTS_CHARACTERS, 0)) if usage else None,
+            stt_audio_seconds=self._usage.get(m.STT_AUDIO, 0.0) if usage else None,
             tts_audio_seconds=self._usage.get(m.TTS_AUDIO, 0.0),
             greeting_latency_ms=talk.greeting_latency_ms,
             latency=latency,
             costs=costs,
-            total_cost_usd=sum(self._costs.values()),
+            total_cost_usd=sum(self._costs.values()) if usage else None,
+            not_measured=list(self.not_measured),
             unpriced_models=sorted(self._unpriced),
             turns=talk.turns,
             interruptions=talk.interruptions,

@@ -12,6 +12,31 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+NOT_MEASURED = {
+    "latency": (
+        "enable_metrics",
+        "TTFB, processing time, time to first audio and the other service latencies",
+    ),
+    "usage": (
+        "enable_usage_metrics",
+        "LLM tokens, TTS characters and STT audio seconds, and so the cost",
+    ),
+}
+"""What Pipecat does not report when a ``PipelineParams`` flag is off: each part's flag and
+what is lost with it."""
+
+
+def not_measured_line(parts: list[str] | tuple[str, ...]) -> str:
+    """Say which ``PipelineParams`` flags were off and what the call's figures lack."""
+    flags = " and ".join(f"{NOT_MEASURED[part][0]}" for part in parts)
+    lost = "; ".join(NOT_MEASURED[part][1] for part in parts)
+    return (
+        f"PipelineParams {flags} {'is' if len(parts) == 1 else 'are'} off, so Pipecat reports "
+        f"no {lost}. Call summaries say 'not measured' for them, never zero. Turn them on with "
+        "PipelineWorker(..., params=PipelineParams(enable_metrics=True, "
+        "enable_usage_metrics=True))"
+    )
+
 
 class LatencyStats(BaseModel):
     """Statistics of one latency metric of one processor during a call."""
@@ -68,24 +93,30 @@ class CallSummary(BaseModel):
     started_at: datetime | None
     """When the call started (UTC), or ``None`` if it never started."""
     duration_seconds: float
-    """Call length in seconds, from ``StartFrame`` to ``EndFrame``/``CancelFrame``."""
+    """Call length in seconds, from the ``StartFrame`` reaching the end of the pipeline to
+    the ``EndFrame``/``CancelFrame`` reaching it, wherever the exporter stands."""
     end_reason: str
     """``ended`` (``EndFrame``) or ``cancelled`` (``CancelFrame`` or cancelled pipeline)."""
-    tokens: dict[str, int] = Field(default_factory=dict)
+    tokens: dict[str, int] | None = Field(default_factory=dict)
     """LLM tokens by token type (``prompt``, ``completion``, ``cache_read``, ...);
-    a type never reported is absent."""
-    tts_characters: int = 0
-    """Characters sent to text-to-speech."""
-    stt_audio_seconds: float = 0.0
-    """Seconds of audio sent to speech-to-text."""
+    a type never reported is absent; ``None`` when usage was not measured."""
+    tts_characters: int | None = 0
+    """Characters sent to text-to-speech; ``None`` when usage was not measured."""
+    stt_audio_seconds: float | None = 0.0
+    """Seconds of audio sent to speech-to-text; ``None`` when usage was not measured."""
     tts_audio_seconds: float = 0.0
     """Seconds of audio text-to-speech produced."""
     latency: list[LatencyStats] = Field(default_factory=list)
     """Latency statistics per metric and processor."""
     costs: list[ServiceCost] = Field(default_factory=list)
     """Estimated cost per service type and model (priced models only)."""
-    total_cost_usd: float = 0.0
-    """Sum of ``costs``; partial when ``unpriced_models`` is not empty."""
+    total_cost_usd: float | None = 0.0
+    """Sum of ``costs``; partial when ``unpriced_models`` is not empty; ``None`` when usage
+    was not measured (``not_measured``): unknown, not zero."""
+    not_measured: list[str] = Field(default_factory=list)
+    """What Pipecat did not report because the worker's ``PipelineParams`` flag was off:
+    ``latency`` (``enable_metrics``: ``latency`` is empty) and ``usage``
+    (``enable_usage_metrics``: tokens, characters, audio seconds and cost are ``None``)."""
     unpriced_models: list[str] = Field(default_factory=list)
     """Models that were used but have no price (``service_type:model``); their cost is
     unknown, not zero."""
@@ -118,7 +149,11 @@ class CallSummary(BaseModel):
             )
             if model
         )
-        tokens = ", ".join(f"{kind}={count}" for kind, count in self.tokens.items()) or "none"
+        unmeasured = "not measured (enable_usage_metrics is off)"
+        if self.tokens is None:
+            tokens = unmeasured
+        else:
+            tokens = ", ".join(f"{kind}={count}" for kind, count in self.tokens.items()) or "none"
         lines = [
             rule,
             "Grafana Metrics - Call Summary",
@@ -128,10 +163,13 @@ class CallSummary(BaseModel):
             f"Models:     {models or 'not configured'}",
             f"Duration:   {self.duration_seconds:.1f}s ({self.end_reason})",
             f"LLM tokens: {tokens}",
-            f"TTS chars:  {self.tts_characters}",
+            f"TTS chars:  {unmeasured if self.tts_characters is None else self.tts_characters}",
             f"TTS audio:  {self.tts_audio_seconds:.1f}s",
-            f"STT audio:  {self.stt_audio_seconds:.1f}s",
+            "STT audio:  "
+            + (unmeasured if self.stt_audio_seconds is None else f"{self.stt_audio_seconds:.1f}s"),
         ]
+        if "latency" in self.not_measured:
+            lines.append("Latency:    not measured (enable_metrics is off): no TTFB, processing")
         if self.greeting_latency_ms is not None:
             lines.append(f"Greeting:   {self.greeting_latency_ms:.0f}ms to the bot's first words")
         turns = f"Turns:      {self.turns} ({self.interruptions} interrupted by the user)"
@@ -156,7 +194,10 @@ class CallSummary(BaseModel):
             )
         for cost in self.costs:
             lines.append(f"Cost {cost.service_type} ({cost.model}): ${cost.usd:.4f}")
-        total = f"Total cost: ${self.total_cost_usd:.4f}"
+        if self.total_cost_usd is None:
+            total = f"Total cost: {unmeasured}"
+        else:
+            total = f"Total cost: ${self.total_cost_usd:.4f}"
         if self.unpriced_models:
             total += f" (partial: no price for {', '.join(self.unpriced_models)})"
         lines += [total, rule]
@@ -164,7 +205,10 @@ class CallSummary(BaseModel):
 
     def log_body(self) -> str:
         """One line a person can read in a log list: ``call <id> ended after 6.9 s, ...``."""
-        cost = f"${self.total_cost_usd:.3f}" + (" (partial)" if self.unpriced_models else "")
+        if self.total_cost_usd is None:
+            cost = "cost not measured"
+        else:
+            cost = f"${self.total_cost_usd:.3f}" + (" (partial)" if self.unpriced_models else "")
         return (
             f"call {self.call_id} {self.end_reason} after {self.duration_seconds:.1f} s, "
             f"{cost}, {self.turns} turn{'s' if self.turns != 1 else ''}"
@@ -182,15 +226,20 @@ class CallSummary(BaseModel):
             "call_id": self.call_id,
             "end_reason": self.end_reason,
             "duration_seconds": round(self.duration_seconds, 3),
-            "cost_usd": self.total_cost_usd,
             "turns": self.turns,
             "interruptions": self.interruptions,
-            "tts_characters": self.tts_characters,
             "tts_audio_seconds": round(self.tts_audio_seconds, 3),
-            "stt_audio_seconds": round(self.stt_audio_seconds, 3),
             "errors": sum(self.errors.values()),
             "function_calls": sum(self.function_calls.values()),
         }
+        if self.total_cost_usd is not None:
+            attributes["cost_usd"] = self.total_cost_usd
+        if self.tts_characters is not None:
+            attributes["tts_characters"] = self.tts_characters
+        if self.stt_audio_seconds is not None:
+            attributes["stt_audio_seconds"] = round(self.stt_audio_seconds, 3)
+        if self.not_measured:
+            attributes["not_measured"] = ",".join(self.not_measured)
         for kind, model in (
             ("llm", self.llm_model),
             ("stt", self.stt_model),
@@ -202,7 +251,7 @@ class CallSummary(BaseModel):
             attributes["started_at"] = self.started_at.isoformat()
         if self.unpriced_models:
             attributes["unpriced_models"] = ",".join(self.unpriced_models)
-        for token_type, count in self.tokens.items():
+        for token_type, count in (self.tokens or {}).items():
             attributes[f"tokens_{token_type}"] = count
         for service_type in sorted({cost.service_type for cost in self.costs}):
             attributes[f"cost_usd_{service_type}"] = sum(
@@ -241,6 +290,9 @@ LOG_KEYS = {
     "cost_usd": "estimated cost in USD (partial when unpriced_models is set)",
     "cost_usd_<service_type>": "estimated cost of the llm, stt or tts service",
     "unpriced_models": "service_type:model pairs with no price, comma-separated",
+    "not_measured": "latency and/or usage, comma-separated, when the worker's PipelineParams "
+    "flag was off (enable_metrics, enable_usage_metrics); the cost, tokens, characters and "
+    "STT seconds are then absent, not zero",
     "tokens_<token_type>": "LLM tokens by type: prompt, completion, cache_read, ...",
     "tts_characters": "characters sent to text-to-speech",
     "tts_audio_seconds": "seconds of audio text-to-speech produced",

@@ -415,7 +415,7 @@ def test_check_sends_a_log_record_and_a_span_with_the_same_credentials(
     status, output, _ = run_check(capsys)
 
     assert status == 0
-    assert "The credentials may write: metrics, logs, traces." in output
+    assert "Accepted: metrics, logs, traces." in output
     (record,) = receiver.logs
     assert record.attributes["event_name"] == check.CHECK_EVENT
     assert record.resource["service.name"] == "voice-rag-bot"
@@ -436,5 +436,54 @@ def test_a_token_without_a_scope_is_named(monkeypatch, capsys, receiver, signal,
     assert elapsed < 2 * BOUND_S
     assert f"{signal}:write scope" in output
     written = [s for s in ("metrics", "logs", "traces") if s != signal]
-    assert f"The credentials may write: {', '.join(written)}." in output
-    assert f"Not: {signal}." in output and f"{check.SWITCH[signal]}=false" in output
+    assert f"Accepted: {', '.join(written)}." in output
+    assert f"Failed: {signal}." in output and f"{check.SWITCH[signal]}=false" in output
+
+
+def test_both_credentials_set_say_which_wins_and_where_the_authorization_comes_from(
+    monkeypatch, capsys, receiver
+):
+    grafana_cloud(monkeypatch, receiver.endpoint)
+    other = cfg.basic_auth("999999", "glc_" + "another-token")  # fake
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, f"Authorization={other}")
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 0
+    assert f"set (masked), from {cfg.GRAFANA_CLOUD_AUTH}" in output
+    assert f"Warning: {cfg.OTEL_EXPORTER_OTLP_HEADERS} is set too and is not used" in output
+    assert other not in output and other.split(" ", 1)[1] not in output
+    # What was said is what was sent: the shortcut's header.
+    (request,) = receiver.requests
+    assert request.headers["authorization"] == AUTHORIZATION
+
+
+def test_a_401_with_the_header_variable_is_explained_with_that_variable(
+    monkeypatch, capsys, receiver
+):
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_METRICS_HEADERS, f"Authorization={AUTHORIZATION}")
+    receiver.respond_with(401)
+
+    status, output, _ = run_check(capsys)
+
+    assert status == 1
+    assert f"set (masked), from {cfg.OTEL_EXPORTER_OTLP_METRICS_HEADERS}" in output
+    (failed,) = [line for line in output.splitlines() if line.startswith("Failed:")]
+    assert f"the Authorization in {cfg.OTEL_EXPORTER_OTLP_METRICS_HEADERS}" in failed
+    assert cfg.GRAFANA_CLOUD_INSTANCE_ID not in failed  # not the variables it did not use
+
+
+@pytest.mark.parametrize("form", ["Authorization=Basic {}", "Authorization=Basic%20{}"])
+def test_an_unencoded_basic_header_is_caught_before_sending(monkeypatch, capsys, receiver, form):
+    plain = f"{INSTANCE_ID}:{TOKEN}"
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, form.format(plain))
+
+    status, output, _ = run_check(capsys)
+
+    assert status == check.EXIT_NOT_CONFIGURED
+    assert f"{cfg.OTEL_EXPORTER_OTLP_HEADERS} has Authorization=Basic" in output
+    assert "unencoded" in output and "base64" in output
+    assert TOKEN not in output
+    assert receiver.attempts == 0

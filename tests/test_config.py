@@ -289,4 +289,4 @@ def test_secrets_are_masked_in_repr_and_description():
     for text in (repr(config), str(config), str(config.describe())):
         assert TOKEN not in text
         assert encoded not in text
-    assert config.describe()["authorization"] == "set (masked)"
+    assert config.describe()["authorization"] == f"set (masked), from {cfg.GRAFANA_CLOUD_AUTH}"

@@ -28,6 +28,7 @@ PACKAGE_VARIABLES = [
     if name.isupper()
     and isinstance(getattr(cfg, name), str)
     and getattr(cfg, name).startswith(("GRAFANA_", "OTEL_", "PIPECAT_"))
+    and " " not in getattr(cfg, name)  # GRAFANA_CLOUD_AUTH names two variables
 ] + [PRICE_FILE_ENV]
 # Read by the SDK and by resource.py, not a constant of config.py.
 RESOURCE_VARIABLES = ["OTEL_SERVICE_NAME"]

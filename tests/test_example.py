@@ -62,6 +62,10 @@ def test_without_keys_the_example_runs_an_offline_call_and_says_so(receiver, tmp
     # INFO by default: the metrics logger's lines (DEBUG) stay out of the way.
     assert "DEBUG" not in log
     assert elapsed < RUN_TIMEOUT_S
+    # The scripted rate limit is announced before Pipecat logs it as an ERROR.
+    announced = log.index("scripted rate limit")
+    assert "barge-in" in log[:announced] and "tool call" in log[:announced]
+    assert announced < log.index("TTS request refused: 429")
     receiver.wait_for(lambda r: r.total(m.SESSION_DURATION.name, end_reason="ended") == 1, 5)
     assert {spec.name for spec in METRICS_MD_FAMILIES} <= receiver.names()
 

@@ -5,12 +5,17 @@ import base64
 import gc
 
 import pytest
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, TextFrame
 from pipecat.metrics.metrics import (
     LLMUsageMetricsData,
     STTUsageMetricsData,
     TTFBMetricsData,
     TTSUsageMetricsData,
 )
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.workers.runner import WorkerRunner
 
 import pipecat_grafana
 from pipecat_grafana import GrafanaMetricsExporter, export
@@ -191,6 +196,9 @@ async def _run_calls_without_pipelines(count: int, batch) -> None:
         def add_observer(self, observer):
             pass
 
+        def add_event_handler(self, event, handler):
+            pass
+
     async def call() -> None:
         exporter = Exporter(llm_model="gpt-4o", stt_model="gladia", tts_model="cartesia")
         exporter._open_call(_Worker())
@@ -202,3 +210,98 @@ async def _run_calls_without_pipelines(count: int, batch) -> None:
     # Calls overlap as on a busy server: 200 at a time.
     for _ in range(count // 200):
         await asyncio.gather(*(call() for _ in range(200)))
+
+
+class Slow(FrameProcessor):
+    """A processor that takes 0.1 s over each text frame, as a service takes its time."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TextFrame):
+            await asyncio.sleep(0.1)
+        await self.push_frame(frame, direction)
+
+
+@pytest.mark.parametrize("position", ["first", "last"])
+@pytest.mark.parametrize("end", [EndFrame, CancelFrame])
+async def test_the_call_lasts_from_the_pipelines_start_to_its_end_wherever_the_exporter_is(
+    export_to, position, end
+):
+    # The call's frames and its EndFrame are queued at once: the EndFrame passes the first
+    # processor at once and reaches the end of the pipeline 0.3 s later.
+    exporter = grafana(call_id=f"{position}-{end.__name__}")
+    processors = [exporter, Slow()] if position == "first" else [Slow(), exporter]
+    worker = PipelineWorker(
+        Pipeline(processors),
+        params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
+        cancel_on_idle_timeout=False,
+    )
+
+    @worker.event_handler("on_pipeline_started")
+    async def queue_the_call(worker, frame):
+        await worker.queue_frames([TextFrame("one"), TextFrame("two"), TextFrame("three")])
+        if end is EndFrame:
+            await worker.queue_frame(EndFrame())
+        else:
+            await asyncio.sleep(0.3)  # the call is under way: cancelled, as a hang-up
+            await worker.cancel()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await asyncio.wait_for(runner.run(), timeout=10)
+    receiver = export_to
+    receiver.wait_for(lambda r: r.total(m.SESSION_DURATION.name) == 1, timeout=5)
+    (duration,) = receiver.latest(m.SESSION_DURATION.name).values()
+    assert duration.attributes[m.END_REASON] == ("ended" if end is EndFrame else "cancelled")
+    assert 0.3 <= duration.sum < 1.0
+    assert exporter.summary.duration_seconds == pytest.approx(duration.sum)
+
+
+async def test_credentials_are_explained_by_the_variables_the_bot_uses(
+    monkeypatch, receiver, log_lines
+):
+    token = "glc_" + "header-token-0123456789"  # fake
+    encoded = base64.b64encode(f"123456:{token}".encode()).decode()
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, f"Authorization=Basic%20{encoded}")
+    receiver.respond_with(401)
+    await run_pipeline([Reporter([ALL_TYPES]), grafana()], [Trigger("go")])
+    pipecat_grafana.shutdown(timeout_s=2)
+
+    (explained,) = [line for line in log_lines if "rejected the credentials (401)" in line]
+    assert f"the Authorization in {cfg.OTEL_EXPORTER_OTLP_HEADERS}" in explained
+    assert cfg.GRAFANA_CLOUD_INSTANCE_ID not in explained
+    assert not [line for line in log_lines if token in line or encoded in line]
+
+
+async def test_an_unencoded_basic_header_turns_export_off_before_anything_is_sent(
+    monkeypatch, receiver, log_lines
+):
+    token = "glc_" + "plain-token-0123456789"  # fake
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, f"Authorization=Basic 123456:{token}")
+    exporter = grafana()
+    await run_pipeline([Reporter([ALL_TYPES]), exporter], [Trigger("go")])
+    pipecat_grafana.shutdown(timeout_s=2)
+
+    assert receiver.attempts == 0
+    (error,) = [line for line in log_lines if "unencoded" in line]
+    assert "ERROR" in error and cfg.OTEL_EXPORTER_OTLP_HEADERS in error
+    assert not [line for line in log_lines if token in line]
+    assert exporter.summary.end_reason == "ended"  # the bot went on
+
+
+async def test_both_credentials_set_the_bot_says_once_which_wins(monkeypatch, receiver, log_lines):
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_INSTANCE_ID, "123456")
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_API_TOKEN, "glc_" + "shortcut-token")  # fake
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, "Authorization=Basic%20b3RoZXI6b25l")
+    for _ in range(2):
+        await run_pipeline([Reporter([ALL_TYPES]), grafana()], [Trigger("go")])
+    receiver.wait_for(lambda r: r.total(m.SESSION_DURATION.name) == 2, timeout=5)
+
+    said = [line for line in log_lines if "is set too and is not used" in line]
+    assert len(said) == 1 and "WARNING" in said[0]
+    assert cfg.GRAFANA_CLOUD_AUTH in said[0]
+    expected = cfg.basic_auth("123456", "glc_" + "shortcut-token")
+    assert {r.headers["authorization"] for r in receiver.requests} == {expected}

@@ -27,10 +27,9 @@ alerts:
         f"  {rule.name:<30} {rule.severity:<9} {rule.op} {rule.threshold:g} for {rule.for_}\n"
         for rule in alerts.alert_rules()
     )
-    + """
-Import in Grafana Cloud: Alerting > Alert rules > More > Import to Grafana-managed rules,
-source "Prometheus YAML file". Or load them into the Mimir ruler with
-`mimirtool rules load` (write them with --namespace).
+    + f"""
+Import into Grafana: {alerts.IMPORT_PATH}.
+Or load them into the Mimir ruler with `mimirtool rules load` (write them with --namespace).
 """
 )
 

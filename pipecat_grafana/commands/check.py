@@ -18,6 +18,7 @@ import argparse
 import sys
 import threading
 import time
+from urllib.parse import urlsplit
 
 import requests
 from opentelemetry.sdk._logs import LoggerProvider
@@ -41,6 +42,8 @@ from pipecat_grafana.otlp import (
     build_log_client,
     build_span_client,
     explain,
+    explain_not_served,
+    serves_no,
 )
 from pipecat_grafana.resource import default_resource
 
@@ -71,8 +74,9 @@ OpenTelemetry > Configure. Set, in .env or the environment:
   {cfg.GRAFANA_CLOUD_INSTANCE_ID}     the numeric instance ID shown there
   {cfg.GRAFANA_CLOUD_API_TOKEN}       a token with the metrics:write scope
 
-exit status: 0 accepted (or nothing to push: the scrape endpoint alone), 1 rejected or
-unreachable, 2 not configured or misconfigured.
+exit status: 0 accepted (logs and traces accepted, or not supported by the endpoint; or
+nothing to push: the scrape endpoint alone), 1 rejected or unreachable, 2 not configured
+or misconfigured.
 """
 
 
@@ -149,14 +153,18 @@ def run(args: argparse.Namespace) -> int:
     outcome, elapsed = send_test_metric(config, resource, timeout_s=args.timeout)
     if not outcome.ok:
         problem = explain(
-            outcome, config.endpoint, source=config.endpoint_source, timeout_s=args.timeout
+            outcome,
+            config.endpoint,
+            source=config.endpoint_source,
+            timeout_s=args.timeout,
+            auth_source=config.auth_source,
         )
         print(f"Failed: {problem}.")
         for hint in _hints(outcome, config):
             print(f"  - {hint}")
         return EXIT_FAILED
     print(f"Accepted: the endpoint took the test metric (HTTP {outcome.status}, {elapsed:.2f} s).")
-    writes, refused = ["metrics"], []
+    writes, refused, unserved = ["metrics"], [], []
     for signal, endpoint, what in (
         ("logs", config.logs_endpoint, "call summaries"),
         ("traces", config.traces_endpoint, "traces"),
@@ -168,20 +176,37 @@ def run(args: argparse.Namespace) -> int:
         if outcome.ok:
             print(f"Accepted (HTTP {outcome.status}, {elapsed:.2f} s).")
             writes.append(signal)
+        elif serves_no(outcome, signal):
+            # A backend without this pipeline: the bot turns the signal off by itself.
+            print(f"Not supported here: {explain_not_served(endpoint, outcome.status, signal)}.")
+            unserved.append(signal)
         else:
-            print(f"Failed: {explain(outcome, endpoint, timeout_s=args.timeout, signal=signal)}.")
+            problem = explain(
+                outcome,
+                endpoint,
+                timeout_s=args.timeout,
+                signal=signal,
+                auth_source=config.auth_source,
+            )
+            print(f"Failed: {problem}.")
             refused.append(signal)
     print("")
-    print(f"The credentials may write: {', '.join(writes)}.")
+    print(f"Accepted: {', '.join(writes)}.")
+    if unserved:
+        print(
+            f"Not supported by this endpoint: {', '.join(unserved)} (the bot says so once and "
+            "goes on without them; metrics are not affected)."
+        )
     if refused:
         scopes = ", ".join(f"{signal}:write" for signal in refused)
         print(
-            f"Not: {', '.join(refused)}. In the portal, give the access policy the scope(s) "
-            f"{scopes}, or switch them off ({', '.join(SWITCH[s] for s in refused)}=false)."
+            f"Failed: {', '.join(refused)}. With Grafana Cloud, give the access policy the "
+            f"scope(s) {scopes} in the portal; or switch them off "
+            f"({', '.join(SWITCH[s] for s in refused)}=false)."
         )
         return EXIT_FAILED
     print("")
-    for line in _next_steps(resource):
+    for line in _next_steps(config, resource):
         print(line)
     return EXIT_ACCEPTED
 
@@ -304,15 +329,64 @@ def _job(resource: Resource) -> str:
     return f"{namespace}/{name}" if namespace else name
 
 
-def _next_steps(resource: Resource) -> list[str]:
-    job = _job(resource)
+def backend_of(config: cfg.ExportConfig) -> str | None:
+    """Which kind of backend the metrics URL is, where its shape says so.
+
+    Each answers at a path of its own: VictoriaMetrics (and vmagent) at
+    ``/opentelemetry/v1/metrics``, Prometheus' OTLP receiver at ``/api/v1/otlp/v1/metrics``,
+    Grafana Cloud on ``grafana.net``. A collector's ``/v1/metrics`` says nothing of what is
+    behind it: ``None``.
+    """
+    url = urlsplit(config.endpoint or "")
+    if config.endpoint_source == cfg.GRAFANA_CLOUD_OTLP_ENDPOINT or (url.hostname or "").endswith(
+        ".grafana.net"
+    ):
+        return "grafana-cloud"
+    if url.path.rstrip("/").endswith("/opentelemetry/v1/metrics"):
+        return "victoriametrics"
+    if url.path.rstrip("/").endswith("/api/v1/otlp/v1/metrics"):
+        return "prometheus"
+    return None
+
+
+def service_selectors(config: cfg.ExportConfig, resource: Resource) -> list[str]:
+    """The label matchers that pick this service's series on the backend at hand.
+
+    Grafana Cloud (Mimir) and Prometheus' OTLP receiver make ``job`` from
+    ``service.namespace/service.name``; VictoriaMetrics keeps every resource attribute as a
+    label and makes no ``job``. Behind a collector either may answer: both, ``job`` first.
+    """
+    job = f'job="{_job(resource)}"'
+    kept = f'service_name="{resource.attributes["service.name"]}"'
+    if namespace := resource.attributes.get("service.namespace"):
+        kept += f', service_namespace="{namespace}"'
+    backend = backend_of(config)
+    if backend is None:
+        return [job, kept]
+    return [kept] if backend == "victoriametrics" else [job]
+
+
+def _next_steps(config: cfg.ExportConfig, resource: Resource) -> list[str]:
+    selectors = service_selectors(config, resource)
+    where = {
+        "grafana-cloud": "your stack's Prometheus data source (grafanacloud-<stack>-prom)",
+        "victoriametrics": "the VictoriaMetrics data source (Prometheus type)",
+        "prometheus": "the Prometheus data source",
+    }.get(backend_of(config), "the data source of the metrics database behind the endpoint")
+    which = (
+        ["(the first on Grafana Cloud, Mimir and Prometheus, the second on VictoriaMetrics)"]
+        if len(selectors) > 1
+        else []
+    )
+    selector = selectors[0]
     return [
-        "Next, in Grafana: Explore > your stack's Prometheus data source",
-        "(grafanacloud-<stack>-prom), code mode. The test metric shows within a minute:",
-        f'  {CHECK_PROMETHEUS_NAME}{{job="{job}"}}',
+        f"Next, in Grafana: Explore > {where}, code mode.",
+        "The test metric shows within a minute:",
+        *(f"  {CHECK_PROMETHEUS_NAME}{{{s}}}" for s in selectors),
+        *which,
         "Then run a call (`pipecat-grafana demo`, or your bot) and look for its metrics:",
-        f'  sum by (token_type) (voice_llm_tokens_total{{job="{job}"}})',
-        f'  sum(voice_calls_total{{job="{job}"}})',
+        f"  sum by (token_type) (voice_llm_tokens_total{{{selector}}})",
+        f"  sum(voice_calls_total{{{selector}}})",
     ]
 
 
@@ -326,9 +400,9 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
                 "No Authorization header is sent: set "
                 f"{cfg.GRAFANA_CLOUD_INSTANCE_ID} and {cfg.GRAFANA_CLOUD_API_TOKEN}."
             )
-        elif source != cfg.GRAFANA_CLOUD_OTLP_ENDPOINT:
+        elif config.auth_source != cfg.GRAFANA_CLOUD_AUTH:
             hints.append(
-                f"The Authorization header comes from {cfg.OTEL_EXPORTER_OTLP_HEADERS}: it must "
+                f"The Authorization header comes from {config.auth_source}: it must "
                 "be Authorization=Basic%20<base64 of instanceID:token>; or use "
                 f"{cfg.GRAFANA_CLOUD_INSTANCE_ID} and {cfg.GRAFANA_CLOUD_API_TOKEN}, which "
                 "build it for you."

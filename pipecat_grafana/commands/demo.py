@@ -327,6 +327,7 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
                 f"({models['stt_model']}), LLM ({models['llm_model']}) and TTS "
                 f"({models['tts_model']})",
                 "  are scripted services on Pipecat's service base classes.",
+                *_incidents_said(demo),
                 f"  Metrics: {destination}.",
                 "  Ctrl-C (or SIGTERM) ends the calls cleanly, with their summaries.",
             ]
@@ -344,12 +345,29 @@ def run_demo(demo: OfflineDemo, *, verbose: bool = False, reason: str | None = N
         pipecat_grafana.shutdown()
     summaries = demo.summaries
     ended = sum(s.end_reason == "ended" for s in summaries)
-    total = sum(s.total_cost_usd for s in summaries)
+    total = sum(s.total_cost_usd for s in summaries if s.total_cost_usd is not None)
     logger.info(
         f"Offline run finished: {len(summaries)} call(s), {ended} ended, "
         f"{len(summaries) - ended} cancelled; estimated cost ${total:.4f}; metrics: {destination}."
     )
     return _EXIT_STATUS[received] if received is not None else 0
+
+
+def _incidents_said(demo: OfflineDemo) -> list[str]:
+    """What the calls include besides questions and answers, said before Pipecat logs it.
+
+    The rate-limited TTS request reaches the log as Pipecat's own ``ERROR`` line: said
+    first, it reads as the script it is, not as a failure of the run.
+    """
+    if not demo.incidents:
+        return []
+    barge_in = " a barge-in," if demo.turns > 1 else ""
+    return [
+        f"  Each call includes a scripted tool call,{barge_in} and a scripted rate limit: the "
+        "TTS refuses one request",
+        "  (Pipecat logs it as ERROR ... TTS request refused: 429 Too Many Requests) and the "
+        "retry speaks the sentence.",
+    ]
 
 
 async def run_interruptible(demo: OfflineDemo) -> signal.Signals | None:

@@ -46,10 +46,18 @@ and the exporter joins it as it joins any bot, through ``processors`` or
 synthetic voice and the VAD that hears it), ``services`` (the scripted providers),
 ``transport`` (the caller's phone line) and ``call`` (the pipeline, run to its end).
 
+The scripted services are a public API of their own: ``ScriptedLLMService``,
+``ScriptedTTSService`` and ``ScriptedSTTService`` stand in for hosted providers in a bot's
+own pipeline, so that the exporter can be tried there without API keys
+(``examples/own_bot.py`` in the repository is such a bot).
+
 Example::
 
     await run_offline_call(turns=3, observers=[MetricsLogObserver()])
     await run_offline_call(turns=3, incidents=False)  # questions and answers only
+
+    llm = ScriptedLLMService(replies=["Your plan renews on the 3rd."])  # in your pipeline
+    tts = ScriptedTTSService()
 """
 
 from pipecat_grafana.offline.call import run_offline_call, run_offline_calls
@@ -58,6 +66,9 @@ from pipecat_grafana.offline.services import (
     DEFAULT_LLM_MODEL,
     DEFAULT_STT_MODEL,
     DEFAULT_TTS_MODEL,
+    ScriptedLLMService,
+    ScriptedSTTService,
+    ScriptedTTSService,
     TTSRateLimitError,
 )
 from pipecat_grafana.offline.transport import OfflineTransport
@@ -69,6 +80,9 @@ __all__ = [
     "GREETING",
     "TOOL_NAME",
     "OfflineTransport",
+    "ScriptedLLMService",
+    "ScriptedSTTService",
+    "ScriptedTTSService",
     "TTSRateLimitError",
     "run_offline_call",
     "run_offline_calls",

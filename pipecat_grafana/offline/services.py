@@ -45,6 +45,7 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat_grafana.offline.audio import VOICE_DBFS, audio_secs, rms_dbfs, synthesize_voice
 from pipecat_grafana.offline.script import (
     ACCOUNT,
+    EXCHANGES,
     LLM_FIRST_TOKEN_SECS,
     LLM_TOKEN_SECS,
     LLM_TTFB_SECS,
@@ -226,8 +227,8 @@ class ScriptedLLMService(LLMService):
     def __init__(
         self,
         *,
-        replies: Sequence[str],
-        rng: random.Random,
+        replies: Sequence[str] = (),
+        rng: random.Random | None = None,
         speed: float = 1.0,
         model: str = DEFAULT_LLM_MODEL,
         tool_call_turns: Collection[int] = (),
@@ -236,8 +237,10 @@ class ScriptedLLMService(LLMService):
         """Initialize the service.
 
         Args:
-            replies: The bot's answers, one per turn, in order.
-            rng: Source of the scripted latencies and tool call IDs.
+            replies: The bot's answers, one per turn, in order (the last one repeats);
+                by default the script's answers.
+            rng: Source of the scripted latencies and tool call IDs (default: a new one,
+                a different call every time).
             speed: Scale of the latencies.
             model: The model name reported with the metrics.
             tool_call_turns: Turns (from 0) the LLM calls ``TOOL_NAME`` on before
@@ -260,8 +263,8 @@ class ScriptedLLMService(LLMService):
             ),
             **kwargs,
         )
-        self._replies = list(replies)
-        self._rng = rng
+        self._replies = list(replies) or [exchange.bot for exchange in EXCHANGES]
+        self._rng = rng or random.Random()
         self._speed = speed
         self._tool_call_turns = frozenset(tool_call_turns)
         self._previous_prompt_tokens = 0
@@ -414,7 +417,7 @@ class ScriptedTTSService(TTSService):
     def __init__(
         self,
         *,
-        rng: random.Random,
+        rng: random.Random | None = None,
         speed: float = 1.0,
         model: str = DEFAULT_TTS_MODEL,
         rate_limited_answers: Collection[int] = (),
@@ -423,7 +426,8 @@ class ScriptedTTSService(TTSService):
         """Initialize the service.
 
         Args:
-            rng: Source of the scripted latencies and of the voice's variations.
+            rng: Source of the scripted latencies and of the voice's variations (default:
+                a new one).
             speed: Scale of the latencies.
             model: The model name reported with the metrics.
             rate_limited_answers: Answers (from 0, counting only those with speech)
@@ -436,7 +440,7 @@ class ScriptedTTSService(TTSService):
             settings=TTSSettings(model=model, voice="ava", language=None),
             **kwargs,
         )
-        self._rng = rng
+        self._rng = rng = rng or random.Random()
         self._np_rng = np.random.default_rng(rng.getrandbits(64))
         self._speed = speed
         self._rate_limited_answers = frozenset(rate_limited_answers)
