@@ -60,10 +60,11 @@ from prometheus_client.samples import Exemplar
 
 from pipecat_grafana import instruments
 from pipecat_grafana.aggregation import CallMeters, HistogramSeries, SeriesKey
-from pipecat_grafana.config import DEFAULT_FLUSH_TIMEOUT_S, PENDING_RETENTION_S, ScrapeConfig
+from pipecat_grafana.config import DEFAULT_FLUSH_TIMEOUT_S, PENDING_RETENTION_S
 from pipecat_grafana.export import SCRAPE, ExportPipeline
 from pipecat_grafana.instruments import InstrumentSpec
 from pipecat_grafana.notices import error_once, warn_once
+from pipecat_grafana.scrape_config import ScrapeConfig
 
 __all__ = [
     "SERVICE_INSTANCE_LABEL",

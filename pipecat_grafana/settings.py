@@ -20,6 +20,7 @@ from pipecat_grafana import config as cfg
 from pipecat_grafana.conversation import check_call_attributes
 from pipecat_grafana.notices import error_once, warn_once
 from pipecat_grafana.pricing import Price, PriceFileError, PriceTable
+from pipecat_grafana.scrape_config import ScrapeConfig, resolve_scrape
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ExporterSettings:
     """
 
     export: cfg.ExportConfig
-    scrape: cfg.ScrapeConfig | None
+    scrape: ScrapeConfig | None
     misconfigured: bool
     prices: PriceTable
     declared: Mapping[str, tuple[str, ...]]
@@ -109,7 +110,7 @@ def resolve(
 
 def _scrape(
     port: int | None, addr: str | None, meter_provider: MeterProvider | None
-) -> cfg.ScrapeConfig | None:
+) -> ScrapeConfig | None:
     if meter_provider is not None:
         if port is not None or addr is not None:
             raise ValueError(
@@ -124,7 +125,7 @@ def _scrape(
             )
         return None
     try:
-        return cfg.resolve_scrape(port=port, addr=addr)
+        return resolve_scrape(port=port, addr=addr)
     except cfg.ConfigError as e:
         error_once(f"settings:{e}", f"the Prometheus endpoint is off: {e}")
         return None

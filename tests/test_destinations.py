@@ -12,12 +12,13 @@ import pytest
 from pipecat_grafana import GrafanaMetricsExporter
 from pipecat_grafana import config as cfg
 from pipecat_grafana.commands import check, demo
+from pipecat_grafana.scrape_config import ScrapeConfig
 from tests.backends import free_port
 from tests.helpers import run_pipeline
 
 PUSH = {cfg.OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318"}
 PUSH_URL = "http://127.0.0.1:4318/v1/metrics"
-SCRAPE = cfg.ScrapeConfig(addr="127.0.0.1", port=9464)
+SCRAPE = ScrapeConfig(addr="127.0.0.1", port=9464)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pipecat_grafana import config as cfg
 from pipecat_grafana import instruments as m
 from pipecat_grafana.pricing import PRICE_FILE_ENV
 from pipecat_grafana.resource import default_resource
+from pipecat_grafana.scrape_config import resolve_scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -154,7 +155,7 @@ def test_documented_defaults_are_the_codes(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     default = cfg.resolve({})
     with_endpoint = cfg.resolve({cfg.OTEL_EXPORTER_OTLP_ENDPOINT: "http://localhost:4318"})
-    scrape = cfg.resolve_scrape({cfg.PROMETHEUS_PORT: "9464"})
+    scrape = resolve_scrape({cfg.PROMETHEUS_PORT: "9464"})
     code = {
         cfg.OTEL_METRIC_EXPORT_INTERVAL: default.export_interval_s * 1000,
         cfg.FLUSH_TIMEOUT: default.flush_timeout_s,
@@ -180,7 +181,7 @@ def _accepts_variable(name: str, value: float) -> bool:
     env = {name: _shown(float(value)) if name != cfg.PROMETHEUS_PORT else str(int(value))}
     try:
         if name == cfg.PROMETHEUS_PORT:
-            cfg.resolve_scrape(env)
+            resolve_scrape(env)
         else:
             cfg.resolve(env)
     except cfg.ConfigError:
@@ -234,7 +235,7 @@ def test_documented_ranges_of_arguments_are_the_codes():
     checks = {
         "export_interval_s": lambda v: cfg.resolve({}, export_interval_s=v),
         "flush_timeout_s": lambda v: cfg.resolve({}, flush_timeout_s=v),
-        "prometheus_port": lambda v: cfg.resolve_scrape({}, port=int(v)),
+        "prometheus_port": lambda v: resolve_scrape({}, port=int(v)),
     }
     for name, call in checks.items():
         values = ARGUMENT_ROWS[name][2]

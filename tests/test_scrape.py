@@ -32,6 +32,7 @@ from pipecat_grafana.aggregation import CallMeters
 from pipecat_grafana.commands.demo import OfflineDemo
 from pipecat_grafana.config import MAX_PENDING
 from pipecat_grafana.export import PUSH, SCRAPE, ExportPipeline
+from pipecat_grafana.scrape_config import ScrapeConfig
 from tests.backends import free_port
 from tests.helpers import FakeClock, Reporter, Trigger, metric, run_pipeline
 from tests.test_exporter import ALL_TYPES
@@ -203,7 +204,7 @@ class Served:
         self.collector = scrape.AggregatesCollector(time_source=self.clock)
         self.port = free_port()
         self.endpoint = scrape.ScrapeEndpoint(
-            cfg.ScrapeConfig("127.0.0.1", self.port), collector=self.collector
+            ScrapeConfig("127.0.0.1", self.port), collector=self.collector
         )
         self.pipeline = ExportPipeline(
             cfg.ExportConfig(endpoint=None, pull=True, **config),

@@ -46,6 +46,7 @@ from pipecat_grafana.otlp import (
     serves_no,
 )
 from pipecat_grafana.resource import default_resource
+from pipecat_grafana.scrape_config import resolve_scrape
 
 CHECK_METRIC = "pipecat_grafana.check"
 CHECK_EVENT = "pipecat_grafana_check"
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     env_file = cfg.load_env_file()
     try:
         config = cfg.resolve()
-        scrape = cfg.resolve_scrape()
+        scrape = resolve_scrape()
     except cfg.ConfigError as e:
         print(f"pipecat-grafana: configuration error: {e}", file=sys.stderr)
         return EXIT_NOT_CONFIGURED

@@ -34,6 +34,7 @@ from loguru import logger
 
 from pipecat_grafana import config as cfg
 from pipecat_grafana.commands._arguments import at_least, positive
+from pipecat_grafana.scrape_config import resolve_scrape
 from pipecat_grafana.summary import CallSummary
 
 if TYPE_CHECKING:
@@ -434,4 +435,4 @@ def _models() -> dict[str, str]:
 
 
 def _destination() -> str:
-    return cfg.resolve().destination(cfg.resolve_scrape())
+    return cfg.resolve().destination(resolve_scrape())
