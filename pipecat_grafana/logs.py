@@ -52,7 +52,7 @@ class SummaryLogs:
             config: Where logs go (``logs_endpoint``) and with which credentials.
             resource: The resource the metrics carry.
         """
-        session = OutcomeSession()
+        self.session = session = OutcomeSession()
         self.endpoint = str(config.logs_endpoint)
         self._exporter = _KeepingExporter(
             build_log_client(self.endpoint, config, session),

@@ -77,6 +77,8 @@ class OutcomeSession(requests.Session):
         last: How the last request ended, ``None`` before the first.
         endpoint_source: The variable the URL came from (set by ``build_client``), so
             that a failure is explained in terms of what the user wrote.
+        abandoned: The exit stopped waiting for this session's requests and said what was
+            dropped: a request that ends later logs nothing more.
         auth_source: Where the Authorization header came from (``None``: none is sent),
             likewise.
     """
@@ -85,6 +87,7 @@ class OutcomeSession(requests.Session):
         super().__init__()
         self.last: Outcome | None = None
         self.endpoint_source: str | None = None
+        self.abandoned = False
         self.auth_source: str | None = None
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: D102
@@ -376,6 +379,8 @@ class ExportHealth:
         last = self._session.last
         if success and last is not None and last.status is not None and 300 <= last.status < 400:
             success = False
+        if self._session.abandoned:
+            return success
         if success:
             if self._failing is not None:
                 logger.info(

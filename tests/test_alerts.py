@@ -32,7 +32,8 @@ def test_shipped_rule_file_is_the_generated_one():
 
 def test_the_rule_file_the_command_and_the_readme_give_one_import_path(capsys):
     # Grafana 12/13: Alerting > Alert rules > Import to Grafana-managed rules, from a file.
-    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    docs = Path(__file__).parents[1] / "docs" / "dashboard.md"  # the README links there
+    readme = " ".join(docs.read_text().split())
     with pytest.raises(SystemExit):
         cli.main(["alerts", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
@@ -41,7 +42,11 @@ def test_the_rule_file_the_command_and_the_readme_give_one_import_path(capsys):
         for line in alerts.SHIPPED_RULES.read_text().splitlines()
         if line.startswith("#")
     )
-    for where, text in (("README", readme), ("alerts --help", help_text), ("header", header)):
+    for where, text in (
+        ("docs/dashboard.md", readme),
+        ("alerts --help", help_text),
+        ("header", header),
+    ):
         assert alerts.IMPORT_PATH in text, where
         # No other way to the same screen is given anywhere.
         for other in ("More > Import", "More → Import", "Alert rules > Import (", "Import to GMA"):

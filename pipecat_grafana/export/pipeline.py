@@ -55,7 +55,6 @@ from pipecat_grafana.otlp import (
     Outcome,
     OutcomeSession,
     build_client,
-    explain,
     refuses_native_histograms,
 )
 from pipecat_grafana.summary import CallSummary
@@ -125,6 +124,7 @@ class ExportPipeline:
         self._inherited = False
         self._reader: PeriodicExportingMetricReader | None = None
         self._last_sends: threading.Thread | None = None
+        self._session: OutcomeSession | None = None
         self._last_export: tuple[Outcome | None, bool] = (None, True)  # the export thread's
         self._provider: SdkMeterProvider | None = None
         self.logs: SummaryLogs | None = None
@@ -133,7 +133,7 @@ class ExportPipeline:
         if meter_provider is not None:
             meter = meter_provider.get_meter(METER_NAME, __version__)
         elif config.enabled:
-            session = OutcomeSession()
+            self._session = session = OutcomeSession()
             self._reader = PeriodicExportingMetricReader(
                 _CallMerger(
                     self, build_client(config, session), ExportHealth(config.endpoint, session)
@@ -399,6 +399,10 @@ class ExportPipeline:
         if sends is not None:
             sends.join(max(deadline - time.monotonic(), 0.0))
         cut_short = sends is not None and sends.is_alive()
+        if cut_short:  # what is dropped is said below; the late answers say nothing more
+            for session in (self._session, self.logs.session if self.logs else None):
+                if session is not None:
+                    session.abandoned = True
         unread = self.calls.drain()
         with self._lock:
             records, self._log_waiters = self._log_waiters, []
@@ -426,10 +430,10 @@ class ExportPipeline:
             )
         outcome, accepted = self._last_export
         if not accepted and outcome is not None:
-            problem = explain(
-                outcome, str(self.config.endpoint), source=self.config.endpoint_source
-            )
-            return f"the OTLP endpoint did not accept them: {problem}"
+            # The export's failure was explained when it began: say which, not it again.
+            if outcome.status is not None:
+                return f"the OTLP endpoint refused the last export ({outcome.status})"
+            return "the OTLP endpoint could not be reached (see the error above)"
         return "the exporter shut down before they could be exported"
 
     def forget_after_fork(self) -> None:
