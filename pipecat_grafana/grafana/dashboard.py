@@ -3,9 +3,9 @@
 A dashboard exported from Grafana's UI drifts from the metrics the code emits: a renamed
 instrument leaves a panel that silently shows "No data". So every query is built from
 ``instruments`` (Prometheus names, label keys) by the helpers of ``promql``, or from the call
-summary record's keys by ``logql``, the panels are rows of a table (``panels``), and this
-module turns them, with the data source and filter variables, into the JSON Grafana imports.
-The tests run every PromQL query against real metrics databases fed by the exporter, and
+summary record's keys by ``logql``, the panels are rows of a table (``fleet_rows``,
+``call_rows``, in the vocabulary of ``panels``), and this module turns them, with the data
+source and filter variables, into the JSON Grafana imports. The tests run every PromQL query against real metrics databases fed by the exporter, and
 check the LogQL and TraceQL for form (no Loki or Tempo runs where they do).
 
 Example::
@@ -17,27 +17,25 @@ Example::
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipecat_grafana import instruments as m
 from pipecat_grafana.grafana import logql
+from pipecat_grafana.grafana.call_rows import CALL_ROWS
+from pipecat_grafana.grafana.fleet_rows import CALLS_ENDED, FLEET_ROWS, LATENCY_PANELS
 from pipecat_grafana.grafana.panels import (
-    CALLS_ENDED,
     DATASOURCE_VARIABLES,
-    LATENCY_PANELS,
     LOKI,
     PROMETHEUS,
-    ROWS,
     TEMPO,
     LatencyPanel,
     Panel,
-    PanelQuery,
     Query,
     RecordField,
     Row,
-    panel_queries,
 )
 from pipecat_grafana.grafana.promql import (
     ALL,
@@ -92,6 +90,28 @@ __all__ = [
     "selector",
     "substitute",
 ]
+
+ROWS: tuple[Row, ...] = (*FLEET_ROWS, *CALL_ROWS)
+"""The dashboard's rows, top to bottom."""
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    """One query of the dashboard, with where it stands."""
+
+    row: str
+    panel: Panel
+    ref_id: str
+    query: Query
+
+
+def panel_queries() -> Iterator[PanelQuery]:
+    """Every query of every panel, in dashboard order (for tests and checks)."""
+    for row in ROWS:
+        for panel in row.panels:
+            for ref_id, query in panel.lettered_queries():
+                yield PanelQuery(row.title, panel, ref_id, query)
+
 
 DASHBOARD_UID = "pipecat-voice-bot"
 DASHBOARD_TITLE = "Pipecat voice bot"
