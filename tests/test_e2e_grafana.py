@@ -95,10 +95,14 @@ class Layout:
     service_label: str
     present: frozenset[str]  # which of the alerts' grouping labels exist
     pushes: bool = True  # whether the bot pushed OTLP (else it has no export health)
+    native_histograms: str = dashboard.NATIVE_READ  # the variable's value for this backend
 
 
 VICTORIA_METRICS = Layout(
-    "victoriametrics", "service_name", frozenset({"service_name", "service_instance_id"})
+    "victoriametrics",
+    "service_name",
+    frozenset({"service_name", "service_instance_id"}),
+    native_histograms=dashboard.NATIVE_SKIP,  # it has none, and refuses histogram_count
 )
 GRAFANA_CLOUD_LIKE = Layout(
     "prometheus+vmagent (Grafana Cloud labels)", "job", frozenset({"job", "instance"})
@@ -124,6 +128,7 @@ class Loaded:
         """Grafana's variables, for ``dashboard.substitute``."""
         return {
             "service_label": self.layout.service_label,
+            "native_histograms": self.layout.native_histograms,
             "service": service,
             "model": dashboard.ALL,
             "call_id": dashboard.ALL,

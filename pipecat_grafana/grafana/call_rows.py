@@ -31,7 +31,13 @@ from pipecat_grafana.grafana.panels import (
     legend,
     total_by,
 )
-from pipecat_grafana.grafana.promql import CALL_ID_VAR, aggregate, range_total, selector
+from pipecat_grafana.grafana.promql import (
+    CALL_ID_VAR,
+    aggregate,
+    histogram_total,
+    range_total,
+    selector,
+)
 
 __all__ = ["CALL_ROWS"]
 
@@ -200,7 +206,7 @@ CALL_ROWS: tuple[Row, ...] = (
                 "stat",
                 "s",
                 f"Length of the chosen call, once it has ended. {_PER_CALL_NOTE}",
-                (instant(range_total(m.SESSION_DURATION, suffix="_sum")),),
+                (instant(histogram_total(m.SESSION_DURATION, "sum")),),
                 width=4,
             ),
             Panel(

@@ -29,14 +29,14 @@ from pipecat_grafana.grafana.promql import (
     RANGE_SECONDS,
     RATE_INTERVAL,
     aggregate,
-    histogram_quantile,
+    histogram_total,
     quantile,
     range_total,
     rate,
     selector,
 )
 
-__all__ = ["CALLS_ENDED", "FLEET_ROWS", "LATENCY_PANELS"]
+__all__ = ["FLEET_ROWS", "LATENCY_PANELS"]
 
 _DAY_COST = (
     (alerts.DEFAULT_BUDGET_USD_PER_HOUR * 12, "orange"),
@@ -107,9 +107,8 @@ LATENCY_PANELS = (
 
 
 _TOKENS_BY = (m.MODEL, m.TOKEN_TYPE)
-CALLS_ENDED = (m.SESSION_DURATION, "_count")
+_ENDED = histogram_total(m.SESSION_DURATION, "count")
 """Calls that ended: the session duration histogram's count (per call, unlike ``CALLS``)."""
-_ENDED = range_total(CALLS_ENDED[0], suffix=CALLS_ENDED[1])
 _ACTIVE = f"sum({selector(m.CALLS_ACTIVE)})"
 _EXACT = (
     "Totals over the dashboard's range use max_over_time - min_over_time per series, exact "
@@ -170,7 +169,7 @@ FLEET_ROWS: tuple[Row, ...] = (
                 "s",
                 "Mean length of the calls that ended during the dashboard's range "
                 f"(`{m.SESSION_DURATION.prometheus_name}_sum / _count`).",
-                (instant(_per_call(range_total(m.SESSION_DURATION, suffix="_sum"))),),
+                (instant(_per_call(histogram_total(m.SESSION_DURATION, "sum"))),),
                 width=4,
             ),
             Panel(
@@ -253,7 +252,7 @@ FLEET_ROWS: tuple[Row, ...] = (
                 (
                     instant(
                         f"{range_total(m.TURN_CONTRIBUTION, (m.CONTRIBUTION,))} / on() "
-                        f"group_left() {range_total(m.TURN_LATENCY, suffix='_count')}",
+                        f"group_left() {histogram_total(m.TURN_LATENCY, 'count')}",
                         legend((m.CONTRIBUTION,)),
                         (m.CONTRIBUTION,),
                     ),
@@ -445,7 +444,7 @@ FLEET_ROWS: tuple[Row, ...] = (
                 "alert's level (per process).",
                 (
                     Query(quantile(0.99, m.EVENT_LOOP_LAG, ()), "p99"),
-                    Query(histogram_quantile(1, rate(m.EVENT_LOOP_LAG, ("le",), "_bucket")), "max"),
+                    Query(quantile(1, m.EVENT_LOOP_LAG, ()), "max"),
                 ),
                 thresholds=alert_level(alerts.DEFAULT_EVENT_LOOP_LAG_P99_MS),
                 width=8,

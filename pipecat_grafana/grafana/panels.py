@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pipecat_grafana import instruments as m
 from pipecat_grafana.grafana import logql
-from pipecat_grafana.grafana.promql import RATE_INTERVAL, quantile, range_total, rate
+from pipecat_grafana.grafana.promql import NATIVE_VAR, RATE_INTERVAL, quantile, range_total, rate
 from pipecat_grafana.instruments import InstrumentSpec
 
 __all__ = [
@@ -257,6 +257,7 @@ class LatencyPanel:
 _KEPT_VARIABLES = (
     *DATASOURCE_VARIABLES.values(),
     "service_label",
+    NATIVE_VAR.strip("${}"),
     "service",
     m.MODEL,
     logql.MIN_COST_VAR.lstrip("$"),
