@@ -74,6 +74,21 @@ class Totals:
             series = self._values.setdefault(spec, {})
             series[key] = series.get(key, 0) + value
 
+    def set(
+        self, spec: InstrumentSpec, value: float, attributes: dict[str, str], *, per: str
+    ) -> None:
+        """Make ``value`` the value of ``spec``'s one series for ``attributes[per]``.
+
+        A gauge holding one series per value of ``per``: a series of the same ``per``
+        with other attributes is dropped, so that the process sends it no more.
+        """
+        key = _key(attributes)
+        with self._lock:
+            series = self._values.setdefault(spec, {})
+            for other in [k for k in series if dict(k).get(per) == attributes.get(per)]:
+                del series[other]
+            series[key] = value
+
     def observations(self, spec: InstrumentSpec) -> list[Observation]:
         """The current total of every series of ``spec``."""
         with self._lock:
@@ -307,6 +322,10 @@ class CallMeters:
         else:
             self.histograms[spec].record(value, attributes)
 
+    def set(self, spec: InstrumentSpec, value: float, attributes: dict[str, str], *, per: str):
+        """Set a gauge of ``instruments.RECORDED_GAUGES``: one series per value of ``per``."""
+        self.totals.set(spec, value, attributes, per=per)
+
     def shares(self, attributes: dict[str, str], *, call_histograms: bool = False) -> "CallMeters":
         """Meters recording into the same instruments, with ``attributes`` added.
 
@@ -367,7 +386,8 @@ def create_meters(meter: Meter, *, own_histograms: bool = False) -> CallMeters:
             histograms[spec] = (
                 CallHistogram(spec) if own_histograms else instruments.create(meter, spec)
             )
-        elif spec.kind is not instruments.Kind.GAUGE:  # a gauge is observed by its value's owner
+        elif spec.kind is not instruments.Kind.GAUGE or spec in instruments.RECORDED_GAUGES:
+            # Other gauges are observed by their value's owner.
             instruments.create(meter, spec, callback=functools.partial(_observe, totals, spec))
     return CallMeters(histograms, totals, {}, own_histograms=own_histograms)
 

@@ -550,10 +550,11 @@ def test_health_agrees_with_the_workload(loaded: Loaded, service: str) -> None:
     assert exports[("ok", "none")] > 0
     assert set(exports) == {("rejected", "401"), ("ok", "none")}
     assert _one(loaded.run(_panel_query("calls-dropped"), values)) == 0
-    # Start-up: every processor of the offline calls' pipelines, once per call.
-    startup = total(m.STARTUP, (m.PHASE, m.PROCESSOR), "_count")
-    assert startup[("processor", "GrafanaMetricsExporter")] == CALLS + 1  # the held call too
-    assert startup[("client_connected", "OfflineInputTransport")] == CALLS
+    # Start-up: the slowest processor of each phase, a plausible time.
+    startup = _by(loaded.run(_panel_query("startup"), values), m.PHASE, m.PROCESSOR)
+    assert {phase for phase, _ in startup} == {"processor", "client_connected"}
+    assert ("client_connected", "OfflineInputTransport") in startup
+    assert all(0 < ms < 60_000 for ms in startup.values()), startup
     lag = total(m.EVENT_LOOP_LAG, suffix="_count")[()]
     assert lag > 10  # sampled every 100 ms all workload long
 

@@ -117,6 +117,7 @@ _EXACT = (
 _RESOLVED = "resolved"
 _ERRORS_BY_SERVICE = (m.SERVICE_TYPE, m.PROCESSOR)
 _FUNCTION_CALLS_BY = (m.FUNCTION, m.STATUS)
+_STARTUP_BY = (m.PHASE, m.PROCESSOR)
 
 
 def _per_call(total: str) -> str:
@@ -451,15 +452,22 @@ FLEET_ROWS: tuple[Row, ...] = (
             ),
             Panel(
                 "startup",
-                "Start-up time p95 by processor",
+                "Start-up time by phase, slowest processor",
                 "timeseries",
                 "ms",
-                "What each processor costs to get ready before a caller can hear the bot "
-                "(setup and start: connecting to its provider, loading a model), and when the "
-                "transport connected (bot_connected, client_connected, from the pipeline "
-                f"starting to set up), p95 over {RATE_INTERVAL}, from Pipecat's "
-                f"StartupTimingObserver (`{m.STARTUP.prometheus_name}_bucket`).",
-                percentiles(m.STARTUP, (0.95,), (m.PHASE, m.PROCESSOR)),
+                "What the slowest processor of a call's start cost to get ready before a "
+                "caller can hear the bot (phase processor: setup and start, connecting to its "
+                "provider, loading a model), and when the transport connected (bot_connected, "
+                "client_connected, from the pipeline starting to set up): the slowest of the "
+                "selected services' processes, each reporting its latest start, from Pipecat's "
+                f"StartupTimingObserver (`{m.STARTUP.prometheus_name}`).",
+                (
+                    Query(
+                        aggregate("max", _STARTUP_BY, selector(m.STARTUP)),
+                        legend(_STARTUP_BY),
+                        _STARTUP_BY,
+                    ),
+                ),
                 thresholds=SLOW_MS,
                 width=8,
             ),
