@@ -5,8 +5,9 @@ instrument leaves a panel that silently shows "No data". So every query is built
 ``instruments`` (Prometheus names, label keys) by the helpers of ``promql``, or from the call
 summary record's keys by ``logql``, the panels are rows of a table (``fleet_rows``,
 ``call_rows``, in the vocabulary of ``panels``), and this module turns them, with the data
-source and filter variables, into the JSON Grafana imports. The tests run every PromQL query against real metrics databases fed by the exporter, and
-check the LogQL and TraceQL for form (no Loki or Tempo runs where they do).
+source and filter variables, into the JSON Grafana imports. The tests run every PromQL query
+against real metrics databases fed by the exporter, and check the LogQL and TraceQL for form
+(no Loki or Tempo runs where they do).
 
 Example::
 

@@ -1,7 +1,8 @@
 """The dashboard's rows about the service as a whole.
 
-Overview, conversation, errors and tool calls, health, latency, usage and cost. Their panels add up every call of the selected services (the call variable narrows the
-per-call instruments to one call); ``call_rows`` shows single calls.
+Overview, conversation, errors and tool calls, health, latency, usage and cost. Their panels
+add up every call of the selected services (the call variable narrows the per-call
+instruments to one call); ``call_rows`` shows single calls.
 """
 
 from pipecat_grafana import instruments as m
@@ -169,7 +170,8 @@ FLEET_ROWS: tuple[Row, ...] = (
                 "stat",
                 "s",
                 "Mean length of the calls that ended during the dashboard's range "
-                f"(`{m.SESSION_DURATION.prometheus_name}_sum / _count`).",
+                f"(`{m.SESSION_DURATION.prometheus_name}_sum / _count`, or the native "
+                "histogram's).",
                 (instant(_per_call(histogram_total(m.SESSION_DURATION, "sum"))),),
                 width=4,
             ),
@@ -232,8 +234,9 @@ FLEET_ROWS: tuple[Row, ...] = (
                 "ms",
                 "The callers' wait from falling silent to the bot's first audio (Pipecat's "
                 f"UserBotLatencyObserver), p50/p95/p99 over {RATE_INTERVAL}, from "
-                f"`{m.TURN_LATENCY.prometheus_name}_bucket` (interpolated within histogram "
-                "buckets). Dashed lines: the thresholds; red is the turn latency alert's level. "
+                f"`{m.TURN_LATENCY.prometheus_name}_bucket` or the native histogram "
+                "(interpolated within histogram buckets). Dashed lines: the thresholds; red is the "
+                "turn latency alert's level. "
                 f"{EXEMPLARS_NOTE}",
                 percentiles(m.TURN_LATENCY, (0.5, 0.95, 0.99), ()),
                 thresholds=alert_level(alerts.DEFAULT_TURN_LATENCY_P95_MS),
@@ -249,7 +252,8 @@ FLEET_ROWS: tuple[Row, ...] = (
                 "speech synthesis, ...), from Pipecat's latency breakdown, over the dashboard's "
                 "range. The parts add up to the average turn latency. "
                 f"`{m.TURN_CONTRIBUTION.prometheus_name}` / "
-                f"`{m.TURN_LATENCY.prometheus_name}_count`. {_EXACT}",
+                f"`{m.TURN_LATENCY.prometheus_name}_count` (or the native histogram's count). "
+                f"{_EXACT}",
                 (
                     instant(
                         f"{range_total(m.TURN_CONTRIBUTION, (m.CONTRIBUTION,))} / on() "
@@ -388,7 +392,8 @@ FLEET_ROWS: tuple[Row, ...] = (
                 "ms",
                 "Time from a tool call's start to its result (the handler's work, which the "
                 f"caller waits through), p50/p95 per function over {RATE_INTERVAL}, from "
-                f"`{m.FUNCTION_CALL_LATENCY.prometheus_name}_bucket`. {EXEMPLARS_NOTE}",
+                f"`{m.FUNCTION_CALL_LATENCY.prometheus_name}_bucket` or the native histogram. "
+                f"{EXEMPLARS_NOTE}",
                 percentiles(m.FUNCTION_CALL_LATENCY, (0.5, 0.95), (m.FUNCTION,)),
                 thresholds=SLOW_MS,
                 width=8,
@@ -427,7 +432,9 @@ FLEET_ROWS: tuple[Row, ...] = (
                 "The callers' wait from connecting to the bot's first words, when the bot "
                 "speaks first (Pipecat's UserBotLatencyObserver, from the transport's "
                 f"ClientConnectedFrame), p50/p95 over {RATE_INTERVAL}, from "
-                f"`{m.GREETING_LATENCY.prometheus_name}_bucket`. Red is the greeting alert's "
+                f"`{m.GREETING_LATENCY.prometheus_name}_bucket` or the native histogram. Red is "
+                "the "
+                "greeting alert's "
                 "level.",
                 percentiles(m.GREETING_LATENCY, (0.5, 0.95), ()),
                 thresholds=alert_level(alerts.DEFAULT_GREETING_P95_MS),
@@ -440,7 +447,9 @@ FLEET_ROWS: tuple[Row, ...] = (
                 "ms",
                 "How late the event loop that runs the calls ran a timer (sampled every 100 ms "
                 f"while calls are in progress), p99 and max over {RATE_INTERVAL}, all processes "
-                f"of the selected services (`{m.EVENT_LOOP_LAG.prometheus_name}_bucket`; max is "
+                f"of the selected services (`{m.EVENT_LOOP_LAG.prometheus_name}_bucket` or the "
+                "native "
+                "histogram; max is "
                 "its bucket's upper bound). Every call's audio waits this long. Red is the lag "
                 "alert's level (per process).",
                 (

@@ -244,9 +244,9 @@ class LatencyPanel:
             unit="ms",
             description=(
                 f"{self.what} {shown} per processor over {RATE_INTERVAL}, from "
-                f"`{self.spec.prometheus_name}_bucket` (interpolated within histogram "
-                "buckets). Dashed lines: the thresholds; red is the alert rule's level where "
-                f"there is one. {EXEMPLARS_NOTE}"
+                f"`{self.spec.prometheus_name}_bucket` or the native histogram "
+                "(interpolated within histogram buckets). Dashed lines: the thresholds; red is the "
+                f"alert rule's level where there is one. {EXEMPLARS_NOTE}"
             ),
             queries=percentiles(self.spec, self.quantiles),
             thresholds=self.thresholds,
