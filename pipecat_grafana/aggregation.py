@@ -26,6 +26,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Gauge,
     Histogram,
     HistogramDataPoint,
     Metric,
@@ -75,6 +76,21 @@ class Totals:
             series = self._values.setdefault(spec, {})
             series[key] = series.get(key, 0) + value
 
+    def set(
+        self, spec: InstrumentSpec, value: float, attributes: dict[str, str], *, per: str
+    ) -> None:
+        """Make ``value`` the value of ``spec``'s one series for ``attributes[per]``.
+
+        A gauge holding one series per value of ``per``: a series of the same ``per``
+        with other attributes is dropped, so that the process sends it no more.
+        """
+        key = _key(attributes)
+        with self._lock:
+            series = self._values.setdefault(spec, {})
+            for other in [k for k in series if dict(k).get(per) == attributes.get(per)]:
+                del series[other]
+            series[key] = value
+
     def observations(self, spec: InstrumentSpec) -> list[Observation]:
         """The current total of every series of ``spec``."""
         with self._lock:
@@ -87,30 +103,32 @@ class Totals:
             return [(spec, list(series.items())) for spec, series in self._values.items()]
 
     def metrics(self, start_ns: int, now_ns: int, labels: dict[str, str]) -> list[Metric]:
-        """Every counter as a cumulative sum, each point with ``labels`` added."""
+        """Every counter as a cumulative sum (a recorded gauge as a gauge), with ``labels`` added."""
         with self._lock:
             snapshot = [(spec, list(series.items())) for spec, series in self._values.items()]
-        return [
-            Metric(
-                name=spec.name,
-                description=spec.description,
-                unit=spec.unit,
-                data=Sum(
-                    data_points=[
-                        NumberDataPoint(
-                            attributes={**dict(key), **labels},
-                            start_time_unix_nano=start_ns,
-                            time_unix_nano=now_ns,
-                            value=value,
-                        )
-                        for key, value in series
-                    ],
+        metrics = []
+        for spec, series in snapshot:
+            points = [
+                NumberDataPoint(
+                    attributes={**dict(key), **labels},
+                    start_time_unix_nano=start_ns,
+                    time_unix_nano=now_ns,
+                    value=value,
+                )
+                for key, value in series
+            ]
+            if spec.kind is instruments.Kind.GAUGE:  # one of RECORDED_GAUGES: the value set
+                data = Gauge(data_points=points)
+            else:
+                data = Sum(
+                    data_points=points,
                     aggregation_temporality=AggregationTemporality.CUMULATIVE,
                     is_monotonic=spec.kind is instruments.Kind.COUNTER,
-                ),
+                )
+            metrics.append(
+                Metric(name=spec.name, description=spec.description, unit=spec.unit, data=data)
             )
-            for spec, series in snapshot
-        ]
+        return metrics
 
 
 @dataclass(slots=True)
@@ -393,6 +411,10 @@ class CallMeters:
         """The histograms whose series are these meters' own (not the fleet's they share)."""
         return [(s, h) for s, h in self.histograms.items() if s not in self.fleet_histograms]
 
+    def set(self, spec: InstrumentSpec, value: float, attributes: dict[str, str], *, per: str):
+        """Set a gauge of ``instruments.RECORDED_GAUGES``: one series per value of ``per``."""
+        self.totals.set(spec, value, attributes, per=per)
+
     def metrics(self) -> list[Metric]:
         """These meters' own series, as cumulative metrics carrying ``labels``."""
         now = time.time_ns()
@@ -425,8 +447,10 @@ def create_meters(
             histograms[spec] = (
                 new_histogram(spec) if own else SdkHistogram(spec, instruments.create(meter, spec))
             )
-        elif not own and spec.kind is not instruments.Kind.GAUGE:
-            # A gauge is observed by its value's owner.
+        elif not own and (
+            spec.kind is not instruments.Kind.GAUGE or spec in instruments.RECORDED_GAUGES
+        ):
+            # Other gauges are observed by their value's owner.
             instruments.create(meter, spec, callback=functools.partial(_observe, totals, spec))
     return CallMeters(Mode.FLEET, histograms, totals, new_histogram=new_histogram)
 

@@ -2,20 +2,22 @@
 
 A caller hears nothing until the pipeline has started: every processor set up (a
 WebSocket to the STT provider opened, a model loaded) and the ``StartFrame`` through
-it. Pipecat's ``StartupTimingObserver`` measures it; this module records what it
-reports into ``voice.startup.milliseconds``:
+it. Pipecat's ``StartupTimingObserver`` measures it; this module sets the gauge
+``voice.startup.slowest.milliseconds`` from what it reports, one series per phase:
 
-- ``phase="processor"``: a processor's ``setup()`` and ``start()`` together
-  (``ProcessorStartupTiming.duration_secs``), by processor;
+- ``phase="processor"``: the slowest processor's ``setup()`` and ``start()`` together
+  (``ProcessorStartupTiming.duration_secs``), named by the ``processor`` label;
 - ``phase="bot_connected"`` / ``"client_connected"``: from the pipeline starting to
   set up to the bot joining the room (SFU transports) and to the first client
-  connecting (``TransportTimingReport``), by the processor that pushed the frame
+  connecting (``TransportTimingReport``), with the processor that pushed the frame
   (the transport's input).
 
-The histogram is process-wide, not per call: it holds one value per processor and
-call, a property of the deployment (a provider's connect time, a model's load time)
-that a team watches across calls; per call it would add a histogram per processor to
-each call's series for a single measurement. The ``processor`` label takes the
+A start-up is a property of the deployment (a provider's connect time, a model's load
+time) that a team reads to learn which processor is slow to start, not a distribution
+to take percentiles of: each call starts once. So the gauge is process-wide and holds
+the latest start's slowest processor per phase, three series (a histogram by phase and
+processor cost some eighty, in every process of a fleet that starts one per call). A
+new slowest processor replaces the phase's series. The ``processor`` label takes the
 pipeline's bound (``LabelBounds.processor``).
 
 Timing the ``StartFrame`` through each processor needs every push of it, which an
@@ -77,8 +79,9 @@ class StartupTimer(StartupTimingObserver):
                 await remove(self)
 
     async def _on_startup(self, observer, report: StartupTimingReport) -> None:
-        for timing in report.processor_timings:
-            self._record("processor", timing.processor_name, timing.duration_secs)
+        if report.processor_timings:
+            slowest = max(report.processor_timings, key=lambda timing: timing.duration_secs)
+            self._record("processor", slowest.processor_name, slowest.duration_secs)
 
     async def _on_transport(self, observer, report: TransportTimingReport) -> None:
         for phase, frame, secs in (
@@ -92,4 +95,4 @@ class StartupTimer(StartupTimingObserver):
         milliseconds = secs * 1000
         if 0 <= milliseconds <= m.MAX_LATENCY_MS:  # a clock that went wrong is not a start-up
             labels = {m.PHASE: phase, m.PROCESSOR: self._processors(processor_label(processor))}
-            self._fleet.record(m.STARTUP, milliseconds, labels)
+            self._fleet.set(m.STARTUP, milliseconds, labels, per=m.PHASE)

@@ -2,7 +2,10 @@
 # Install the metrics backends the end-to-end tests run, into .tools/ of this repo.
 #
 #   victoria-metrics, vmagent  from Debian's package `victoria-metrics` (suite $VM_SUITE, trixie)
-#   prometheus, promtool       from Debian's package `prometheus` (suite $PROM_SUITE, the host's)
+#   prometheus                 from Debian's package `prometheus` (suite $PROM_SUITE, the host's)
+#   promtool                   from Debian's package `promtool` (suite $PROMTOOL_SUITE, trixie:
+#                              2.53, the first Debian release whose rule unit tests take native
+#                              histograms)
 #
 # Nothing is installed system-wide. The .deb files are fetched by `apt-get download` with a
 # private apt configuration (its own sources list, state and cache in a temp dir), whose mirror
@@ -16,6 +19,7 @@
 # Environment:
 #   VM_SUITE    Debian suite to take victoria-metrics from (default: trixie)
 #   PROM_SUITE  Debian suite to take prometheus from (default: the host's codename)
+#   PROMTOOL_SUITE  Debian suite to take promtool from (default: trixie)
 set -euo pipefail
 
 log() { printf '[install-backends] %s\n' "$*"; }
@@ -30,7 +34,7 @@ FORCE=0
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -83,6 +87,7 @@ if [[ -r /etc/os-release ]]; then
 fi
 VM_SUITE="${VM_SUITE:-trixie}"
 PROM_SUITE="${PROM_SUITE:-$HOST_CODENAME}"
+PROMTOOL_SUITE="${PROMTOOL_SUITE:-trixie}"
 [[ -n "$PROM_SUITE" ]] || die "cannot tell this machine's Debian codename; set PROM_SUITE"
 
 # Print "URI<TAB>SUITE<TAB>SIGNED-BY" for every enabled `deb` entry of the given files, which are
@@ -165,19 +170,18 @@ WORK="$(mktemp -d "$TOOLS/.install.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 # apt downloads as the unprivileged _apt user when run as root: let it reach the work dir.
 chmod 755 "$WORK"
-mkdir -p "$WORK/state/lists/partial" "$WORK/cache/archives/partial" "$WORK/debs" "$WORK/root"
+mkdir -p "$WORK/state/lists/partial" "$WORK/cache/archives/partial" "$WORK/debs" "$WORK/promtool" "$WORK/root"
 if [[ $EUID -eq 0 ]] && id _apt >/dev/null 2>&1; then
-    chown _apt "$WORK/debs"
+    chown _apt "$WORK/debs" "$WORK/promtool"
 fi
 
 write_sources() {  # $1: keyring path or empty
     local opt=""
     [[ -n "$1" ]] && opt="[signed-by=$1] "
-    {
-        printf 'deb %s%s %s main\n' "$opt" "$MIRROR" "$VM_SUITE"
-        [[ "$PROM_SUITE" != "$VM_SUITE" ]] && printf 'deb %s%s %s main\n' "$opt" "$MIRROR" "$PROM_SUITE"
-        true
-    } >"$WORK/sources.list"
+    local suite
+    for suite in $(printf '%s\n' "$VM_SUITE" "$PROM_SUITE" "$PROMTOOL_SUITE" | awk '!seen[$0]++'); do
+        printf 'deb %s%s %s main\n' "$opt" "$MIRROR" "$suite"
+    done >"$WORK/sources.list"
 }
 
 APT_OPTS=(
@@ -250,13 +254,16 @@ apt_download() {
     }
 }
 apt_download "victoria-metrics/$VM_SUITE" "prometheus/$PROM_SUITE"
-# Bookworm ships promtool inside `prometheus`; since trixie it is a package of its own.
-if ! dpkg-deb -c "$WORK"/debs/prometheus_*.deb | grep '/usr/bin/promtool$' >/dev/null; then
-    apt_download "promtool/$PROM_SUITE"
-fi
+# Bookworm ships promtool inside `prometheus`; since trixie it is a package of its own, and the
+# one installed is always that package's (unpacked last, so it replaces bookworm's).
+(cd "$WORK/promtool" && apt-get "${APT_OPTS[@]}" download "promtool/$PROMTOOL_SUITE") \
+    >"$WORK/download.log" 2>&1 || {
+    cat "$WORK/download.log" >&2
+    die "apt-get download promtool/$PROMTOOL_SUITE failed (see above)"
+}
 
 : >"$WORK/versions.txt"
-for deb in "$WORK"/debs/*.deb; do
+for deb in "$WORK"/debs/*.deb "$WORK"/promtool/*.deb; do
     name="$(dpkg-deb -f "$deb" Package)"
     version="$(dpkg-deb -f "$deb" Version)"
     log "unpacking $name $version"

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -89,16 +89,28 @@ class Span:
     parent_span_id: str
 
 
+class ExponentialBuckets(NamedTuple):
+    """The positive or negative buckets of an exponential histogram point.
+
+    ``counts[i]`` counts the values in bucket ``offset + i``: at scale ``s``, bucket ``k``
+    holds the values whose magnitude lies in ``(base**k, base**(k + 1)]``, with
+    ``base = 2 ** (2 ** -s)``.
+    """
+
+    offset: int
+    counts: tuple[int, ...]
+
+
 @dataclass(frozen=True)
 class Point:
     """One data point with its metric, scope and resource.
 
     ``value`` is the number for sums and gauges and the ``count`` for histograms; ``sum``,
-    ``bucket_counts``, ``explicit_bounds``, ``min`` and ``max`` are only set for histograms.
-    Exponential histograms (``kind`` ``"exponential_histogram"``) set ``scale``,
-    ``zero_count`` and ``positive``/``negative`` as ``(offset, bucket_counts)`` instead of
-    ``bucket_counts`` and ``explicit_bounds``.
-    ``temporality`` is the OTLP enum (1 = delta, 2 = cumulative, 0 for gauges).
+    ``min`` and ``max`` are only set for histograms, ``bucket_counts`` and
+    ``explicit_bounds`` for explicit-bucket ones (``kind`` ``histogram``), ``scale``,
+    ``zero_count``, ``zero_threshold``, ``positive`` and ``negative`` for exponential ones
+    (``kind`` ``exponential_histogram``). ``temporality`` is the OTLP enum (1 = delta,
+    2 = cumulative, 0 for gauges).
     """
 
     name: str
@@ -120,8 +132,9 @@ class Point:
     exemplars: tuple[Exemplar, ...] = ()
     scale: int | None = None
     zero_count: int = 0
-    positive: tuple[int, tuple[int, ...]] = (0, ())
-    negative: tuple[int, tuple[int, ...]] = (0, ())
+    zero_threshold: float = 0.0
+    positive: ExponentialBuckets | None = None
+    negative: ExponentialBuckets | None = None
 
 
 def _value(v: Any) -> Any:
@@ -156,12 +169,23 @@ def _points(message: ExportRequest, name: str | None) -> list[Point]:
     return out
 
 
+def _exponential(dp: Any) -> dict[str, Any]:
+    """The fields only an exponential histogram point has."""
+    return {
+        "scale": dp.scale,
+        "zero_count": dp.zero_count,
+        "zero_threshold": dp.zero_threshold,
+        "positive": ExponentialBuckets(dp.positive.offset, tuple(dp.positive.bucket_counts)),
+        "negative": ExponentialBuckets(dp.negative.offset, tuple(dp.negative.bucket_counts)),
+    }
+
+
 def _metric_points(m: Any, scope: str, resource: dict[str, Any]) -> list[Point]:
     kind = m.WhichOneof("data")
     if kind not in ("sum", "gauge", "histogram", "exponential_histogram"):
         raise NotImplementedError(f"metric {m.name!r}: {kind} is not supported")
-    data, exp = getattr(m, kind), kind == "exponential_histogram"
-    hist = exp or kind == "histogram"
+    data, exponential = getattr(m, kind), kind == "exponential_histogram"
+    hist = kind == "histogram" or exponential
     return [
         Point(
             name=m.name,
@@ -176,8 +200,8 @@ def _metric_points(m: Any, scope: str, resource: dict[str, Any]) -> list[Point]:
             start_time_unix_nano=dp.start_time_unix_nano,
             value=dp.count if hist else getattr(dp, dp.WhichOneof("value")),
             sum=_optional(dp, "sum") if hist else None,
-            bucket_counts=tuple(dp.bucket_counts) if hist and not exp else (),
-            explicit_bounds=tuple(dp.explicit_bounds) if hist and not exp else (),
+            bucket_counts=tuple(dp.bucket_counts) if kind == "histogram" else (),
+            explicit_bounds=tuple(dp.explicit_bounds) if kind == "histogram" else (),
             min=_optional(dp, "min") if hist else None,
             max=_optional(dp, "max") if hist else None,
             exemplars=tuple(
@@ -190,17 +214,10 @@ def _metric_points(m: Any, scope: str, resource: dict[str, Any]) -> list[Point]:
                 )
                 for e in dp.exemplars
             ),
-            scale=dp.scale if exp else None,
-            zero_count=dp.zero_count if exp else 0,
-            positive=_buckets(dp.positive) if exp else (0, ()),
-            negative=_buckets(dp.negative) if exp else (0, ()),
+            **(_exponential(dp) if exponential else {}),
         )
         for dp in data.data_points
     ]
-
-
-def _buckets(buckets: Any) -> tuple[int, tuple[int, ...]]:
-    return buckets.offset, tuple(buckets.bucket_counts)
 
 
 def _log_records(message: ExportLogsServiceRequest, size: int) -> list[LogRecord]:

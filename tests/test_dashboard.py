@@ -75,6 +75,7 @@ def test_variables_service_model_and_call_id_default_to_all():
         "loki",
         "tempo",
         "service_label",
+        "native_histograms",
         "service",
         m.MODEL,
         m.CALL_ID,
@@ -165,7 +166,7 @@ def test_rows_and_panels_a_voice_team_needs():
     for spec in m.LATENCY:
         assert any(f"{spec.prometheus_name}_bucket" in expr for expr in latency), spec.name
     for q in (0.5, 0.95, 0.99):
-        assert any(expr.startswith(f"histogram_quantile({q:g}, ") for expr in latency), q
+        assert any(expr.startswith(f"(histogram_quantile({q:g}, ") for expr in latency), q
     assert {
         "tokens",
         "tts-characters",
@@ -214,7 +215,7 @@ def test_conversation_rows_show_every_conversation_instrument():
         assert any(spec.prometheus_name in expr for expr in exprs), spec.name
     turn_latency = [q.query.expr for q in QUERIES if q.panel.key == "turn-latency"]
     assert [expr.split(",")[0] for expr in turn_latency] == [
-        f"histogram_quantile({q:g}" for q in (0.5, 0.95, 0.99)
+        f"(histogram_quantile({q:g}" for q in (0.5, 0.95, 0.99)
     ]
 
 
@@ -233,8 +234,8 @@ def test_health_row_shows_every_health_instrument():
         assert any(spec.prometheus_name in expr for expr in exprs), spec.name
     lag = [q.query.expr for q in QUERIES if q.panel.key == "event-loop-lag"]
     assert [expr.split(",")[0] for expr in lag] == [
-        "histogram_quantile(0.99",
-        "histogram_quantile(1",
+        "(histogram_quantile(0.99",
+        "(histogram_quantile(1",
     ]
     (dropped,) = [q.query.expr for q in QUERIES if q.panel.key == "calls-dropped"]
     assert " or 0 * " in dropped  # none dropped is zero, not "No data"
@@ -338,6 +339,7 @@ def test_substitute_replaces_every_kind_of_variable():
 
 VALUES = {
     "service_label": "job",
+    "native_histograms": dashboard.NATIVE_READ,
     "service": ".*",
     "model": ".*",
     "call_id": ".*",
@@ -347,10 +349,12 @@ VALUES = {
 }
 
 
-def test_promtool_parses_every_query(tmp_path):
+@pytest.mark.parametrize("native", [dashboard.NATIVE_READ, dashboard.NATIVE_SKIP])
+def test_promtool_parses_every_query(tmp_path, native):
     promtool = require_tools("promtool")["promtool"]
-    exprs = [dashboard.substitute(pq.query.expr, VALUES) for pq in QUERIES]
-    exprs += [dashboard.substitute(v.promql, VALUES) for v in dashboard.VARIABLES]
+    values = {**VALUES, "native_histograms": native}
+    exprs = [dashboard.substitute(pq.query.expr, values) for pq in QUERIES]
+    exprs += [dashboard.substitute(v.promql, values) for v in dashboard.VARIABLES]
     rules = {
         "groups": [
             {
@@ -377,11 +381,57 @@ def test_dashboard_command_prints_the_json(capsys):
 
 def test_dashboard_command_writes_the_file(tmp_path, capsys):
     out = tmp_path / "voice-bot.json"
-    assert cli.main(["dashboard", "--out", str(out), "--service-label", "service_name"]) == 0
-    assert out.read_text() == dashboard.dashboard_json(service_label="service_name")
+    args = ["--service-label", "service_name", "--no-native-histograms"]
+    assert cli.main(["dashboard", "--out", str(out), *args]) == 0
+    assert out.read_text() == dashboard.dashboard_json(
+        service_label="service_name", native_histograms=False
+    )
     assert capsys.readouterr().out == ""
 
 
 def test_dashboard_command_refuses_a_bad_label(capsys):
     assert cli.main(["dashboard", "--service-label", "not a label"]) == 2
     assert "service_label" in capsys.readouterr().err
+
+
+_HISTOGRAM_PARTS = re.compile(r"\b((?:voice|pipecat_grafana)_\w+?)_(bucket|count|sum)\{")
+
+
+def test_every_histogram_read_also_reads_the_native_histogram():
+    # One dashboard for classic and native histograms, and a fleet moving between them.
+    read = 0
+    for pq in QUERIES:
+        expr = pq.query.expr
+        for base, part in _HISTOGRAM_PARTS.findall(expr):
+            where = f"{pq.panel.title} / {pq.ref_id}: {base}_{part}"
+            native = re.escape(base) + r"\{"
+            if part == "bucket":
+                assert re.search(rf"histogram_quantile\([\d.]+, sum [^_]*\(rate\({native}", expr), (
+                    where
+                )
+            else:
+                # Per series, then summed: a process with both forms counts once.
+                line = next(line for line in expr.splitlines() if f"histogram_{part}(" in line)
+                assert line.strip().startswith(dashboard.NATIVE_VAR + " "), where
+                assert re.search(rf"histogram_{part}\(last_over_time\({native}", line), where
+            read += 1
+    assert read >= 20  # every latency panel, the call duration, the calls that ended
+
+
+def test_native_totals_become_a_comment_where_the_backend_has_no_native_histograms():
+    # VictoriaMetrics refuses histogram_count and histogram_sum; the variable comments them out.
+    skip = {**VALUES, "native_histograms": dashboard.NATIVE_SKIP}
+    for pq in QUERIES:
+        code = [
+            line.split("#")[0] for line in dashboard.substitute(pq.query.expr, skip).splitlines()
+        ]
+        assert not any("histogram_count" in c or "histogram_sum" in c for c in code), pq.panel.title
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert variables["native_histograms"]["current"]["value"] == dashboard.NATIVE_READ
+    built = dashboard.build_dashboard(service_label="service_name", native_histograms=False)
+    (variable,) = [v for v in built["templating"]["list"] if v["name"] == "native_histograms"]
+    assert variable["current"]["value"] == dashboard.NATIVE_SKIP
+    assert [o["value"] for o in variable["options"]] == [
+        dashboard.NATIVE_READ,
+        dashboard.NATIVE_SKIP,
+    ]

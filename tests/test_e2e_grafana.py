@@ -95,10 +95,14 @@ class Layout:
     service_label: str
     present: frozenset[str]  # which of the alerts' grouping labels exist
     pushes: bool = True  # whether the bot pushed OTLP (else it has no export health)
+    native_histograms: str = dashboard.NATIVE_READ  # the variable's value for this backend
 
 
 VICTORIA_METRICS = Layout(
-    "victoriametrics", "service_name", frozenset({"service_name", "service_instance_id"})
+    "victoriametrics",
+    "service_name",
+    frozenset({"service_name", "service_instance_id"}),
+    native_histograms=dashboard.NATIVE_SKIP,  # it has none, and refuses histogram_count
 )
 GRAFANA_CLOUD_LIKE = Layout(
     "prometheus+vmagent (Grafana Cloud labels)", "job", frozenset({"job", "instance"})
@@ -124,6 +128,7 @@ class Loaded:
         """Grafana's variables, for ``dashboard.substitute``."""
         return {
             "service_label": self.layout.service_label,
+            "native_histograms": self.layout.native_histograms,
             "service": service,
             "model": dashboard.ALL,
             "call_id": dashboard.ALL,
@@ -545,10 +550,11 @@ def test_health_agrees_with_the_workload(loaded: Loaded, service: str) -> None:
     assert exports[("ok", "none")] > 0
     assert set(exports) == {("rejected", "401"), ("ok", "none")}
     assert _one(loaded.run(_panel_query("calls-dropped"), values)) == 0
-    # Start-up: every processor of the offline calls' pipelines, once per call.
-    startup = total(m.STARTUP, (m.PHASE, m.PROCESSOR), "_count")
-    assert startup[("processor", "GrafanaMetricsExporter")] == CALLS + 1  # the held call too
-    assert startup[("client_connected", "OfflineInputTransport")] == CALLS
+    # Start-up: the slowest processor of each phase, a plausible time.
+    startup = _by(loaded.run(_panel_query("startup"), values), m.PHASE, m.PROCESSOR)
+    assert {phase for phase, _ in startup} == {"processor", "client_connected"}
+    assert ("client_connected", "OfflineInputTransport") in startup
+    assert all(0 < ms < 60_000 for ms in startup.values()), startup
     lag = total(m.EVENT_LOOP_LAG, suffix="_count")[()]
     assert lag > 10  # sampled every 100 ms all workload long
 

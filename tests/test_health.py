@@ -37,7 +37,7 @@ from pipecat_grafana.export import pending as pending_module
 from pipecat_grafana.offline.transport import OfflineOutputTransport
 from pipecat_grafana.otlp import Outcome, classify
 from tests.helpers import FakeClock, LiveCall, Trigger
-from tests.otlp_receiver import OtlpReceiver
+from tests.otlp_receiver import OtlpReceiver, _points
 
 TONE_FRAMES = 7  # frames of audio the test TTS produces per sentence
 TONE_FRAME_SECS = 0.04
@@ -164,7 +164,7 @@ class SlowToConnect(FrameProcessor):
             await self.push_frame(ClientConnectedFrame())
 
 
-async def test_startup_time_by_processor_and_the_transports_connection(export_to):
+async def test_startup_time_is_the_slowest_processor_per_phase(export_to):
     receiver = export_to
     exporter = grafana()
     async with LiveCall([SlowToConnect(), exporter]) as call:
@@ -172,20 +172,45 @@ async def test_startup_time_by_processor_and_the_transports_connection(export_to
         await call.end()
     pipecat_grafana.shutdown(timeout_s=5)
 
-    series = {
-        (p.attributes[m.PHASE], p.attributes[m.PROCESSOR]): p
-        for p in receiver.latest(m.STARTUP.name).values()
-    }
-    slow = series[("processor", "SlowToConnect")]
-    assert slow.value == 1
-    assert slow.sum >= SlowToConnect.SETUP_SECS * 1000
-    assert ("processor", "GrafanaMetricsExporter") in series
-    connected = series[("client_connected", "SlowToConnect")]
-    assert connected.value == 1
+    points = list(receiver.latest(m.STARTUP.name).values())
+    assert all(p.kind == "gauge" for p in points)
+    # One series per phase: ten processors' start-ups cost two series, not eighty.
+    series = {p.attributes[m.PHASE]: p for p in points}
+    assert len(series) == len(points) == 2
+    slow = series["processor"]
+    assert slow.attributes[m.PROCESSOR] == "SlowToConnect"
+    assert slow.value >= SlowToConnect.SETUP_SECS * 1000
+    connected = series["client_connected"]
+    assert connected.attributes[m.PROCESSOR] == "SlowToConnect"
     # The client connected once the pipeline had set up, the slow processor included.
-    assert connected.sum >= SlowToConnect.SETUP_SECS * 1000
-    assert all(m.CALL_ID not in p.attributes for p in series.values())  # process-wide
-    assert {phase for phase, _ in series} <= set(m.STARTUP_PHASES)
+    assert connected.value >= SlowToConnect.SETUP_SECS * 1000
+    assert all(m.CALL_ID not in p.attributes for p in points)  # process-wide
+    assert set(series) <= set(m.STARTUP_PHASES)
+
+
+class QuickToConnect(FrameProcessor):
+    """Sets up at once: another processor is the slowest."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
+async def test_a_new_slowest_processor_replaces_the_phases_series(export_to, monkeypatch):
+    receiver = export_to
+    monkeypatch.setenv(cfg.HEARTBEAT, "0.2")  # every series in every export
+    async with LiveCall([SlowToConnect(), grafana()]) as call:
+        await call.end()
+    async with LiveCall([QuickToConnect(), grafana()]) as call:
+        await call.end()
+    await asyncio.sleep(0.6)  # exports of every series since the second call started
+    pipecat_grafana.shutdown(timeout_s=5)
+
+    # The last export of the gauge holds the phase's one series: the second call's slowest.
+    sent = [_points(r.message, m.STARTUP.name) for r in receiver.requests if r.message]
+    last = [points for points in sent if points][-1]
+    processors = [p.attributes[m.PROCESSOR] for p in last if p.attributes[m.PHASE] == "processor"]
+    assert len(processors) == 1 and processors != ["SlowToConnect"], processors
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ EPILOG = """\
 examples:
   pipecat-grafana dashboard > voice-bot.json
   pipecat-grafana dashboard --out voice-bot.json
-  pipecat-grafana dashboard --service-label service_name --out voice-bot.json   # VictoriaMetrics
+  pipecat-grafana dashboard --service-label service_name --no-native-histograms \
+      --out voice-bot.json   # VictoriaMetrics
 
 Import it in Grafana Cloud: Dashboards > New > Import > Upload dashboard JSON file, then pick
 your Prometheus data source (grafanacloud-<stack>-prom) in the dashboard's "Data source" list,
@@ -45,13 +46,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the label holding service.name, selected by default: job (Grafana Cloud, Mimir, "
         "Prometheus; the default) or service_name (VictoriaMetrics); switchable in Grafana",
     )
+    parser.add_argument(
+        "--no-native-histograms",
+        dest="native_histograms",
+        action="store_false",
+        help="select 'skip' in the dashboard's Native histograms variable: for VictoriaMetrics, "
+        "which has none and refuses histogram_count; switchable in Grafana",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print or write the dashboard; returns the exit status."""
     try:
-        text = dashboard.dashboard_json(service_label=args.service_label)
+        text = dashboard.dashboard_json(
+            service_label=args.service_label, native_histograms=args.native_histograms
+        )
     except ValueError as e:
         print(f"pipecat-grafana dashboard: {e}", file=sys.stderr)
         return 2

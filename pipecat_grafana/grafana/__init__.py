@@ -10,7 +10,10 @@ summary record's event name (``pipecat_grafana.summary``). The package reads not
 - ``logql``: the LogQL and TraceQL of the calls panels, which find single calls in Loki and
   Tempo;
 - ``alerts``: the Prometheus/Mimir alert rules;
-- ``panels``: what the dashboard shows, a table of rows of panels;
+- ``panels``: the vocabulary of what the dashboard shows (panels, queries, rows) and its
+  helpers;
+- ``fleet_rows`` and ``call_rows``: the dashboard's rows, about the service as a whole and
+  about single calls;
 - ``dashboard``: the dashboard JSON Grafana imports, with its filter variables.
 
 The files beside these modules, ``pipecat-voice-bot.json`` and

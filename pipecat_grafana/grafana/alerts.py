@@ -15,6 +15,9 @@ Two choices make the rules work on every backend:
   ``service_instance_id``): Mimir fills the first of each pair, VictoriaMetrics the second,
   and a label missing from a series groups as empty. Alerts name the service with whichever
   of the pair the alert has.
+- The latency quantiles read a histogram in either form, classic buckets or a native
+  histogram (``promql.either_quantile``), so the rules fire on Grafana Cloud with native
+  histograms as on VictoriaMetrics with classic ones.
 - The hourly cost and the error rates are ``max_over_time - min_over_time`` per series over
   their window, summed, not ``increase()`` or ``rate()``: on Prometheus and Mimir those
   extrapolate past the end of short per-call series, and VictoriaMetrics divides a series'
@@ -44,7 +47,7 @@ from pipecat_grafana.grafana.promql import (
     INSTANCE_LABELS,
     SERVICE_LABELS,
     aggregate,
-    histogram_quantile,
+    either_quantile,
     series,
     window_rate,
     window_total,
@@ -206,9 +209,10 @@ class AlertRule:
         }
 
 
-def _latency_p95(spec: m.InstrumentSpec, *by: str) -> str:
-    buckets = window_rate(series(spec, "_bucket"), LATENCY_WINDOW, ("le", *SERVICE_LABELS, *by))
-    return histogram_quantile(0.95, buckets)
+def _latency_quantile(q: float, spec: m.InstrumentSpec, by: tuple[str, ...]) -> str:
+    """The ``q`` quantile of ``spec`` over ``LATENCY_WINDOW`` per ``by``, classic or native."""
+    classic = window_rate(series(spec, "_bucket"), LATENCY_WINDOW, ("le", *by))
+    return either_quantile(q, classic, window_rate(series(spec), LATENCY_WINDOW, by))
 
 
 _BY_PROCESSOR = (*SERVICE_LABELS, m.SERVICE_TYPE, m.PROCESSOR)
@@ -396,10 +400,7 @@ def alert_rules(
         ),
         AlertRule(
             name="VoiceBotEventLoopLagHigh",
-            signal=histogram_quantile(
-                0.99,
-                window_rate(series(m.EVENT_LOOP_LAG, "_bucket"), LATENCY_WINDOW, ("le", *process)),
-            ),
+            signal=_latency_quantile(0.99, m.EVENT_LOOP_LAG, process),
             threshold=event_loop_lag_p99_ms,
             for_=LATENCY_FOR,
             severity="warning",
@@ -455,7 +456,7 @@ def _latency_rule(
     by = (m.PROCESSOR,) if per_processor else ()
     return AlertRule(
         name=name,
-        signal=_latency_p95(spec, *by),
+        signal=_latency_quantile(0.95, spec, (*SERVICE_LABELS, *by)),
         threshold=level_ms,
         for_=LATENCY_FOR,
         severity="warning",

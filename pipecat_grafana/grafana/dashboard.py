@@ -3,10 +3,11 @@
 A dashboard exported from Grafana's UI drifts from the metrics the code emits: a renamed
 instrument leaves a panel that silently shows "No data". So every query is built from
 ``instruments`` (Prometheus names, label keys) by the helpers of ``promql``, or from the call
-summary record's keys by ``logql``, the panels are rows of a table (``panels``), and this
-module turns them, with the data source and filter variables, into the JSON Grafana imports.
-The tests run every PromQL query against real metrics databases fed by the exporter, and
-check the LogQL and TraceQL for form (no Loki or Tempo runs where they do).
+summary record's keys by ``logql``, the panels are rows of a table (``fleet_rows``,
+``call_rows``, in the vocabulary of ``panels``), and this module turns them, with the data
+source and filter variables, into the JSON Grafana imports. The tests run every PromQL query
+against real metrics databases fed by the exporter, and check the LogQL and TraceQL for form
+(no Loki or Tempo runs where they do).
 
 Example::
 
@@ -17,33 +18,34 @@ Example::
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipecat_grafana import instruments as m
 from pipecat_grafana.grafana import logql
+from pipecat_grafana.grafana.call_rows import CALL_ROWS
+from pipecat_grafana.grafana.fleet_rows import FLEET_ROWS, LATENCY_PANELS
 from pipecat_grafana.grafana.panels import (
-    CALLS_ENDED,
     DATASOURCE_VARIABLES,
-    LATENCY_PANELS,
     LOKI,
     PROMETHEUS,
-    ROWS,
     TEMPO,
     LatencyPanel,
     Panel,
-    PanelQuery,
     Query,
     RecordField,
     Row,
-    panel_queries,
 )
 from pipecat_grafana.grafana.promql import (
     ALL,
     CALL_ID_VAR,
     MODEL_FILTER,
     MODEL_VAR,
+    NATIVE_READ,
+    NATIVE_SKIP,
+    NATIVE_VAR,
     RANGE,
     SERVICE_FILTER,
     SERVICE_LABEL_VAR,
@@ -67,6 +69,9 @@ __all__ = [
     "DATASOURCE_VARIABLES",
     "LOKI",
     "MODEL_VAR",
+    "NATIVE_READ",
+    "NATIVE_SKIP",
+    "NATIVE_VAR",
     "PROMETHEUS",
     "RANGE",
     "SERVICE_LABELS",
@@ -94,6 +99,28 @@ __all__ = [
     "substitute",
 ]
 
+ROWS: tuple[Row, ...] = (*FLEET_ROWS, *CALL_ROWS)
+"""The dashboard's rows, top to bottom."""
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    """One query of the dashboard, with where it stands."""
+
+    row: str
+    panel: Panel
+    ref_id: str
+    query: Query
+
+
+def panel_queries() -> Iterator[PanelQuery]:
+    """Every query of every panel, in dashboard order (for tests and checks)."""
+    for row in ROWS:
+        for panel in row.panels:
+            for ref_id, query in panel.lettered_queries():
+                yield PanelQuery(row.title, panel, ref_id, query)
+
+
 DASHBOARD_UID = "pipecat-voice-bot"
 DASHBOARD_TITLE = "Pipecat voice bot"
 SHIPPED_DASHBOARD = Path(__file__).parent / "pipecat-voice-bot.json"
@@ -119,6 +146,8 @@ def _series(specs: tuple[tuple[InstrumentSpec, str], ...], *filters: str) -> str
 
 
 _PRICED_USAGE = tuple((spec, "") for spec in (*USAGE, m.COST))
+_ENDED_CALLS = ((m.SESSION_DURATION, "_count"), (m.SESSION_DURATION, ""))
+"""A series per call that ended: the session duration histogram's count, classic or native."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +206,7 @@ VARIABLES: tuple[Variable, ...] = (
         m.CALL_ID,
         "Call",
         m.CALL_ID,
-        _series((*_PRICED_USAGE, CALLS_ENDED), SERVICE_FILTER, MODEL_FILTER),
+        _series((*_PRICED_USAGE, *_ENDED_CALLS), SERVICE_FILTER, MODEL_FILTER),
         "One call, for the per-call rows (every per-call panel follows it). Empty when the "
         "exporter runs with PIPECAT_GRAFANA_CALL_ID_LABEL=false: then click a call in the Calls "
         "row (or add &var-call_id=<id> to the URL), and the summary record row shows it. All "
@@ -192,7 +221,9 @@ VARIABLES: tuple[Variable, ...] = (
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
-def build_dashboard(*, service_label: str = SERVICE_LABELS[0]) -> dict[str, Any]:
+def build_dashboard(
+    *, service_label: str = SERVICE_LABELS[0], native_histograms: bool = True
+) -> dict[str, Any]:
     """Build the dashboard, ready for Grafana's import or for file provisioning.
 
     The data source is a variable (``${datasource}``), not an ``__inputs`` entry, so the
@@ -203,6 +234,10 @@ def build_dashboard(*, service_label: str = SERVICE_LABELS[0]) -> dict[str, Any]
         service_label: The label holding ``service.name``: ``job`` for Grafana Cloud and
             Prometheus's OTLP receiver (the default), ``service_name`` for VictoriaMetrics.
             Users can switch it in the dashboard.
+        native_histograms: Whether the totals read native histograms too (the
+            ``native_histograms`` variable's default): true for Grafana Cloud, Mimir and
+            Prometheus, false for VictoriaMetrics, which refuses ``histogram_count``. Users
+            can switch it in the dashboard.
 
     Returns:
         The dashboard as a JSON-ready dict.
@@ -245,14 +280,17 @@ def build_dashboard(*, service_label: str = SERVICE_LABELS[0]) -> dict[str, Any]
             ]
         },
         "links": [],
-        "templating": {"list": _templating(service_label)},
+        "templating": {"list": _templating(service_label, native_histograms)},
         "panels": _panels(),
     }
 
 
-def dashboard_json(*, service_label: str = SERVICE_LABELS[0]) -> str:
+def dashboard_json(
+    *, service_label: str = SERVICE_LABELS[0], native_histograms: bool = True
+) -> str:
     """The dashboard as the JSON text Grafana imports (see ``build_dashboard``)."""
-    return json.dumps(build_dashboard(service_label=service_label), indent=2) + "\n"
+    built = build_dashboard(service_label=service_label, native_histograms=native_histograms)
+    return json.dumps(built, indent=2) + "\n"
 
 
 _DATASOURCE_CHOICES = (
@@ -292,7 +330,12 @@ _CALL_THRESHOLDS = (
 )
 
 
-def _templating(service_label: str) -> list[dict[str, Any]]:
+_NATIVE_CHOICES = (("read", NATIVE_READ), ("skip (VictoriaMetrics)", NATIVE_SKIP))
+"""The ``native_histograms`` variable's options: its text and its value."""
+
+
+def _templating(service_label: str, native_histograms: bool) -> list[dict[str, Any]]:
+    native = _NATIVE_CHOICES[0 if native_histograms else 1]
     labels = list(dict.fromkeys((service_label, *SERVICE_LABELS)))
     variables: list[dict[str, Any]] = [
         {
@@ -323,6 +366,23 @@ def _templating(service_label: str) -> list[dict[str, Any]]:
             "options": [
                 {"selected": label == service_label, "text": label, "value": label}
                 for label in labels
+            ],
+            "hide": 0,
+            "includeAll": False,
+            "multi": False,
+        },
+        {
+            "name": NATIVE_VAR.strip("${}"),
+            "label": "Native histograms",
+            "type": "custom",
+            "query": ", ".join(f"{text} : {value}" for text, value in _NATIVE_CHOICES),
+            "description": "Whether the totals read native histograms as well as classic ones: "
+            "read on Grafana Cloud, Mimir and Prometheus; skip on VictoriaMetrics, which has "
+            "none and refuses histogram_count. Percentiles read both forms either way.",
+            "current": {"selected": True, "text": native[0], "value": native[1]},
+            "options": [
+                {"selected": choice == native, "text": choice[0], "value": choice[1]}
+                for choice in _NATIVE_CHOICES
             ],
             "hide": 0,
             "includeAll": False,

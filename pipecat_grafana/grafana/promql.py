@@ -1,11 +1,12 @@
 """The PromQL of the dashboard and the alert rules, built from the metric contract.
 
 Two layers: plain PromQL over a fixed window (``series``, ``aggregate``, ``window_total``,
-``window_rate``, ``histogram_quantile``), which the alert rules are written in, and the
-dashboard's queries, which add Grafana's filter variables and time ranges (``selector``,
-``range_total``, ``rate``, ``quantile``, ``range_quantile``).
+``window_rate``, ``histogram_quantile``, ``either_quantile``), which the alert rules are
+written in, and the dashboard's queries, which add Grafana's filter variables and time ranges
+(``selector``, ``range_total``, ``histogram_total``, ``rate``, ``quantile``,
+``range_quantile``).
 
-Three things shape the queries:
+Four things shape the queries:
 
 - Where the service name lands depends on the backend: Grafana Cloud (Mimir) and
   Prometheus's OTLP receiver put ``service.name`` in ``job``, VictoriaMetrics keeps it as
@@ -22,6 +23,20 @@ Three things shape the queries:
   cumulative series is exported first with a zero at its start, and never resets (a restarted
   process writes new series). The dashboard uses rates over ``$__rate_interval`` for trends
   only.
+- A histogram comes in two forms: classic (``x_bucket{le}``, ``x_count``, ``x_sum``) and native
+  (one series ``x``, an OTLP exponential histogram in Mimir), and a fleet may have both for a
+  while, even one process (a native export refused, then sent classic). Quantiles read
+  ``classic or native`` per group: a native histogram cannot be added to buckets, so a group
+  with classic buckets reads those and one with only native histograms reads these. Totals of
+  a histogram's count or sum read ``classic or native`` per series, then add up: a process
+  counts once, by its classic series if it has both (they count the same things, and the
+  classic one since the fallback holds everything), and a fleet half classic, half native
+  adds up both halves. VictoriaMetrics has no native histograms and refuses
+  ``histogram_count`` and ``histogram_sum``, so the dashboard writes the native half of a
+  total on its own line after the ``$native_histograms`` variable: ``or`` reads it, ``#``
+  makes it a comment (``NATIVE_READ``, ``NATIVE_SKIP``). Quantiles need no switch: every
+  backend runs ``histogram_quantile`` on a native selector, which finds nothing where there
+  are none.
 """
 
 import re
@@ -36,6 +51,9 @@ __all__ = [
     "INSTANCE_LABELS",
     "MODEL_FILTER",
     "MODEL_VAR",
+    "NATIVE_READ",
+    "NATIVE_SKIP",
+    "NATIVE_VAR",
     "RANGE",
     "RANGE_SECONDS",
     "RATE_INTERVAL",
@@ -47,7 +65,9 @@ __all__ = [
     "USAGE",
     "WITH_MODEL",
     "aggregate",
+    "either_quantile",
     "histogram_quantile",
+    "histogram_total",
     "quantile",
     "range_quantile",
     "range_total",
@@ -90,6 +110,13 @@ namespace too, so one choice selects the same bots in the Prometheus and the Lok
 SERVICE_NAME_REGEX = "/^(?:[^/]+/)?(.+)$/"
 """The service variable's regex (Grafana's ``/.../`` form): the bare ``service.name`` of a
 ``job`` value, without the ``namespace/`` before it."""
+NATIVE_VAR = "${native_histograms}"
+"""Starts the line of a histogram total that reads native histograms: ``NATIVE_READ`` or
+``NATIVE_SKIP``."""
+NATIVE_READ = "or"
+"""``NATIVE_VAR`` on a backend with native histograms (Grafana Cloud, Mimir, Prometheus)."""
+NATIVE_SKIP = "#"
+"""``NATIVE_VAR`` on VictoriaMetrics, which refuses ``histogram_count``: a comment."""
 MODEL_FILTER = f'{m.MODEL}=~"{MODEL_VAR}"'
 """The matcher of the chosen models, on the instruments in ``WITH_MODEL``."""
 
@@ -141,6 +168,21 @@ def histogram_quantile(q: float, buckets: str) -> str:
     return f"histogram_quantile({q:g}, {buckets})"
 
 
+def either_quantile(q: float, classic: str, native: str) -> str:
+    """The ``q`` quantile of a histogram in either form, per group.
+
+    Args:
+        q: The quantile, a fraction.
+        classic: The ``_bucket`` series' rates summed by ``le`` and the group's labels.
+        native: The native histograms' rates summed by the group's labels alone.
+
+    Returns:
+        ``(classic quantile or native quantile)``, parenthesised so that a comparison
+        applies to both.
+    """
+    return f"({histogram_quantile(q, classic)} or {histogram_quantile(q, native)})"
+
+
 # --------------------------------------------------------------------------------------------
 # The dashboard's queries: Grafana's filters and time ranges
 
@@ -180,13 +222,38 @@ def rate(spec: InstrumentSpec, by: tuple[str, ...] = (), suffix: str = "", **mat
     return window_rate(selector(spec, suffix, **matchers), RATE_INTERVAL, by)
 
 
+def histogram_total(spec: InstrumentSpec, field: str, by: tuple[str, ...] = ()) -> str:
+    """How much a histogram's ``count`` or ``sum`` grew during the dashboard's range.
+
+    Per series, the classic ``_count`` (or ``_sum``) as ``range_total`` measures it, or else
+    the native histogram's: its last value in the range less its value when the range began
+    (zero for a series that began inside it, as per-call series do). Then summed by ``by``.
+    The native line starts with ``NATIVE_VAR``: ``or``, or a comment on VictoriaMetrics.
+
+    Args:
+        spec: The histogram.
+        field: ``count`` or ``sum``.
+        by: The labels to sum by.
+
+    Returns:
+        A multi-line query.
+    """
+    classic = selector(spec, f"_{field}")
+    native = selector(spec)
+    function = f"histogram_{field}"
+    classic_growth = f"max_over_time({classic}[{RANGE}]) - min_over_time({classic}[{RANGE}])"
+    last = f"{function}(last_over_time({native}[{RANGE}]))"
+    native_growth = f"{last} - ({function}({native} offset {RANGE}) or {last} * 0)"
+    return aggregate("sum", by, f"\n  {classic_growth}\n  {NATIVE_VAR} {native_growth}\n")
+
+
 def quantile(q: float, spec: InstrumentSpec, by: tuple[str, ...] = (m.PROCESSOR,)) -> str:
-    """The ``q`` quantile of a histogram over ``$__rate_interval``, by ``by``."""
-    return histogram_quantile(q, rate(spec, ("le", *by), "_bucket"))
+    """The ``q`` quantile of a histogram over ``$__rate_interval``, by ``by``, in either form."""
+    return either_quantile(q, rate(spec, ("le", *by), "_bucket"), rate(spec, by))
 
 
 def range_quantile(q: float, spec: InstrumentSpec, by: tuple[str, ...] = (m.PROCESSOR,)) -> str:
-    """The ``q`` quantile of a histogram over the dashboard's whole range, by ``by``."""
+    """The ``q`` quantile of a classic histogram over the dashboard's whole range, by ``by``."""
     return histogram_quantile(q, range_total(spec, ("le", *by), "_bucket"))
 
 
