@@ -1,11 +1,13 @@
 """The dashboard's latency queries and the latency alerts, evaluated on native histograms.
 
 Grafana Cloud stores an OTLP exponential histogram as a native histogram. No Mimir runs here,
-but promtool 2.53 evaluates PromQL on native histograms in its rule tests: a real offline call
-(real Pipecat pipeline, real exporter) records into a real OpenTelemetry SDK provider whose
-views make each histogram both an exponential histogram and an explicit-bucket twin, the real
-OTLP exporter sends them to the receiver, and ``tests/promtool_native.py`` turns the decoded
-points into promtool's series: native from the exponential points, classic from the twins.
+but promtool 2.53 evaluates PromQL on native histograms in its rule tests. A real offline call
+(real Pipecat pipeline) runs two exporters side by side, which see the same measurements: the
+package's own, pushing native histograms (``histograms="native"``) to the receiver, and one
+recording into a real OpenTelemetry SDK provider whose views give each histogram its
+explicit-bucket twin and every raw measurement (as exemplars of an SDK exponential histogram,
+for the exact quantiles). ``tests/promtool_native.py`` turns the decoded points into
+promtool's series: native from the exporter's exponential points, classic from the twins.
 Nothing of the expected histograms is written by hand.
 
 Then every latency query of the dashboard and every latency alert runs on the native series
@@ -46,7 +48,9 @@ from opentelemetry.sdk.metrics.view import (
 )
 from opentelemetry.sdk.resources import Resource
 
+import pipecat_grafana
 from pipecat_grafana import GrafanaMetricsExporter, offline
+from pipecat_grafana import config as cfg
 from pipecat_grafana import instruments as m
 from pipecat_grafana.grafana import alerts, dashboard, promql
 from pipecat_grafana.summary import CallSummary
@@ -59,11 +63,15 @@ SPEED = 0.05
 SEED = 7
 RUN_TIMEOUT_S = 60
 SERVICE = "native-histograms"
+INSTANCE = "process-a"
+CALL_ID = "native-call"
 # Grafana Cloud keeps at most 160 buckets a native histogram; scale 3 is 9 % a bucket.
 EXPONENTIAL = ExponentialBucketHistogramAggregation(max_size=160, max_scale=3)
 RAW = 10_000  # more measurements than a call has of any one series
 TWIN = ".classic"
 """The explicit-bucket twin of each histogram is exported under its name plus this."""
+RAW_VALUES = ".raw"
+"""The SDK's exponential histogram holding every measurement as an exemplar: name plus this."""
 HISTOGRAMS = [spec for spec in m.ALL if spec.kind is m.Kind.HISTOGRAM]
 VALUES = {
     "service_label": "job",
@@ -109,6 +117,7 @@ def _views() -> list[View]:
         views.append(
             View(
                 instrument_name=spec.name,
+                name=spec.name + RAW_VALUES,
                 aggregation=EXPONENTIAL,
                 exemplar_reservoir_factory=_every_measurement,
             )
@@ -119,44 +128,59 @@ def _views() -> list[View]:
 
 
 async def _run_call(receiver: OtlpReceiver) -> CallSummary:
-    """One offline call whose histograms reach ``receiver`` as exponential points, with twins.
-
-    Once the exporter sends exponential histograms itself, this is where to run it instead.
-    """
+    """One offline call: the exporter's native histograms, and their twins, reach ``receiver``."""
     reader = PeriodicExportingMetricReader(
         OTLPMetricExporter(endpoint=receiver.metrics_url), export_interval_millis=60_000
     )
-    resource = Resource.create({"service.name": SERVICE, "service.instance.id": "process-a"})
+    resource = Resource.create({"service.name": SERVICE, "service.instance.id": INSTANCE})
     provider = MeterProvider(
         metric_readers=[reader],
         resource=resource,
         views=_views(),
         exemplar_filter=AlwaysOnExemplarFilter(),
     )
-    exporter = GrafanaMetricsExporter(
-        meter_provider=provider,
-        llm_model=offline.DEFAULT_LLM_MODEL,
-        stt_model=offline.DEFAULT_STT_MODEL,
-        tts_model=offline.DEFAULT_TTS_MODEL,
-    )
+    models = {
+        "llm_model": offline.DEFAULT_LLM_MODEL,
+        "stt_model": offline.DEFAULT_STT_MODEL,
+        "tts_model": offline.DEFAULT_TTS_MODEL,
+    }
+    variables = {
+        cfg.OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+        cfg.OTEL_RESOURCE_ATTRIBUTES: f"service.instance.id={INSTANCE}",
+        cfg.LOGS: "false",
+    }
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
     try:
+        # One call ID: the two exporters' series of the call are one call's.
+        pushed = GrafanaMetricsExporter(
+            service_name=SERVICE, histograms="native", call_id=CALL_ID, **models
+        )
+        twins = GrafanaMetricsExporter(meter_provider=provider, call_id=CALL_ID, **models)
         await asyncio.wait_for(
             offline.run_offline_call(
-                turns=TURNS, processors=[exporter], speed=SPEED, seed=SEED, incidents=True
+                turns=TURNS, processors=[pushed, twins], speed=SPEED, seed=SEED, incidents=True
             ),
             RUN_TIMEOUT_S,
         )
     finally:
+        pipecat_grafana.shutdown(timeout_s=5)
         provider.shutdown()  # a last export, of everything
-    assert exporter.summary is not None
-    return exporter.summary
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    assert pushed.summary is not None
+    return pushed.summary
 
 
 @dataclass(frozen=True)
 class Call:
     summary: CallSummary
-    exponential: list[Point]  # the final point of each series
+    exponential: list[Point]  # the final point of each series the exporter pushed
     twins: list[Point]
+    raw: list[Point]  # every measurement of each series, as exemplars
 
 
 @pytest.fixture(scope="module")
@@ -166,13 +190,19 @@ def call() -> Call:
         latest = [
             point
             for spec in HISTOGRAMS
-            for name in (spec.name, spec.name + TWIN)
+            for name in (spec.name, spec.name + TWIN, spec.name + RAW_VALUES)
             for point in receiver.latest(name).values()
         ]
-    exponential = [p for p in latest if p.kind == "exponential_histogram"]
+    exponential = [p for p in latest if p.name in {s.name for s in HISTOGRAMS}]
     twins = [p for p in latest if p.name.endswith(TWIN)]
-    assert exponential and len(exponential) == len(twins)
-    return Call(summary, exponential, twins)
+    raw = [
+        dataclasses.replace(p, name=p.name.removesuffix(RAW_VALUES))
+        for p in latest
+        if p.name.endswith(RAW_VALUES)
+    ]
+    assert exponential and len(exponential) == len(twins) == len(raw)
+    assert {p.kind for p in exponential} == {"exponential_histogram"}
+    return Call(summary, exponential, twins, raw)
 
 
 def _classic(point: Point) -> Point:
@@ -283,7 +313,7 @@ def _exact(call: Call, spec: m.InstrumentSpec, labels: Mapping[str, str], q: flo
     """
     points = [
         p
-        for p in call.exponential
+        for p in call.raw
         if p.name == spec.name and all(p.attributes.get(k) == v for k, v in labels.items())
     ]
     values = sorted(e.value for p in points for e in p.exemplars)
@@ -297,16 +327,21 @@ def _exact(call: Call, spec: m.InstrumentSpec, labels: Mapping[str, str], q: flo
 
 
 def test_the_call_is_exported_as_exponential_histograms(call: Call):
-    # What the SDK made: scale at most 3, within Grafana Cloud's 160 buckets, every
-    # latency of the call counted as often as its summary says.
+    # What the exporter pushed: scale 3 at most, within Grafana Cloud's 160 buckets, every
+    # latency of the call counted as often as its summary says, exemplars naming the call;
+    # and the same measurements as the SDK's twins and raw values.
     latency = {spec.name for spec in (*m.LATENCY, m.TURN_LATENCY)}
     assert latency <= {p.name for p in call.exponential}
     for point in call.exponential:
         assert point.scale is not None and point.scale <= 3, point
         assert len(point.positive.counts) + len(point.negative.counts) <= 160, point
-    for point in call.exponential:
-        if point.name in {spec.name for spec in (*m.LATENCY, m.TURN_LATENCY)}:
+    for point in call.raw:
+        if point.name in latency:
             assert len(point.exemplars) == point.value, point.name  # every raw measurement
+    exemplars = {e.attributes[m.CALL_ID] for p in call.exponential for e in p.exemplars}
+    assert exemplars <= {CALL_ID}  # those not sent before: the last point may have none
+    counts = {(p.name, frozenset(p.attributes.items())): p.value for p in call.exponential}
+    assert counts == {(p.name, frozenset(p.attributes.items())): p.value for p in call.raw}
     assert call.summary.latency
     for stats in call.summary.latency:
         name = f"voice.{stats.metric}.milliseconds"
@@ -370,14 +405,19 @@ def test_both_forms_in_one_process_read_as_the_classic_form(forms):
 
 
 def test_totals_are_exact_in_either_form_and_add_up_across_processes(call, forms):
+    # Each form against its own points: the two exporters time the call each for itself.
     for query, (spec, field) in _totals().items():
-        points = [p for p in call.exponential if p.name == spec.name]
-        if not points:
+        expected = {}
+        for form, points in (("native", call.exponential), ("classic", call.twins)):
+            points = [p for p in points if p.name.removesuffix(TWIN) == spec.name]
+            expected[form] = RANGE_STEPS * sum(
+                p.value if field == "count" else p.sum for p in points
+            )
+        if not expected["native"]:
             continue
-        per_step = sum(p.value if field == "count" else p.sum for p in points)
-        expected = per_step * RANGE_STEPS
         for form in ("native", "classic"):
             (value,) = forms[form]["default"].samples[query].values()
-            assert value == pytest.approx(expected, rel=1e-9), (form, spec.name, field)
+            assert value == pytest.approx(expected[form], rel=1e-9), (form, spec.name, field)
         (mixed,) = forms["one process of each"]["default"].samples[query].values()
-        assert mixed == pytest.approx(2 * expected, rel=1e-9), (spec.name, field)
+        total = expected["native"] + expected["classic"]
+        assert mixed == pytest.approx(total, rel=1e-9), (spec.name, field)
