@@ -34,7 +34,8 @@ async def main():
     )
     question = {"role": "user", "content": "When does my plan renew?"}
     await worker.queue_frames([LLMMessagesAppendFrame([question], run_llm=True), EndFrame()])
-    runner = WorkerRunner()
+    # SIGTERM (docker stop, Kubernetes) then ends the call as Ctrl-C does, summary and all.
+    runner = WorkerRunner(handle_sigterm=True)
     await runner.add_workers(worker)
     await runner.run()
 
