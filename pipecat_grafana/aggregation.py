@@ -235,15 +235,17 @@ class CallHistogram:
             )
             for key, series in snapshot
         ]
-        spec = self._spec
-        return Metric(
-            name=spec.name,
-            description=spec.description,
-            unit=spec.unit,
-            data=Histogram(
-                data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE
-            ),
-        )
+        return histogram_metric(self._spec, Histogram, points)
+
+
+def histogram_metric(spec: InstrumentSpec, data: type, points: list) -> Metric:
+    """``points`` as the cumulative ``data`` (``Histogram``, ``ExponentialHistogram``) of ``spec``."""
+    return Metric(
+        name=spec.name,
+        description=spec.description,
+        unit=spec.unit,
+        data=data(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE),
+    )
 
 
 class SdkHistogram:

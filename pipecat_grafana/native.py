@@ -40,7 +40,6 @@ from opentelemetry.sdk.metrics._internal.exponential_histogram.mapping.logarithm
     LogarithmMapping,
 )
 from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
     Buckets,
     ExponentialHistogram,
     ExponentialHistogramDataPoint,
@@ -48,7 +47,13 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from pipecat_grafana import instruments
-from pipecat_grafana.aggregation import Attributes, CallHistogram, ExemplarContext, HistogramSeries
+from pipecat_grafana.aggregation import (
+    Attributes,
+    CallHistogram,
+    ExemplarContext,
+    HistogramSeries,
+    histogram_metric,
+)
 from pipecat_grafana.instruments import InstrumentSpec
 from pipecat_grafana.notices import warn_once
 
@@ -297,15 +302,7 @@ class NativeHistogram:
             )
             for key, series in snapshot
         ]
-        spec = self._spec
-        return Metric(
-            name=spec.name,
-            description=spec.description,
-            unit=spec.unit,
-            data=ExponentialHistogram(
-                data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE
-            ),
-        )
+        return histogram_metric(self._spec, ExponentialHistogram, points)
 
 
 class HistogramForm:
