@@ -4,17 +4,22 @@ Grafana Cloud bills the higher of active series and data points per minute. By
 default latency histograms are process-wide (a call's latency is in its summary
 record and its exemplars), an unchanged series is sent again only after a
 heartbeat, and a changed histogram at most once per histogram interval, except
-at a call's end. Real pipelines, the real SDK, the test receiver.
+at a call's end. A fresh process serving one call (Pipecat Cloud starts one per
+call) stays within a series budget in both histogram forms. Real pipelines, the
+real SDK, the test receiver.
 """
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from pipecat.metrics.metrics import TTFBMetricsData, TTSUsageMetricsData
 
 from pipecat_grafana import GrafanaMetricsExporter
 from pipecat_grafana import config as cfg
 from pipecat_grafana import instruments as m
 from tests.helpers import LiveCall, Reporter, Trigger, metric, run_pipeline
+from tests.process_cost import ProcessCost, run_call_process
 
 
 def tts(characters: int) -> list:
@@ -111,3 +116,24 @@ async def test_nothing_is_lost_when_a_skipped_send_was_refused(export_to, monkey
         receiver.wait_for(lambda r: r.total(m.TTS_CHARACTERS.name, call_id="outage") == 30, 10)
         await call.end()
     assert exporter.summary.tts_characters == 30
+
+
+# Issue 18's targets for a fresh process serving the offline call, as Pipecat Cloud and
+# per-room runners start one per call.
+SERIES_PER_PROCESS = {"native": 60, "classic": 200}
+
+
+@pytest.fixture(scope="module")
+def call_processes() -> dict[str, ProcessCost]:
+    """One fresh process of the offline call per histogram form, run side by side."""
+    with ThreadPoolExecutor(len(SERIES_PER_PROCESS)) as pool:
+        runs = {form: pool.submit(run_call_process, form) for form in SERIES_PER_PROCESS}
+        return {form: run.result() for form, run in runs.items()}
+
+
+@pytest.mark.parametrize("form", SERIES_PER_PROCESS)
+def test_a_process_serving_one_call_stays_within_its_series(call_processes, form):
+    cost = call_processes[form]
+    # The form really applied: native sends its latency histograms as native histograms.
+    assert (cost.native_histograms > 0) == (form == "native")
+    assert cost.series <= SERIES_PER_PROCESS[form], cost
