@@ -265,7 +265,7 @@ class ExportPipeline:
 
     def assemble(self, collected: MetricsData | None) -> Batch:
         """One request: what the SDK collected, the fleet's series and every call's."""
-        self._let_go_expired()
+        self.expire()  # retention, on the export's thread
         calls = self.calls.unread(PUSH)
         # Read before their values: a call that ends while they are read may have values
         # this read does not hold, and its final values go with the next export.
@@ -327,10 +327,6 @@ class ExportPipeline:
             f"({outcome.status}: {outcome.detail[:200]}); this process sends classic "
             f"histograms from now on, nothing lost. Set {HISTOGRAMS}=classic to start so.",
         )
-
-    def _let_go_expired(self) -> None:
-        if self.pushed:
-            self.expire()
 
     def _report_expired(self, expired: Expired) -> None:
         for kind, counts in (("expired", expired.late), ("overflow", expired.overflow)):
