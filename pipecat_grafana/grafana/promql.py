@@ -3,8 +3,7 @@
 Two layers: plain PromQL over a fixed window (``series``, ``aggregate``, ``window_total``,
 ``window_rate``, ``histogram_quantile``, ``either_quantile``), which the alert rules are
 written in, and the dashboard's queries, which add Grafana's filter variables and time ranges
-(``selector``, ``range_total``, ``histogram_total``, ``rate``, ``quantile``,
-``range_quantile``).
+(``selector``, ``range_total``, ``histogram_total``, ``rate``, ``quantile``).
 
 Four things shape the queries:
 
@@ -69,7 +68,6 @@ __all__ = [
     "histogram_quantile",
     "histogram_total",
     "quantile",
-    "range_quantile",
     "range_total",
     "rate",
     "selector",
@@ -250,11 +248,6 @@ def histogram_total(spec: InstrumentSpec, field: str, by: tuple[str, ...] = ()) 
 def quantile(q: float, spec: InstrumentSpec, by: tuple[str, ...] = (m.PROCESSOR,)) -> str:
     """The ``q`` quantile of a histogram over ``$__rate_interval``, by ``by``, in either form."""
     return either_quantile(q, rate(spec, ("le", *by), "_bucket"), rate(spec, by))
-
-
-def range_quantile(q: float, spec: InstrumentSpec, by: tuple[str, ...] = (m.PROCESSOR,)) -> str:
-    """The ``q`` quantile of a classic histogram over the dashboard's whole range, by ``by``."""
-    return histogram_quantile(q, range_total(spec, ("le", *by), "_bucket"))
 
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
