@@ -222,6 +222,17 @@ def _classic_series(call: Call, **labels: str) -> list[native.Series]:
     ]
 
 
+def _idle_classic_series(call: Call) -> list[native.Series]:
+    """The classic series of a process that saw nothing in the window: flat at their values."""
+    flat = []
+    for series in _classic_series(call):
+        start, _, rest = series.values.partition("+")
+        growth = rest.split("x")[0]
+        flat.append(dataclasses.replace(series, values=f"{growth}+0x{native.STEPS}"))
+        assert start == "0", series
+    return flat
+
+
 # --------------------------------------------------------------------------------------------
 # What is evaluated
 
@@ -271,6 +282,9 @@ def forms(call: Call, tmp_path_factory) -> dict[str, dict[str, native.Evaluation
         "classic": _classic_series(call),
         "both in one process": _native_series(call) + _classic_series(call),
         "one process of each": _native_series(call, instance="process-b") + _classic_series(call),
+        "an idle classic process beside a native one": (
+            _native_series(call, instance="process-b") + _idle_classic_series(call)
+        ),
     }
     queries = [*_latency_queries(), *_totals()]
     out: dict[str, dict[str, native.Evaluation]] = {}
@@ -421,3 +435,12 @@ def test_totals_are_exact_in_either_form_and_add_up_across_processes(call, forms
         (mixed,) = forms["one process of each"]["default"].samples[query].values()
         total = expected["native"] + expected["classic"]
         assert mixed == pytest.approx(total, rel=1e-9), (spec.name, field)
+
+
+def test_an_idle_classic_process_does_not_hide_the_native_quantiles(forms):
+    # A fleet moving to native: the classic processes left saw nothing in the window (their
+    # quantile is NaN), the native ones did: the dashboard shows the native figures.
+    mixed = forms["an idle classic process beside a native one"]["default"].samples
+    native_only = forms["native"]["default"].samples
+    for query in _latency_queries():
+        assert _same(mixed[query], native_only[query]), query

@@ -175,10 +175,11 @@ def either_quantile(q: float, classic: str, native: str) -> str:
         native: The native histograms' rates summed by the group's labels alone.
 
     Returns:
-        ``(classic quantile or native quantile)``, parenthesised so that a comparison
-        applies to both.
+        ``(classic quantile >= 0 or native quantile)``, parenthesised so that a comparison
+        applies to both. ``>= 0`` drops a group's NaN: classic processes that saw nothing
+        in the window (a fleet moving to native) would otherwise hide the native quantile.
     """
-    return f"({histogram_quantile(q, classic)} or {histogram_quantile(q, native)})"
+    return f"({histogram_quantile(q, classic)} >= 0 or {histogram_quantile(q, native)})"
 
 
 # --------------------------------------------------------------------------------------------
