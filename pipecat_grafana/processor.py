@@ -218,7 +218,6 @@ class GrafanaMetricsExporter(FrameProcessor):
             prometheus_addr=prometheus_addr,
             meter_provider=meter_provider,
         )
-        self._settings = settings
         self._config = settings.export
         self._scrape = settings.scrape
         self._declared = settings.declared
@@ -256,7 +255,8 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._recorder: CallRecorder | None = None
         self._pending: PendingCall | None = None
         self._observer = _PipelineObserver(self)
-        self._latency_observer = self._new_latency_observer()
+        # Pipecat's latency observer keeps one call's greeting and turn state: one a call.
+        self._latency_observer: UserBotLatencyObserver | None = None
         self._startup: StartupTimer | None = None
         self._lag: loop_lag.LoopLagSampler | None = None
         self._pending_attributes: dict[str, str] = {}
@@ -295,10 +295,6 @@ class GrafanaMetricsExporter(FrameProcessor):
     def summary(self) -> CallSummary | None:
         """The summary of the call: final after it ended, running while in progress."""
         return self._recorder.summary() if self._recorder else None
-
-    def _finished(self) -> bool:
-        """Whether the current call is over (its summary final)."""
-        return self._recorder is not None and self._recorder.finished
 
     def set_call_attributes(self, **attributes: str) -> None:
         """Set call attributes declared in ``call_attributes``, before the call ends.
@@ -474,15 +470,15 @@ class GrafanaMetricsExporter(FrameProcessor):
                 )
 
     async def _on_latency(self, observer, seconds: float) -> None:
-        if self._recorder is not None and not self._recorder.finished:
+        if self._call_in_progress():
             self._safely(self._recorder.latency_measured, seconds)
 
     async def _on_breakdown(self, observer, breakdown) -> None:
-        if self._recorder is not None and not self._recorder.finished:
+        if self._call_in_progress():
             self._safely(self._recorder.latency_breakdown, breakdown)
 
     async def _on_greeting(self, observer, seconds: float) -> None:
-        if self._recorder is not None and not self._recorder.finished:
+        if self._call_in_progress():
             self._safely(self._recorder.greeting_measured, seconds)
 
     @staticmethod
