@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipecat_grafana.config import (
+from pipecat_grafana.variables import (
     DEFAULT_PROMETHEUS_ADDR,
     PROMETHEUS_ADDR,
     PROMETHEUS_PORT,

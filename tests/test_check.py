@@ -20,11 +20,12 @@ import pytest
 
 from pipecat_grafana import config as cfg
 from pipecat_grafana.commands import check
+from pipecat_grafana.endpoints import basic_auth
 from pipecat_grafana.instruments import CALLS
 
 INSTANCE_ID = "123456"
 TOKEN = "glc_" + "test-secret-token-4f9a7c"  # fake
-AUTHORIZATION = cfg.basic_auth(INSTANCE_ID, TOKEN)
+AUTHORIZATION = basic_auth(INSTANCE_ID, TOKEN)
 TIMEOUT_S = 2.0
 # The check's answer must come within its timeout and a little slack (thread start, grace).
 BOUND_S = TIMEOUT_S + 1.5
@@ -444,7 +445,7 @@ def test_both_credentials_set_say_which_wins_and_where_the_authorization_comes_f
     monkeypatch, capsys, receiver
 ):
     grafana_cloud(monkeypatch, receiver.endpoint)
-    other = cfg.basic_auth("999999", "glc_" + "another-token")  # fake
+    other = basic_auth("999999", "glc_" + "another-token")  # fake
     monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_HEADERS, f"Authorization={other}")
 
     status, output, _ = run_check(capsys)

@@ -35,7 +35,7 @@ from pipecat_grafana import config as cfg
 from pipecat_grafana.commands._arguments import positive
 from pipecat_grafana.instruments import METER_NAME, Kind, prometheus_name
 from pipecat_grafana.otlp import (
-    ExportHealth,
+    FailureLog,
     Outcome,
     OutcomeSession,
     build_client,
@@ -126,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
 
     source = "./.env and the environment" if env_file else "the environment (no ./.env found)"
     print(f"Configuration, resolved from {source} as the exporter resolves it:")
-    shown = {**config.describe(scrape), "service.name": str(resource.attributes["service.name"])}
+    shown = {
+        **config.describe(scrape.url if scrape else None),
+        "service.name": str(resource.attributes["service.name"]),
+    }
     for key, value in shown.items():
         print(f"  {key:<16} {value}")
     for notice in config.notices:
@@ -252,10 +255,10 @@ def send_test_signal(
         data = _test_span(resource)
 
     def export() -> None:
-        # ExportHealth's context drops the exporter's own log line for each failed
+        # FailureLog's context drops the exporter's own log line for each failed
         # attempt ("Failed to export metrics batch code: 401"), on this thread only:
         # the check says the same in plain words, once.
-        with ExportHealth(endpoint, session, signal=signal):
+        with FailureLog(endpoint, session, signal=signal):
             exporter.export(data)
 
     started = time.monotonic()

@@ -435,4 +435,5 @@ def _models() -> dict[str, str]:
 
 
 def _destination() -> str:
-    return cfg.resolve().destination(resolve_scrape())
+    scrape = resolve_scrape()
+    return cfg.resolve().destination(scrape.url if scrape else None)
