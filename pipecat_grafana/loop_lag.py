@@ -27,6 +27,7 @@ import weakref
 from collections import Counter
 
 from pipecat_grafana import instruments as m
+from pipecat_grafana import runtime
 from pipecat_grafana.aggregation import CallMeters
 
 SAMPLE_INTERVAL_S = 0.1
@@ -98,10 +99,22 @@ class LoopLagSampler:
         self._arm()
 
 
-_samplers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLagSampler]" = (
-    weakref.WeakKeyDictionary()
-)
-_samplers_lock = threading.Lock()  # loops may run in several threads
+class _Samplers:
+    """Each running loop's sampler (a runtime part): loops may run in several threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLagSampler] = (
+            weakref.WeakKeyDictionary()
+        )  # under lock
+
+    def after_fork_in_child(self) -> None:
+        # The parent's loops do not run here: the child samples its own.
+        self.lock = threading.Lock()
+        self.by_loop = weakref.WeakKeyDictionary()
+
+
+_SAMPLERS = runtime.own(_Samplers())
 
 
 def attach(meters: CallMeters) -> LoopLagSampler | None:
@@ -115,9 +128,9 @@ def attach(meters: CallMeters) -> LoopLagSampler | None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return None
-    with _samplers_lock:
-        sampler = _samplers.get(loop)
+    with _SAMPLERS.lock:
+        sampler = _SAMPLERS.by_loop.get(loop)
         if sampler is None:
-            sampler = _samplers[loop] = LoopLagSampler(loop)
+            sampler = _SAMPLERS.by_loop[loop] = LoopLagSampler(loop)
     sampler.attach(meters)
     return sampler

@@ -39,7 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipecat_grafana import notices
+from pipecat_grafana import notices, runtime
 from pipecat_grafana.tokens import TokenCounts
 
 PRICES_AS_OF = "2026-11-22"
@@ -509,14 +509,14 @@ class UnpricedModels:
     def __init__(self, named: int = UNPRICED_NAMED, limit: int = 10_000):
         self._named = named
         self._limit = limit
-        self._seen: set[str] = set()  # guarded by _lock, as is _more
+        self.lock = threading.Lock()
+        self._seen: set[str] = set()  # under lock, as is _more
         self._more = 0
-        self._lock = threading.Lock()
 
     def add(self, service_type: str, model: str) -> None:
         """Note that ``model`` of ``service_type`` has no price; warn if it is among the first."""
         name = f"{service_type}:{model}"
-        with self._lock:
+        with self.lock:
             if name in self._seen:
                 return
             if len(self._seen) < self._limit:
@@ -533,7 +533,7 @@ class UnpricedModels:
 
     def log_the_rest(self) -> None:
         """Log how many models beyond the named ones had no price, if any (once)."""
-        with self._lock:
+        with self.lock:
             more, self._more = self._more, 0
         if more:
             notices.warn(
@@ -544,11 +544,15 @@ class UnpricedModels:
 
     def clear(self) -> None:
         """Forget every model (a test that expects the warnings again uses this)."""
-        with self._lock:
+        with self.lock:
             self._seen.clear()
             self._more = 0
 
+    def after_fork_in_child(self) -> None:
+        """A new lock; the models already named stay named."""
+        self.lock = threading.Lock()
 
-unpriced = UnpricedModels()
+
+unpriced = runtime.own(UnpricedModels())
 """The process's record of models without a price."""
 atexit.register(unpriced.log_the_rest)

@@ -14,16 +14,36 @@ own providers do the same after a fork).
 
 import functools
 import os
+import threading
 import uuid
 
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, Resource
 
+from pipecat_grafana import runtime
+
 DEFAULT_SERVICE_NAME = "voice-rag-bot"
 
-# The service.instance.id of every resource built in this process, and those of
-# the processes it was forked from, which it must not use.
-_own_ids: set[str] = set()
-_inherited_ids: set[str] = set()
+
+class _InstanceIds:
+    """The instance IDs of this process's resources, and of its parents (a runtime part).
+
+    A forked child must use none of its parents' ``service.instance.id``.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.own: set[str] = set()  # under lock
+        self.inherited: set[str] = set()  # under lock
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()
+        self.inherited |= self.own
+        self.own = set()
+        _resource.cache_clear()
+        _new_instance_id.cache_clear()
+
+
+_IDS = runtime.own(_InstanceIds())
 
 
 def default_resource(
@@ -61,9 +81,10 @@ def _resource(
     if not name or str(name).startswith("unknown_service"):
         name = DEFAULT_SERVICE_NAME
     resource = resource.merge(Resource({"service.name": name}))
-    if resource.attributes.get(SERVICE_INSTANCE_ID) in _inherited_ids:
-        resource = resource.merge(Resource({SERVICE_INSTANCE_ID: _new_instance_id()}))
-    _own_ids.add(str(resource.attributes.get(SERVICE_INSTANCE_ID)))
+    with _IDS.lock:
+        if resource.attributes.get(SERVICE_INSTANCE_ID) in _IDS.inherited:
+            resource = resource.merge(Resource({SERVICE_INSTANCE_ID: _new_instance_id()}))
+        _IDS.own.add(str(resource.attributes.get(SERVICE_INSTANCE_ID)))
     return resource
 
 
@@ -71,15 +92,3 @@ def _resource(
 def _new_instance_id() -> str:
     """One ID for this process, replacing one inherited from its parent."""
     return str(uuid.uuid4())
-
-
-def _forget_after_fork() -> None:
-    # Runs in the child right after fork: no locks, no I/O.
-    _inherited_ids.update(_own_ids)
-    _own_ids.clear()
-    _resource.cache_clear()
-    _new_instance_id.cache_clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -42,7 +42,6 @@ one-off curl takes neither from Prometheus.
 import contextlib
 import errno
 import math
-import os
 import socket
 import threading
 import time
@@ -58,7 +57,7 @@ from prometheus_client import CollectorRegistry, Metric, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.samples import Exemplar
 
-from pipecat_grafana import instruments
+from pipecat_grafana import instruments, runtime
 from pipecat_grafana.aggregation import CallMeters, HistogramSeries, SeriesKey
 from pipecat_grafana.config import DEFAULT_FLUSH_TIMEOUT_S, PENDING_RETENTION_S
 from pipecat_grafana.export import SCRAPE, ExportPipeline
@@ -318,8 +317,6 @@ class AggregatesCollector:
         families.info[tuple(sorted(info.items()))] = None
         fleet = self._fleet.setdefault(pipeline, {})
         self._add(families, pipeline.fleet, base, fleet, now, hold)
-        if not pipeline.pushed:
-            pipeline.expire()
         for call in pipeline.calls.unread(SCRAPE):
             ended = pipeline.calls.ended(call)  # read before its values: then they are final
             cursor = call.cursors[SCRAPE]
@@ -448,13 +445,27 @@ class ScrapeEndpoint:
         self._server.socket.close()
 
 
-_endpoint: ScrapeEndpoint | None = None
-_lock = threading.Lock()
+class _Server:
+    """The process's one endpoint (a runtime part)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.endpoint: ScrapeEndpoint | None = None  # under lock
+
+    def after_fork_in_child(self) -> None:
+        # The server's thread does not exist here: no lock, no shutdown().
+        self.lock = threading.Lock()
+        running, self.endpoint = self.endpoint, None
+        if running is not None:
+            running.forget_after_fork()
+
+
+_SERVER = runtime.own(_Server())
 
 
 def running() -> ScrapeEndpoint | None:
     """The process's endpoint, if one runs."""
-    return _endpoint
+    return _SERVER.endpoint
 
 
 def endpoint(config: ScrapeConfig) -> ScrapeEndpoint | None:
@@ -468,12 +479,11 @@ def endpoint(config: ScrapeConfig) -> ScrapeEndpoint | None:
         ValueError: An argument asks for an address other than the one already served
             (one endpoint per process).
     """
-    global _endpoint
-    with _lock:
-        running = _endpoint
+    with _SERVER.lock:
+        running = _SERVER.endpoint
         if running is None:
             try:
-                running = _endpoint = ScrapeEndpoint(config)
+                running = _SERVER.endpoint = ScrapeEndpoint(config)
             except OSError as e:
                 error_once(f"scrape:{config}:{e.errno}", _why(config, e))
                 return None
@@ -524,21 +534,7 @@ def stop(timeout_s: float | None = None) -> None:
 
     ``pipecat_grafana.shutdown()`` calls it, at exit too.
     """
-    global _endpoint
-    with _lock:
-        running, _endpoint = _endpoint, None
+    with _SERVER.lock:
+        running, _SERVER.endpoint = _SERVER.endpoint, None
     if running is not None:
         running.close(timeout_s)
-
-
-def _forget_after_fork() -> None:
-    # In the child, where the server's thread does not exist: no lock, no shutdown().
-    global _endpoint, _lock
-    _lock = threading.Lock()
-    running, _endpoint = _endpoint, None
-    if running is not None:
-        running.forget_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)

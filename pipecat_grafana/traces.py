@@ -21,11 +21,32 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from pipecat_grafana import runtime
 from pipecat_grafana.config import ExportConfig
-from pipecat_grafana.otlp import ExportHealth, OutcomeSession, build_span_client
+from pipecat_grafana.otlp import FailureLog, OutcomeSession, build_span_client
 
-_lock = threading.Lock()
-_installed: TracerProvider | None = None
+
+class _Tracing:
+    """The tracer provider this package installed, if any (a runtime part).
+
+    With the thread that sends a call's spans soon after it ends.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.installed: TracerProvider | None = None  # under lock
+        self.flush_timeout_s = 5.0
+        self.wake = threading.Event()
+        self.flusher: threading.Thread | None = None  # under lock
+
+    def after_fork_in_child(self) -> None:
+        # The SDK's span processor restarts its own thread in the child; ours is gone.
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.flusher = None
+
+
+TRACING = runtime.own(_Tracing())
 
 
 def ensure_tracing(config: ExportConfig, resource: Resource) -> TracerProvider | None:
@@ -35,10 +56,9 @@ def ensure_tracing(config: ExportConfig, resource: Resource) -> TracerProvider |
         The provider this package installed (now or before), or ``None`` when the
         application installed its own, which is then used as it is.
     """
-    global _installed
-    with _lock:
-        if _installed is not None:
-            return _installed
+    with TRACING.lock:
+        if TRACING.installed is not None:
+            return TRACING.installed
         current = trace.get_tracer_provider()
         if not isinstance(current, trace.ProxyTracerProvider):
             logger.info(
@@ -50,21 +70,45 @@ def ensure_tracing(config: ExportConfig, resource: Resource) -> TracerProvider |
         endpoint = str(config.traces_endpoint)
         exporter = _HealthyExporter(
             build_span_client(endpoint, config, session),
-            ExportHealth(endpoint, session, signal="traces"),
+            FailureLog(endpoint, session, signal="traces"),
         )
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         provider.add_span_processor(
             BatchSpanProcessor(exporter, export_timeout_millis=config.flush_timeout_s * 1000)
         )
         trace.set_tracer_provider(provider)
-        _installed = provider
+        TRACING.installed = provider
+        TRACING.flush_timeout_s = config.flush_timeout_s
         logger.info(f"pipecat-grafana: Pipecat's traces go to {endpoint}")
         return provider
 
 
+def request_flush() -> None:
+    """Send the spans ended so far soon, on a thread of their own (at a call's end)."""
+    with TRACING.lock:
+        if TRACING.installed is None:
+            return
+        if TRACING.flusher is None:
+            TRACING.flusher = threading.Thread(
+                target=_flush_loop, name="pipecat-grafana-traces", daemon=True
+            )
+            TRACING.flusher.start()
+    TRACING.wake.set()
+
+
+def _flush_loop() -> None:
+    while True:
+        TRACING.wake.wait()
+        TRACING.wake.clear()
+        try:
+            flush(TRACING.flush_timeout_s)
+        except Exception as e:  # the SDK contains export failures; this is a bug of ours
+            logger.error(f"pipecat-grafana: sending spans failed: {type(e).__name__}: {e}")
+
+
 def flush(timeout_s: float) -> None:
-    """Send the spans ended so far (at a call's end, from the flush thread)."""
-    provider = _installed
+    """Send the spans ended so far."""
+    provider = TRACING.installed
     if provider is not None:
         provider.force_flush(timeout_millis=int(timeout_s * 1000))
 
@@ -77,7 +121,7 @@ def shutdown(timeout_s: float) -> None:
 class _HealthyExporter(SpanExporter):
     """The OTLP client, with its failures said once in plain words."""
 
-    def __init__(self, client: SpanExporter, health: ExportHealth):
+    def __init__(self, client: SpanExporter, health: FailureLog):
         self._client = client
         self._health = health
 

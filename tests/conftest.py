@@ -26,9 +26,9 @@ _OUR_VARIABLES = tuple(
 
 def _forget_tracing() -> None:
     """Undo the global tracer provider a test's exporter installed (a process sets it once)."""
-    if traces._installed is not None:
-        traces._installed.shutdown()
-        traces._installed = None
+    if traces.TRACING.installed is not None:
+        traces.TRACING.installed.shutdown()
+        traces.TRACING.installed = None
         otel_trace._TRACER_PROVIDER = None
         otel_trace._TRACER_PROVIDER_SET_ONCE = Once()
 

@@ -21,17 +21,40 @@ from loguru import logger
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
-from pipecat_grafana import otlp
+from pipecat_grafana import otlp, runtime
 from pipecat_grafana.config import DEFAULT_FLUSH_TIMEOUT_S, ExportConfig
 from pipecat_grafana.export.pipeline import ExportPipeline
 
-_pipelines: dict[tuple, ExportPipeline] = {}
-_pipelines_lock = threading.Lock()
-# Set in a forked child whose parent was exporting, until the child exports too.
-_forked_from: int | None = None
-_provider_pipelines: "weakref.WeakKeyDictionary[MeterProvider, ExportPipeline]" = (
-    weakref.WeakKeyDictionary()
-)
+
+class _Pipelines:
+    """The process's pipelines (a runtime part).
+
+    The shared ones by configuration and resource, and one per application provider.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.shared: dict[tuple, ExportPipeline] = {}  # under lock
+        self.provided: weakref.WeakKeyDictionary[MeterProvider, ExportPipeline] = (
+            weakref.WeakKeyDictionary()
+        )  # under lock
+        # Set in a forked child whose parent was exporting, until the child exports too.
+        self.forked_from: int | None = None  # under lock
+
+    def after_fork_in_child(self) -> None:
+        """Leave the parent's pipelines to the parent; build new ones on use."""
+        self.lock = threading.Lock()
+        # An application's provider goes on in the child as the application set it up: its
+        # pipeline has no thread of ours and stays.
+        inherited = list(self.shared.values())
+        self.shared = {}
+        if any(p.config.enabled and not p.closed for p in inherited):
+            self.forked_from = os.getppid()
+        for pipeline in inherited:
+            pipeline.forget_after_fork()
+
+
+_PIPELINES = runtime.own(_Pipelines())
 
 
 def shared_pipeline(config: ExportConfig, resource: Resource) -> tuple[ExportPipeline, bool]:
@@ -40,16 +63,15 @@ def shared_pipeline(config: ExportConfig, resource: Resource) -> tuple[ExportPip
     Returns:
         The pipeline, and whether this call created it.
     """
-    global _forked_from
     key = (config.key, tuple(sorted(resource.attributes.items())))
-    with _pipelines_lock:
-        pipeline = _pipelines.get(key)
+    with _PIPELINES.lock:
+        pipeline = _PIPELINES.shared.get(key)
         if pipeline is not None and not pipeline.closed:
             return pipeline, False
-        pipeline = _pipelines[key] = ExportPipeline(config, resource)
-        parent = _forked_from if config.enabled else None
+        pipeline = _PIPELINES.shared[key] = ExportPipeline(config, resource)
+        parent = _PIPELINES.forked_from if config.enabled else None
         if parent is not None:
-            _forked_from = None
+            _PIPELINES.forked_from = None
     if parent is not None:
         logger.info(
             f"pipecat-grafana: metrics export restarted after fork from process {parent}, "
@@ -67,18 +89,18 @@ def provider_pipeline(
     An instrument is created once per provider: a second exporter creating its own
     would get the first one's instrument back, and its callbacks would be ignored.
     """
-    with _pipelines_lock:
-        pipeline = _provider_pipelines.get(meter_provider)
+    with _PIPELINES.lock:
+        pipeline = _PIPELINES.provided.get(meter_provider)
         if pipeline is None:
             pipeline = ExportPipeline(config, resource, meter_provider=meter_provider)
-            _provider_pipelines[meter_provider] = pipeline
+            _PIPELINES.provided[meter_provider] = pipeline
         return pipeline
 
 
 def pipelines() -> list[ExportPipeline]:
     """The process's shared pipelines, as they are now."""
-    with _pipelines_lock:
-        return list(_pipelines.values())
+    with _PIPELINES.lock:
+        return list(_PIPELINES.shared.values())
 
 
 def shutdown(timeout_s: float | None = None) -> None:
@@ -86,14 +108,14 @@ def shutdown(timeout_s: float | None = None) -> None:
 
     Registered to run at exit; applications and tests may call it earlier. Whatever the
     endpoints do, it returns within the timeout (by default the longest flush timeout of
-    the pipelines), plus the moment it takes to let go of what is left: each pipeline
-    sends on a thread of its own, every request is cut short at the deadline, and the
+    the pipelines), plus the moment it takes to let go of what is left: each signal sends
+    on a thread of its own, every request is cut short at the deadline, and the
     Prometheus endpoint, if one runs, waits as long for a scrape to read the calls that
     ended.
     """
-    with _pipelines_lock:
-        closing = list(_pipelines.values())
-        _pipelines.clear()
+    with _PIPELINES.lock:
+        closing = list(_PIPELINES.shared.values())
+        _PIPELINES.shared.clear()
     if timeout_s is None:
         timeout_s = max((p.config.flush_timeout_s for p in closing), default=None)
     if timeout_s is None:
@@ -112,22 +134,4 @@ def shutdown(timeout_s: float | None = None) -> None:
         otlp.exit_by(None)
 
 
-def _forget_after_fork() -> None:
-    """In a forked child: leave the parent's pipelines to the parent; build new ones on use."""
-    global _pipelines_lock, _forked_from
-    # Only the forking thread exists here: a lock another thread held would never be
-    # released, so the child gets a new one.
-    _pipelines_lock = threading.Lock()
-    inherited = list(_pipelines.values())
-    _pipelines.clear()
-    if any(p.config.enabled and not p.closed for p in inherited):
-        _forked_from = os.getppid()
-    for pipeline in inherited:
-        pipeline.forget_after_fork()
-
-
 atexit.register(shutdown)
-if hasattr(os, "register_at_fork"):
-    # Registered before any reader is created, so it runs before the SDK restarts
-    # the readers' threads in the child.
-    os.register_at_fork(after_in_child=_forget_after_fork)
