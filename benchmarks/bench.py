@@ -30,7 +30,9 @@ What it measures, exporting every second to a live local receiver:
 4. Memory and traffic. RSS and Python objects after 1,000 and 10,000 calls run
    through the exporter's call lifecycle without a pipeline (as the test suite
    does), bytes exported per call, threads, export requests and export-thread
-   CPU per interval with 1 and 100 calls in progress.
+   CPU per interval with 1 and 100 calls in progress. Bytes each ended call
+   leaves behind (``tracemalloc``, 2,000 calls) with nothing pushed or scraped
+   (summaries only) and with the application's own ``MeterProvider``.
 5. The event-loop lag sampler. Loop CPU with the sampler on and off, in
    alternated one-second windows of an idle loop (nothing else to charge it to),
    and the per-frame cost of a real pipeline holding the exporter with the
@@ -66,6 +68,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +76,8 @@ from itertools import pairwise
 from pathlib import Path
 
 from loguru import logger
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from pipecat.frames.frames import (
     EndFrame,
@@ -395,12 +400,12 @@ class Call:
     points go to OpenTelemetry's no-op meters, the summary is kept as usual.
     """
 
-    def __init__(self, *, export: bool = True) -> None:
+    def __init__(self, *, export: bool = True, **kwargs) -> None:
         endpoint = os.environ.get(ENDPOINT)
         if not export:
             os.environ.pop(ENDPOINT, None)
         try:
-            self.exporter = GrafanaMetricsExporter(**MODELS)
+            self.exporter = GrafanaMetricsExporter(**MODELS, **kwargs)
         finally:
             if endpoint is not None:
                 os.environ[ENDPOINT] = endpoint
@@ -601,6 +606,71 @@ def print_table(rows: list[Row]) -> None:
         )
         if n == 0:
             print("  ".join("-" * width for width in widths))
+
+
+# ------------------------------------------------------------- memory held per call
+
+
+async def bench_held() -> list[Row]:
+    """Bytes each ended call leaves behind: summaries only, and the application's provider.
+
+    With nothing pushed or scraped, or with the application's own ``MeterProvider``, a call
+    that ended must leave nothing but its summary (which the caller keeps or drops). Measured
+    with ``tracemalloc`` after a full collection, over 2,000 calls after 200 to warm up.
+    """
+    rng = random.Random(5)
+    frames = pushed([MetricsFrame(data=[d]) for _ in range(4) for _, d in turn_metrics(rng)])
+    calls = 2_000
+
+    async def held_per_call(**kwargs) -> float:
+        async def run(count: int) -> None:
+            for _ in range(count):
+                call = Call(export=False, **kwargs)
+                for data in frames:
+                    await call.observe(data)
+                await call.end()
+
+        await run(200)
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        await run(calls)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return (after - before) / calls
+
+    export_to(None)
+    alone = await held_per_call()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    provided = await held_per_call(meter_provider=provider)
+    points = sum(
+        len(metric.data.data_points)
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    )
+    provider.shutdown()
+    goal = 64.0  # bytes a call: noise, not a record per call
+    return [
+        Row(
+            f"Bytes held per ended call, summaries only ({calls:,} calls)",
+            f"{alone:.0f} B",
+            goal=f"<= {goal:.0f} B",
+            passed=alone <= goal,
+        ),
+        Row(
+            f"Bytes held per ended call, the application's provider ({calls:,} calls)",
+            f"{provided:.0f} B",
+            goal=f"<= {goal:.0f} B",
+            passed=provided <= goal,
+        ),
+        Row(
+            f"  points the provider collects after {calls + 200:,} calls",
+            f"{points:,}",
+        ),
+    ]
 
 
 # ------------------------------------------------------------------ 1. frames
@@ -1456,6 +1526,7 @@ async def run(scale: Scale) -> None:
             ("recording cost", lambda: bench_recording(scale, live)),
             ("event-loop lag", lambda: bench_lag(scale, live, hanging)),
             ("calls, memory and traffic", lambda: bench_calls(scale, live)),
+            ("memory held per ended call", bench_held),
             ("what a call costs on Grafana Cloud", bench_bill),
             ("event-loop lag sampler", lambda: bench_sampler(scale, live)),
             ("one process per call", lambda: bench_processes(scale)),

@@ -16,7 +16,7 @@ while calls are in progress), and here once it recovers.
 import time
 from collections.abc import Callable
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
 from pipecat_grafana import instruments as m
 from pipecat_grafana.aggregation import CallMeters
@@ -24,21 +24,18 @@ from pipecat_grafana.otlp import Outcome, classify
 
 
 class ExportHealthSeries:
-    """Counts exports by outcome and dropped calls by reason; observes the last export's age.
+    """Counts exports by outcome, dropped calls and summaries by reason; the last export's age.
 
     Parameters:
         fleet: The process-wide meters the counts go to.
-        meter: Where the age gauge is created.
         clock: Monotonic clock in seconds.
     """
 
-    def __init__(
-        self, fleet: CallMeters, meter: Meter, *, clock: Callable[[], float] = time.monotonic
-    ):
+    def __init__(self, fleet: CallMeters, *, clock: Callable[[], float] = time.monotonic):
         self._fleet = fleet
         self._clock = clock
         self._accepted_at = clock()  # until the first export: since the exporter started
-        m.create(meter, m.EXPORT_AGE, callback=self._age)
+        self._started_ns = time.time_ns()
 
     def exported(self, outcome: Outcome | None, *, accepted: bool) -> None:
         """Count one export, once its request was answered (or not).
@@ -57,5 +54,18 @@ class ExportHealthSeries:
         if calls:
             self._fleet.record(m.CALLS_DROPPED, calls, {m.REASON: reason})
 
-    def _age(self, options: CallbackOptions) -> list[Observation]:
-        return [Observation(max(self._clock() - self._accepted_at, 0.0))]
+    def summaries_dropped(self, records: int, reason: str) -> None:
+        """Count summary records given up, for ``reason`` (``SUMMARY_DROP_REASONS``)."""
+        if records:
+            self._fleet.record(m.SUMMARIES_DROPPED, records, {m.REASON: reason})
+
+    def metrics(self) -> list[Metric]:
+        """The age of the last accepted export, as a gauge read now."""
+        point = NumberDataPoint(
+            attributes={},
+            start_time_unix_nano=self._started_ns,
+            time_unix_nano=time.time_ns(),
+            value=max(self._clock() - self._accepted_at, 0.0),
+        )
+        spec = m.EXPORT_AGE
+        return [Metric(spec.name, spec.description, spec.unit, Gauge(data_points=[point]))]

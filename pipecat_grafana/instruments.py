@@ -319,6 +319,14 @@ CALLS_DROPPED = InstrumentSpec(
     "Ended calls whose final values were never exported, by reason.",
     per_call=False,
 )
+SUMMARIES_DROPPED = InstrumentSpec(
+    "pipecat_grafana.summaries.dropped.total",
+    Kind.COUNTER,
+    "{record}",
+    "Call summary log records never sent, by reason: the queue was full, the logs endpoint "
+    "did not accept them within the retention time, or too many were waiting.",
+    per_call=False,
+)
 EXPORT_AGE = InstrumentSpec(
     "pipecat_grafana.export.age.seconds",
     Kind.GAUGE,
@@ -375,9 +383,10 @@ ALL = (
     EVENT_LOOP_LAG,
     EXPORTS,
     CALLS_DROPPED,
+    SUMMARIES_DROPPED,
     EXPORT_AGE,
 )
-PUSH_ONLY = (EXPORTS, CALLS_DROPPED, EXPORT_AGE)
+PUSH_ONLY = (EXPORTS, CALLS_DROPPED, SUMMARIES_DROPPED, EXPORT_AGE)
 """The OTLP export's own health: a process that only serves its Prometheus endpoint pushes
 nothing, so it has none of these."""
 LATENCY = (TTFB, PROCESSING, TTFA, TTFAT, TEXT_AGGREGATION, TURN_DETECTION)
@@ -396,7 +405,15 @@ CONVERSATION = (
 RECORDED_GAUGES = (STARTUP,)
 """Gauges whose values the meters hold, set by ``CallMeters.set``; the others are observed
 by their value's owner (the export's age)."""
-HEALTH = (GREETING_LATENCY, STARTUP, EVENT_LOOP_LAG, EXPORTS, CALLS_DROPPED, EXPORT_AGE)
+HEALTH = (
+    GREETING_LATENCY,
+    STARTUP,
+    EVENT_LOOP_LAG,
+    EXPORTS,
+    CALLS_DROPPED,
+    SUMMARIES_DROPPED,
+    EXPORT_AGE,
+)
 """What callers feel before the first turn, and whether the bot and the exporter are healthy."""
 
 # Attribute keys (labels), and the bounded values of the enumerated ones.
@@ -456,6 +473,9 @@ EXPORT_REASONS = (
 """Why an export was not accepted: the HTTP status (others of a class as ``4xx``/``5xx``), or
 what kept it from an answer; ``none`` when it was accepted."""
 DROP_REASONS = ("expired", "overflow")
+SUMMARY_DROP_REASONS = ("queue", "expired", "overflow")
+"""Why summary records were dropped: the queue between two sends was full, the logs endpoint
+did not accept them within the retention time, or more than ``MAX_PENDING`` waited."""
 """Why ended calls were dropped: not accepted within the retention time, or too many waiting.
 (Those left at shutdown are logged, not counted: nothing would send the count.)"""
 OTHER = "other"

@@ -7,19 +7,22 @@ cost or its outcome with the ``call_id`` label off. The record has the same
 resource as the metrics and, when the call is traced, the trace and span IDs of
 its conversation, so Grafana links it to its trace.
 
-The OpenTelemetry SDK's logs pipeline does the work: a ``LoggerProvider`` and
-the OTLP/HTTP log exporter. Emitting a record only queues it; the export
-pipeline's flush thread sends the queue at the call's end, so logs add no thread
-of their own (the SDK's batch processor would add one per process). A batch the endpoint did not accept is kept (bounded) and
-sent again with the next one, so an outage of the logs endpoint loses no summary
-that ends within it, and never touches the metrics.
+The OpenTelemetry SDK's logs pipeline does the work: a ``LoggerProvider`` and the
+OTLP/HTTP log exporter. Emitting a record only queues it; one thread of its own
+(``pipecat-grafana-logs``) sends the queue soon after each call's end, within its own
+deadline, so a logs endpoint that hangs never holds up the metrics, nor they it. A
+batch the endpoint did not accept is kept (bounded) and sent again with the next one,
+so an outage of the logs endpoint loses no summary that ends within it. What is given up
+(the queue full, kept too long, too many kept) is counted by reason and said at exit.
 """
 
 import threading
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 
+from loguru import logger
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import (
     LoggerProvider,
@@ -31,10 +34,10 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, set_span_in_context
 
-from pipecat_grafana import __version__
-from pipecat_grafana.config import MAX_PENDING, PENDING_RETENTION_S, ExportConfig
+from pipecat_grafana import __version__, otlp
+from pipecat_grafana.config import FLUSH_TIMEOUT, MAX_PENDING, PENDING_RETENTION_S, ExportConfig
 from pipecat_grafana.instruments import METER_NAME
-from pipecat_grafana.otlp import ExportHealth, OutcomeSession, build_log_client
+from pipecat_grafana.otlp import FailureLog, OutcomeSession, build_log_client
 from pipecat_grafana.summary import EVENT_NAME, CallSummary
 
 # Records queued between two flushes, at most (a flush follows every call's end).
@@ -43,33 +46,69 @@ MAX_BATCH = 512
 
 
 class SummaryLogs:
-    """Sends call summaries as OTLP log records to ``config.logs_endpoint``."""
+    """Sends call summaries as OTLP log records to ``config.logs_endpoint``, on its own thread."""
 
-    def __init__(self, config: ExportConfig, resource: Resource):
-        """Create the logs pipeline (no thread: the export pipeline's flush thread sends).
+    def __init__(
+        self,
+        config: ExportConfig,
+        resource: Resource,
+        *,
+        on_dropped: Callable[[int, str], None] | None = None,
+    ):
+        """Create the logs pipeline and start its sending thread.
 
         Args:
-            config: Where logs go (``logs_endpoint``) and with which credentials.
+            config: Where logs go (``logs_endpoint``), with which credentials, how often
+                kept records are sent again (``export_interval_s``), and each send's
+                deadline (``export_timeout_s``).
             resource: The resource the metrics carry.
+            on_dropped: Called with a number of records given up and the reason
+                (``instruments.SUMMARY_DROP_REASONS``), from the sending thread.
         """
         self.session = session = OutcomeSession()
         self.endpoint = str(config.logs_endpoint)
+        self._interval_s = config.export_interval_s
+        self._timeout_s = config.export_timeout_s
+        self._dropped: Counter[str] = Counter()  # under _lock
+        self._on_dropped = on_dropped
         self._exporter = _KeepingExporter(
             build_log_client(self.endpoint, config, session),
-            ExportHealth(self.endpoint, session, signal="logs"),
+            FailureLog(self.endpoint, session, signal="logs"),
+            self._drop,
         )
-        self._queue = _Queue(self._exporter)
+        self._queue = _Queue(self._exporter, self._drop)
         self._sending = threading.Lock()  # held while the queue is sent
+        self._lock = threading.Lock()  # guards _waiters and _dropped
+        self._waiters: list[Future] = []
+        self._wake = threading.Event()
+        self._closed = False
+        self.stalled = False  # a call's wait outlived the send in flight (set by the pipeline)
         self._provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self._provider.add_log_record_processor(self._queue)
         self._logger = self._provider.get_logger(METER_NAME, __version__)
+        self._thread = threading.Thread(
+            target=self._send_loop, name="pipecat-grafana-logs", daemon=True
+        )
+        self._thread.start()
 
-    def emit(self, summary: CallSummary, span: SpanContext | None = None) -> None:
-        """Queue the record of one call's summary (no I/O here).
+    @property
+    def failing(self) -> bool:
+        """Whether the last send failed, or the one in flight outlived a call's wait for it.
+
+        A call's end then does not wait for the next one.
+        """
+        return self.stalled or self._exporter.failing
+
+    def emit(self, summary: CallSummary, span: SpanContext | None = None) -> Future:
+        """Queue the record of one call's summary and wake the sending thread (no I/O here).
 
         Args:
             summary: The call's final summary.
             span: The call's conversation span, when it was traced.
+
+        Returns:
+            ``True`` once the record was sent; ``False`` if that send failed, or at once
+            while the endpoint is known to fail (the record is kept and sent again).
         """
         context = set_span_in_context(NonRecordingSpan(span)) if span is not None else None
         self._logger.emit(
@@ -81,32 +120,123 @@ class SummaryLogs:
             attributes=summary.log_attributes(),
             event_name=EVENT_NAME,
         )
+        sent: Future = Future()
+        if self.failing:
+            sent.set_result(False)
+        else:
+            with self._lock:
+                self._waiters.append(sent)
+        self._wake.set()
+        return sent
 
-    def flush(self, timeout_s: float) -> bool:
-        """Send what is queued and what is pending; whether all of it was accepted.
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Send what is queued and what is kept, within ``timeout_s``; whether all was accepted.
 
-        The flush thread and the exit path may both flush: the queue has one consumer at
-        a time.
+        The sending thread and the exit may both flush: the queue has one consumer at a time.
         """
+        timeout_s = self._timeout_s if timeout_s is None else timeout_s
         with self._sending:
-            return self._queue.send() and self._exporter.retry()
+            with self._lock:
+                waiters, self._waiters = self._waiters, []
+            with otlp.deadline(timeout_s):
+                sent = self._queue.send() and self._exporter.retry()
+            self.stalled = False
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(sent)
+        return sent
+
+    def begin_shutdown(self, timeout_s: float) -> None:
+        """Send what is left, on the sending thread, within ``timeout_s``; then it ends."""
+        self._closed = True
+        self._timeout_s = timeout_s
+        self._wake.set()
+
+    def finish_shutdown(self, deadline: float) -> list[str]:
+        """Wait for the last send until ``deadline`` (monotonic seconds); what was dropped.
+
+        Returns:
+            What the process drops of the summaries, in words, for the exit's one line.
+        """
+        self._thread.join(max(deadline - time.monotonic(), 0.0))
+        if self._thread.is_alive():
+            self.session.abandoned = True  # said below; the late answer says nothing more
+            unsent = self._queue.pending() + self._exporter.pending()
+            reason = (
+                f"the logs endpoint did not answer within the flush timeout "
+                f"({self._timeout_s:g}s, {FLUSH_TIMEOUT})"
+            )
+        else:
+            unsent = self._exporter.pending()
+            reason = "the logs endpoint did not accept them"
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+            dropped = dict(self._dropped)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(False)
+        lost = [f"{unsent} call summary record(s): {reason}"] if unsent else []
+        if dropped:
+            said = ", ".join(f"{n} {_DROPPED[reason]}" for reason, n in sorted(dropped.items()))
+            lost.append(f"earlier, {sum(dropped.values())} call summary record(s) ({said})")
+        self._provider.shutdown()
+        return lost
 
     def shutdown(self, timeout_s: float) -> bool:
         """Send what is left, then stop; whether all of it was accepted."""
-        sent = self.flush(timeout_s)
-        self._provider.shutdown()
+        self.begin_shutdown(timeout_s)
+        self._thread.join(timeout_s)
+        sent = not self._thread.is_alive() and self._exporter.pending() == 0
+        self.finish_shutdown(time.monotonic())
         return sent
+
+    def _send_loop(self) -> None:
+        # Woken by each call's end; between them, once an interval to send kept records.
+        while True:
+            self._wake.wait(timeout=self._interval_s)
+            self._wake.clear()
+            closing = self._closed
+            try:
+                self.flush()
+            except Exception as e:  # the SDK contains export failures; this is a bug of ours
+                logger.error(
+                    f"pipecat-grafana: sending call summaries failed: {type(e).__name__}: {e}"
+                )
+            if closing:
+                return
+
+    def _drop(self, records: int, reason: str) -> None:
+        if not records:
+            return
+        with self._lock:
+            self._dropped[reason] += records
+        if self._on_dropped is not None:
+            self._on_dropped(records, reason)
+
+
+_DROPPED = {
+    "queue": "beyond the queue's bound",
+    "expired": "kept longer than the retention time",
+    "overflow": "beyond the records kept",
+}
 
 
 class _Queue(LogRecordProcessor):
-    """Keeps emitted records until the flush thread sends them: ``on_emit`` does no I/O."""
+    """Keeps emitted records until the sending thread sends them: ``on_emit`` does no I/O."""
 
-    def __init__(self, exporter: LogRecordExporter):
+    def __init__(self, exporter: LogRecordExporter, drop: Callable[[int, str], None]):
         self._exporter = exporter
+        self._drop = drop
         self._records: deque[ReadableLogRecord] = deque(maxlen=MAX_QUEUED_RECORDS)
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        if len(self._records) == MAX_QUEUED_RECORDS:
+            self._drop(1, "queue")  # the oldest goes
         self._records.append(log_record)  # deque.append is atomic: no lock on the loop
+
+    def pending(self) -> int:
+        """Records queued, not yet sent."""
+        return len(self._records)
 
     def send(self) -> bool:
         """Export every queued record, in batches; whether all were accepted.
@@ -131,11 +261,26 @@ class _Queue(LogRecordProcessor):
 class _KeepingExporter(LogRecordExporter):
     """The OTLP client, with health said once and the records of a failed batch kept."""
 
-    def __init__(self, client: LogRecordExporter, health: ExportHealth):
+    def __init__(
+        self, client: LogRecordExporter, health: FailureLog, drop: Callable[[int, str], None]
+    ):
         self._client = client
         self._health = health
+        self._drop = drop
         self._lock = threading.Lock()
-        self._pending: list[tuple[float, ReadableLogRecord]] = []
+        self._pending: list[tuple[float, ReadableLogRecord]] = []  # under _lock
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last send failed."""
+        return self._health.failing
+
+    def pending(self) -> int:
+        """Records kept from failed sends.
+
+        Read without the lock, which a send that hangs holds: the exit must not wait for it.
+        """
+        return len(self._pending)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         with self._lock:
@@ -143,6 +288,7 @@ class _KeepingExporter(LogRecordExporter):
                 return LogRecordExportResult.SUCCESS  # no logs here: records off, said once
             now = time.monotonic()
             kept = [(at, r) for at, r in self._pending if now - at < PENDING_RETENTION_S]
+            self._drop(len(self._pending) - len(kept), "expired")
             records = [r for _, r in kept] + list(batch)
             if not records:
                 return LogRecordExportResult.SUCCESS
@@ -151,12 +297,14 @@ class _KeepingExporter(LogRecordExporter):
             if health.report(result is LogRecordExportResult.SUCCESS) or health.unserved:
                 self._pending = []
                 return LogRecordExportResult.SUCCESS
-            self._pending = (kept + [(now, r) for r in batch])[-MAX_PENDING:]
+            keep = kept + [(now, r) for r in batch]
+            self._drop(max(len(keep) - MAX_PENDING, 0), "overflow")
+            self._pending = keep[-MAX_PENDING:]
             return LogRecordExportResult.FAILURE
 
     def retry(self) -> bool:
         """Send the kept records again, if any; whether none is left."""
-        if not self._pending:
+        if not self.pending():
             return True
         return self.export([]) is LogRecordExportResult.SUCCESS
 

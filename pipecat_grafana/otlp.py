@@ -4,14 +4,16 @@ The OTel exporter retries (429, 502-504, with ``Retry-After``), batches and
 times out by itself, and logs every failed attempt. That log says "code: 401"
 every 10 seconds for as long as the bot runs; a user needs to read once that the
 token is wrong, and once that export works again. ``OutcomeSession`` records how
-each request ended, ``explain`` turns it into a sentence, and ``ExportHealth``
+each request ended, ``explain`` turns it into a sentence, and ``FailureLog``
 logs a sentence when the state changes while the exporter's own per-attempt
 lines for our exports are filtered out.
 """
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import requests
@@ -99,10 +101,11 @@ class OutcomeSession(requests.Session):
         return settings
 
     def send(self, request, **kwargs):  # noqa: D102 - see requests.Session.send
-        deadline = _exit_deadline
-        if deadline is not None:
-            # At exit each request gets the time left, not its own timeout.
-            left = max(deadline - time.monotonic(), 0.001)
+        deadlines = [d for d in (_exit_deadline, getattr(_exporting, "deadline", None)) if d]
+        if deadlines:
+            # At exit, or within an export's deadline, each request gets the time left,
+            # not its own timeout.
+            left = max(min(deadlines) - time.monotonic(), 0.001)
             timeout = kwargs.get("timeout")
             kwargs["timeout"] = left if timeout is None else min(_seconds(timeout), left)
         try:
@@ -126,6 +129,20 @@ def exit_by(deadline: float | None) -> None:
     """
     global _exit_deadline
     _exit_deadline = deadline
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """End every request this thread sends within the block by ``seconds`` from now.
+
+    The OTLP clients retry within their own timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``): this
+    bounds all of one export, its retries included, by the sender's own deadline.
+    """
+    _exporting.deadline = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _exporting.deadline = None
 
 
 def _seconds(timeout) -> float:
@@ -333,7 +350,7 @@ def _connection_problem(error: BaseException | None, timeout_s: float | None = N
     return f"network error ({type(error).__name__})"
 
 
-class ExportHealth:
+class FailureLog:
     """Logs export failures once per change of state, and recovery once.
 
     ``last`` is how the last export's last request ended, for counting it.
@@ -361,7 +378,16 @@ class ExportHealth:
         """How the last request of the last export ended (``None``: none was sent)."""
         return self._session.last
 
-    def __enter__(self) -> "ExportHealth":
+    @property
+    def failing(self) -> bool:
+        """Whether the last export failed: the endpoint is down or refusing until one succeeds.
+
+        A call that ends meanwhile does not wait for it: what it would wait for has just
+        been seen to fail, and its values go with the first export the endpoint accepts.
+        """
+        return self._failing is not None
+
+    def __enter__(self) -> "FailureLog":
         _exporting.active = True
         self._session.last = None  # an export that sends nothing must not read the last one's
         return self

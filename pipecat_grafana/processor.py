@@ -504,7 +504,7 @@ class GrafanaMetricsExporter(FrameProcessor):
                     f"STT:      {self._models['stt'] or '-'}",
                     f"TTS:      {self._models['tts'] or '-'}",
                     f"Service:  {self._service_name}",
-                    f"Metrics:  {config.destination(self._scrape if config.pull else None)}",
+                    f"Metrics:  {config.destination(self._scrape.url if config.pull and self._scrape else None)}",
                     f"call_id label: {'on' if config.call_id_label else 'off'}, "
                     f"export every {config.export_interval_s:g}s",
                     *([f"Histograms: {self._histogram_form()}"] if config.enabled else []),
@@ -555,6 +555,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         _, pending = await asyncio.wait(waiting, timeout=timeout)
         what = ["final metrics", "summary log record"]
         late = [name for name, future in zip(what, waiting, strict=False) if future in pending]
+        self._pipeline.waits_timed_out(metrics=what[0] in late, logs=what[1] in late)
         if late:
             logger.warning(
                 f"pipecat-grafana: the {' and '.join(late)} of call {recorder.call_id} were not "

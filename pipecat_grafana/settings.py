@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from opentelemetry.metrics import MeterProvider
 
 from pipecat_grafana import config as cfg
+from pipecat_grafana import instruments
 from pipecat_grafana.conversation import check_call_attributes
 from pipecat_grafana.notices import error_once, warn_once
 from pipecat_grafana.pricing import Price, PriceFileError, PriceTable
@@ -80,6 +81,12 @@ def resolve(
     except PriceFileError as e:
         error_once(f"settings:{e}", f"{e} Using the default prices and the prices= argument.")
         table = PriceTable(overrides=prices, load_env=False)
+    if (
+        meter_provider is not None
+        and call_id_label is None
+        and not os.environ.get(cfg.CALL_ID_LABEL, "").strip()
+    ):
+        call_id_label = False  # the default with the application's provider: see below
     try:
         export = cfg.resolve(
             call_id_label=call_id_label,
@@ -97,6 +104,8 @@ def resolve(
         misconfigured = False
         for notice in export.notices:
             warn_once(notice, notice)
+        if meter_provider is not None and export.call_id_label:
+            _warn_provider_call_id()
     return ExporterSettings(
         export=export,
         scrape=_scrape(prometheus_port, prometheus_addr, meter_provider),
@@ -105,6 +114,25 @@ def resolve(
         declared=declared,
         max_function_names=max_function_names,
         max_label_values=label_values,
+    )
+
+
+def _warn_provider_call_id() -> None:
+    """Say once what ``call_id`` costs with the application's provider.
+
+    The SDK keeps every attribute set a provider has seen for the life of the provider, and
+    no OpenTelemetry API ends a series: each call's series are exported at every
+    collection for ever. Per-call detail is in the summary, its log record and exemplars.
+    """
+    carrying = sum(1 for spec in instruments.ALL if instruments.carries_call_id(spec))
+    warn_once(
+        "provider:call_id",
+        "call_id is on with meter_provider=: every call adds its own series (one per "
+        f"model, service and label set of the {carrying} instruments that carry call_id) "
+        "to the application's provider, which exports them at every collection for the "
+        "life of the process (after 1,000 calls of 20 series each, 20,000 points a "
+        "collection): OpenTelemetry has no way to end a series. Leave call_id off with a "
+        "provider of your own (the default there); each call's detail is in its summary.",
     )
 
 

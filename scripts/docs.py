@@ -43,6 +43,7 @@ END = "<!-- END GENERATED -->"
 PUSHED_LABELS: dict[str, tuple[str, ...]] = {
     m.EXPORTS.name: (m.OUTCOME, m.REASON),
     m.CALLS_DROPPED.name: (m.REASON,),
+    m.SUMMARIES_DROPPED.name: (m.REASON,),
     m.EXPORT_AGE.name: (),
 }
 # A call attribute the offline call declares, named so that it is told from the package's
@@ -270,7 +271,7 @@ ARCHITECTURE = (
     ("Lifecycle", ("processor",), ()),
     ("Recording", ("recorder", "conversation", "labels", "pricing", "summary"), ()),
     ("Aggregation", ("aggregation",), ()),
-    ("Export", ("export", "scrape"), ()),
+    ("Export", ("export", "runtime", "scrape"), ()),
     ("Transport", ("otlp", "logs", "traces"), ()),
     (
         "Where it goes",

@@ -326,6 +326,9 @@ class OtlpReceiver:
         self._released = threading.Event()
         self._released.set()
         self._other_status = {"logs": 200, "traces": 200}
+        self._other_released = {"logs": threading.Event(), "traces": threading.Event()}
+        for released in self._other_released.values():
+            released.set()
         self._refuse_exponential = b""
         self._logs: list[LogRecord] = []
         self._spans: list[Span] = []
@@ -352,7 +355,7 @@ class OtlpReceiver:
 
     def stop(self) -> None:
         """Releases hung requests, stops serving and closes the socket; returns promptly."""
-        self._released.set()
+        self.unhang()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
@@ -387,8 +390,10 @@ class OtlpReceiver:
         with self._lock:
             self._other_attempts[signal] += 1
             status = self._other_status[signal]
-        if not self._released.is_set():  # hung: logs and traces too
+        released = self._other_released[signal]
+        if not (self._released.is_set() and released.is_set()):  # hung
             self._released.wait()
+            released.wait()
             return None
         if status != 200:
             return status
@@ -427,13 +432,22 @@ class OtlpReceiver:
         with self._lock:
             return self._other_attempts[signal]
 
-    def hang(self) -> None:
-        """Reads requests (of every signal) but never answers them, until ``unhang()``/``stop()``."""
-        self._released.clear()
+    def hang(self, signal: str | None = None) -> None:
+        """Reads requests but never answers them, until ``unhang()``/``stop()``.
+
+        Args:
+            signal: Only ``logs`` or ``traces`` requests; every signal's by default.
+        """
+        if signal is None:
+            self._released.clear()
+        else:
+            self._other_released[signal].clear()
 
     def unhang(self) -> None:
         """Stops hanging; hung requests are closed without a response."""
         self._released.set()
+        for released in self._other_released.values():
+            released.set()
 
     def refuse_exponential(self, text: str) -> None:
         """Answer every metrics request holding an exponential histogram with 400 and ``text``.

@@ -77,6 +77,7 @@ async def test_a_call_with_a_barge_in_a_tool_call_and_a_rate_limited_tts(memory_
     clock = FakeClock()
     exporter = GrafanaMetricsExporter(
         meter_provider=memory_metrics.provider,
+        call_id_label=True,  # read per call below
         tts_model="sonic-2",
         time_source=clock,
         call_attributes={"outcome": ["resolved", "escalated", "abandoned"]},

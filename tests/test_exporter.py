@@ -1,6 +1,7 @@
 """GrafanaMetricsExporter in real Pipecat pipelines, read through the real OTel SDK."""
 
 import asyncio
+import os
 
 import pytest
 from pipecat.frames.frames import (
@@ -47,6 +48,8 @@ ALL_TYPES = [
 
 def exporter(memory_metrics, **kwargs) -> GrafanaMetricsExporter:
     kwargs = {"llm_model": "gpt-4o", "stt_model": "gladia", "tts_model": "cartesia", **kwargs}
+    if "PIPECAT_GRAFANA_CALL_ID_LABEL" not in os.environ:
+        kwargs.setdefault("call_id_label", True)  # off by default with a provider; read here
     return GrafanaMetricsExporter(meter_provider=memory_metrics.provider, **kwargs)
 
 

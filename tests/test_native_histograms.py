@@ -156,7 +156,9 @@ async def _run_call(receiver: OtlpReceiver) -> CallSummary:
         pushed = GrafanaMetricsExporter(
             service_name=SERVICE, histograms="native", call_id=CALL_ID, **models
         )
-        twins = GrafanaMetricsExporter(meter_provider=provider, call_id=CALL_ID, **models)
+        twins = GrafanaMetricsExporter(
+            meter_provider=provider, call_id=CALL_ID, call_id_label=True, **models
+        )
         await asyncio.wait_for(
             offline.run_offline_call(
                 turns=TURNS, processors=[pushed, twins], speed=SPEED, seed=SEED, incidents=True

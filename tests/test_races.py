@@ -67,20 +67,22 @@ def test_2_label_off_a_call_ending_after_the_collection_is_not_confirmed_by_it(r
     confirmed_with: list[float] = []
     assemble, settle = pipeline.assemble, pipeline.settle
 
-    def assemble_after_the_end(collected):
-        # The SDK has collected its instruments; the call ends now, on another thread.
+    def assemble_then_the_end(carrying=None):
+        # The fleet's series are read; the call ends now, on another thread.
+        batch = assemble(carrying)
         if not ends:
             pipeline.fleet.record(m.CALLS_ENDED, 1, {m.END_REASON: "ended"})
             ends.extend(pipeline.close_call(None))
-        return assemble(collected)
+        return batch
 
     def settle_and_look(batch, accepted):
         settle(batch, accepted)
         if ends and ends[0].done() and not confirmed_with:
             confirmed_with.append(receiver.total(m.CALLS_ENDED.name))
 
-    pipeline.assemble, pipeline.settle = assemble_after_the_end, settle_and_look
-    pipeline._reader.force_flush()
+    pipeline.assemble, pipeline.settle = assemble_then_the_end, settle_and_look
+    pipeline.export()  # read before the end: must not confirm it
+    pipeline.export()  # the next one (or the sending thread's, woken by the end) reads it
     (final,) = ends
     assert final.result(timeout=5) is True
     assert confirmed_with == [1]  # the request that confirmed the end carried it

@@ -2,8 +2,9 @@
 
 - ``pending``: who still needs each call (``PendingCalls``), and retention.
 - ``points``: which points an export sends (changed, heartbeat, zero first).
-- ``pipeline``: one configuration's SDK reader, flush thread and OTLP client.
-- ``process``: the process's pipelines, fork and exit.
+- ``pipeline``: one configuration's sending thread and OTLP client, and its summaries' and
+  spans' own senders.
+- ``process``: the process's pipelines (a part of the process's ``runtime``), and exit.
 """
 
 from pipecat_grafana.export.pending import PUSH, SCRAPE, PendingCall, PendingCalls

@@ -1,4 +1,4 @@
-"""One export pipeline: the SDK's reader and one flush thread for every call's series.
+"""One export pipeline: one thread that sends the fleet's series and every call's over OTLP.
 
 Why not one ``MeterProvider`` with a ``call_id`` attribute? The SDK keeps every attribute
 set it has seen for the life of the provider: a process serving 10,000 calls would export
@@ -7,32 +7,28 @@ cardinality limit. Why not one provider per call? Each periodic reader starts a 
 and each provider registers an at-fork handler that is never released.
 
 So each call keeps its own running totals and histograms (``aggregation``), registered in
-the pipeline's ``PendingCalls``, and one ``PeriodicExportingMetricReader`` per pipeline
-exports the fleet-wide series together with the series of every call some reader still
-needs, merged into one request that the SDK's OTLP client sends (``_CallMerger``). The
-points worth sending are chosen in ``points``. The same aggregates can also be pulled by
-the process's Prometheus endpoint (``scrape``), which is then one more reader of the calls.
+the pipeline's ``PendingCalls``, and one thread per pipeline reads the fleet's series and
+those of every call some reader still needs, chooses the points worth sending (``points``)
+and hands one request to the SDK's OTLP client, every export interval and soon after a
+call ends. The same aggregates can also be pulled by the process's Prometheus endpoint
+(``scrape``), which is then one more reader of the calls. Call summaries go on a thread of
+their own (``logs``), and spans on the SDK's (``traces``): a slow endpoint of one signal
+never holds up another.
 """
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from loguru import logger
 from opentelemetry.metrics import MeterProvider, NoOpMeter
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
-from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    PeriodicExportingMetricReader,
-)
+from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanContext
 
-from pipecat_grafana import __version__, instruments, traces
+from pipecat_grafana import __version__, instruments, otlp, traces
 from pipecat_grafana.aggregation import CallMeters, create_meters
 from pipecat_grafana.config import (
     FLUSH_TIMEOUT,
@@ -51,17 +47,13 @@ from pipecat_grafana.logs import SummaryLogs
 from pipecat_grafana.native import HistogramForm
 from pipecat_grafana.notices import warn_once
 from pipecat_grafana.otlp import (
-    ExportHealth,
+    FailureLog,
     Outcome,
     OutcomeSession,
     build_client,
     refuses_native_histograms,
 )
 from pipecat_grafana.summary import CallSummary
-
-# Exemplars link points to traces; the SDK's instruments here have none, and looking for
-# them costs a third of each measurement.
-_NO_EXEMPLARS = AlwaysOffExemplarFilter()
 
 
 @dataclass
@@ -87,8 +79,8 @@ class ExportPipeline:
 
     One pipeline serves every call of a process that shares its configuration. Nothing
     here runs on the caller's thread except recording, which only updates in-memory
-    aggregations: collection and HTTP happen on the reader's thread and on one flush
-    thread, whatever the number of calls.
+    aggregations: reading, encoding and HTTP happen on the pipeline's one sending thread
+    (``pipecat-grafana-metrics``), whatever the number of calls.
 
     Attributes:
         calls: The calls with series of their own, and who still needs each one.
@@ -103,6 +95,7 @@ class ExportPipeline:
         resource: Resource,
         *,
         meter_provider: MeterProvider | None = None,
+        time_source: Callable[[], float] = time.monotonic,
     ):
         """Create the pipeline.
 
@@ -111,56 +104,41 @@ class ExportPipeline:
             resource: The resource (``service.name``, ...) every series carries.
             meter_provider: The application's provider: record into it instead of
                 exporting, and leave its lifetime to the application.
+            time_source: Monotonic clock in seconds (tests pass a controlled one).
         """
         self.config = config
         self.resource = resource
-        self._lock = threading.Lock()  # guards _log_waiters
-        self._log_waiters: list[Future] = []
-        self._fleet_sent: Sent = {}  # the export thread's
+        self._clock = time_source
+        self._wake = threading.Event()  # an export is wanted now (a call ended)
+        self._export_lock = threading.Lock()  # one export at a time: the loop's or the exit's
+        self._fleet_sent: Sent = {}  # under _export_lock
+        self._last_export: tuple[Outcome | None, bool] = (None, True)  # under _export_lock
         self._call_ids = UniqueCallIds()
         self._bounds = LabelBoundsRegistry()
-        self._flush_requested = threading.Event()
         self._closed = False
         self._inherited = False
-        self._reader: PeriodicExportingMetricReader | None = None
-        self._last_sends: threading.Thread | None = None
         self._session: OutcomeSession | None = None
-        self._last_export: tuple[Outcome | None, bool] = (None, True)  # the export thread's
-        self._provider: SdkMeterProvider | None = None
+        self._client = None
+        self._failures: FailureLog | None = None
+        self._exit: threading.Thread | None = None
+        self._stalled = False  # a call's wait outlived the export in flight
         self.logs: SummaryLogs | None = None
         self.traced = False
-        pulled = config.pull and meter_provider is None
+        self.provided = meter_provider is not None
         if meter_provider is not None:
             meter = meter_provider.get_meter(METER_NAME, __version__)
-        elif config.enabled:
-            self._session = session = OutcomeSession()
-            self._reader = PeriodicExportingMetricReader(
-                _CallMerger(
-                    self, build_client(config, session), ExportHealth(config.endpoint, session)
-                ),
-                export_interval_millis=config.export_interval_s * 1000,
-                export_timeout_millis=config.flush_timeout_s * 1000,
-            )
-            self._provider = SdkMeterProvider(
-                metric_readers=[self._reader],
-                resource=resource,
-                shutdown_on_exit=False,
-                exemplar_filter=_NO_EXEMPLARS,
-            )
-            meter = self._provider.get_meter(METER_NAME, __version__)
-            if config.logs_endpoint is not None:
-                self.logs = SummaryLogs(config, resource)
-            if config.traces_endpoint is not None:
-                traces.ensure_tracing(config, resource)
-                self.traced = True
         else:
             meter = NoOpMeter(METER_NAME, __version__)
-        readers = ([PUSH] if self._reader is not None else []) + ([SCRAPE] if pulled else [])
-        self.calls = PendingCalls(readers)
+            if config.enabled:
+                self._session = session = OutcomeSession()
+                self._client = build_client(config, session)
+                self._failures = FailureLog(str(config.endpoint), session)
+        pulled = config.pull and meter_provider is None
+        readers = ([PUSH] if self._client is not None else []) + ([SCRAPE] if pulled else [])
+        self.calls = PendingCalls(readers, time_source=time_source)
         own = bool(readers)
-        self._calls_of_their_own = own and config.call_id_label
         # Native only where pushed: a scrape reads explicit buckets.
-        self.form = HistogramForm(config.histograms == NATIVE and self._reader is not None)
+        self.form = HistogramForm(config.histograms == NATIVE and self.pushed)
         # Aggregated here when we export or serve the series ourselves: a tenth of the SDK's
         # cost a measurement, exemplars, and read at the moment of the export.
         self.fleet = create_meters(meter, own=own, new_histogram=self.form.histogram)
@@ -168,10 +146,15 @@ class ExportPipeline:
         self.fleet.record(instruments.CALLS, 0, {})
         self.fleet.record(instruments.CALLS_ACTIVE, 0, {})
         # The export pipeline's own health: exports by outcome, dropped calls, age.
-        self.health = ExportHealthSeries(self.fleet, meter) if self._reader is not None else None
-        if self._reader is not None:
+        self.health = ExportHealthSeries(self.fleet, clock=time_source) if self.pushed else None
+        if self.pushed:
+            if config.logs_endpoint is not None:
+                self.logs = SummaryLogs(config, resource, on_dropped=self._summaries_dropped)
+            if config.traces_endpoint is not None:
+                traces.ensure_tracing(config, resource)
+                self.traced = True
             threading.Thread(
-                target=self._flush_loop, name="pipecat-grafana-flush", daemon=True
+                target=self._export_loop, name="pipecat-grafana-metrics", daemon=True
             ).start()
 
     @property
@@ -194,6 +177,25 @@ class ExportPipeline:
         """Whether this pipeline exports over OTLP."""
         return PUSH in self.calls.readers
 
+    @property
+    def failing(self) -> bool:
+        """Whether the endpoint is known to fail; a call that ends then waits for nothing.
+
+        Known: the last export failed, or the one in flight outlived a call's wait for it.
+        """
+        return self._stalled or (self._failures is not None and self._failures.failing)
+
+    def waits_timed_out(self, *, metrics: bool, logs: bool) -> None:
+        """A call's end waited its flush timeout in vain: the next calls do not wait.
+
+        Until the export (or the summaries' send) in flight ends: that one proved the
+        endpoint slow or down, and a call ending meanwhile has nothing else to wait for.
+        """
+        if metrics:
+            self._stalled = True
+        if logs and self.logs is not None:
+            self.logs.stalled = True
+
     def label_bounds(self, *, max_function_names: int, max_label_values: int) -> LabelBounds:
         """The bounds on the pipeline's open-ended labels, set by its first exporter.
 
@@ -207,14 +209,16 @@ class ExportPipeline:
     def open_call(self, call_id: str) -> tuple[CallMeters, PendingCall | None]:
         """Return the meters a new call records into, and its registration if it has series.
 
-        A call ID that another call of this process already used gets a suffix for its
-        series (``room-7~2``), so that no call's series is overwritten, or reset by a later
-        call's.
+        A call keeps series of its own only while some reader needs them: with nobody
+        reading (summaries only), it records into the process-wide series without its ID,
+        and leaves nothing behind but its summary. A call ID that another call of this
+        process already used gets a suffix for its series (``room-7~2``), so that no call's
+        series is overwritten, or reset by a later call's.
         """
-        if not self.config.call_id_label:
+        if not self.config.call_id_label or not (self.calls.readers or self.provided):
             return self.fleet.shares({}), None
         attributes = {instruments.CALL_ID: self._call_ids.unique(call_id)}
-        if not self._calls_of_their_own:
+        if self.provided:
             return self.fleet.shares(attributes, call_histograms=self.config.call_histograms), None
         meters = self.fleet.own(attributes, call_histograms=self.config.call_histograms)
         return meters, self.calls.open(meters)
@@ -233,11 +237,12 @@ class ExportPipeline:
             span: Its conversation span, when it was traced (the record links to it).
 
         Returns:
-            Futures to wait for, each ``True`` once sent: the call's final values
-            (``False`` if that first attempt failed: they go with the following
-            exports until accepted, or are dropped with a warning after
-            ``PENDING_RETENTION_S``), and its log record when logs are on. A
-            future is already ``True`` when nothing is pushed.
+            Futures to wait for, each ``True`` once sent: the call's final values, and its
+            log record when logs are on. ``False`` if that first attempt failed, or at once
+            while the endpoint is known to fail (its last export failed): a call's end then
+            waits for nothing, and its values go with the first export the endpoint
+            accepts, or are dropped with a warning after ``PENDING_RETENTION_S``. A future
+            is already ``True`` when nothing is pushed.
         """
         final: Future = call.final if call is not None else Future()
         if call is not None:
@@ -253,41 +258,94 @@ class ExportPipeline:
             return [final]
         waiting = [final]
         if self.logs is not None and summary is not None:
-            self.logs.emit(summary, span)
-            sent: Future = Future()
-            with self._lock:
-                self._log_waiters.append(sent)
-            waiting.append(sent)
+            waiting.append(self.logs.emit(summary, span))
+        if self.traced:
+            traces.request_flush()
+        if self.failing:
+            # Its values go with the next export that succeeds; waiting for this one
+            # would hold the call's end as long as the last failure did.
+            self.calls.complete_all([final], False)
+            return waiting
         if call is None:
             self.calls.wait_for_fleet(final)  # the next export of the fleet's series has it
-        self._flush_requested.set()
+        self._wake.set()
         return waiting
 
-    def assemble(self, collected: MetricsData | None) -> Batch:
-        """One request: what the SDK collected, the fleet's series and every call's."""
-        self.expire()  # retention, on the export's thread
+    def export(self, timeout_s: float | None = None) -> bool:
+        """Send one request now: the fleet's series and every unread call's; settle it.
+
+        Runs on the sending thread, and once more at exit; one at a time. A request the
+        endpoint refuses for its exponential histograms is sent again at once in the
+        classic form, with the same waiters.
+
+        Args:
+            timeout_s: The whole export's deadline, retries included (default: the
+                exporter's timeout, ``OTEL_EXPORTER_OTLP_TIMEOUT``).
+
+        Returns:
+            Whether the endpoint accepted it.
+        """
+        timeout_s = self.config.export_timeout_s if timeout_s is None else timeout_s
+        if self._inherited or self._failures is None:
+            return False  # in a forked child, the lock may be held by a thread that is gone
+        with self._export_lock:
+            batch = self.assemble()
+            accepted, outcome = self._send(batch, timeout_s)
+            if not accepted and self.form.native and refuses_native_histograms(outcome):
+                # Said once; a failed request changed nothing, so what it held is still to
+                # send, and its waiters follow it.
+                self.refused_native(outcome)
+                batch = self.assemble(carrying=batch)
+                accepted, outcome = self._send(batch, timeout_s)
+            accepted = self._failures.report(accepted)
+            self._stalled = False
+            self._last_export = (outcome, accepted)
+            if self.health is not None:
+                self.health.exported(outcome, accepted=accepted)  # the next one sends it
+            self.settle(batch, accepted)
+            return accepted
+
+    def _send(self, batch: Batch, timeout_s: float) -> tuple[bool, Outcome | None]:
+        assert self._failures is not None and self._client is not None
+        with self._failures as failures, otlp.deadline(timeout_s):
+            result = self._client.export(batch.request, timeout_millis=timeout_s * 1000)
+        return result is MetricExportResult.SUCCESS, failures.last
+
+    def assemble(self, carrying: Batch | None = None) -> Batch:
+        """One request: the fleet's series and every unread call's.
+
+        Args:
+            carrying: A request that failed and is replaced by this one: its waiters and
+                ended calls are this one's too.
+        """
+        self.expire()  # retention: on this thread only, for a pipeline that pushes
         calls = self.calls.unread(PUSH)
         # Read before their values: a call that ends while they are read may have values
         # this read does not hold, and its final values go with the next export.
         ended = [call for call in calls if self.calls.ended(call)]
         # Likewise for calls whose values are in the fleet's series, read below.
         waiters = self.calls.fleet_waiters()
+        if carrying is not None:
+            waiters = carrying.waiters + waiters
+        final = set(ended)
         selection = PointSelection(
             heartbeat_s=self.config.heartbeat_s,
             histogram_interval_s=self.config.histogram_interval_s,
             # The export that carries a call's final values carries all it changed,
             # in the process-wide series too.
             final=bool(ended) or bool(waiters) or self._closed,
+            now=self._clock(),
         )
         sending: Sending = []
-        selection.add_collected(collected, self._fleet_sent, sending)
         selection.add(self.fleet.metrics(), self._fleet_sent, sending)
+        if self.health is not None:
+            selection.add(self.health.metrics(), self._fleet_sent, sending)
         for call in calls:
             selection.add(
                 call.meters.metrics(),
                 call.cursors[PUSH].series,
                 sending,
-                final=call in ended,
+                final=call in final,
             )
         return Batch(selection.metrics_data(self.resource), ended, sending, waiters)
 
@@ -305,20 +363,20 @@ class ExportPipeline:
     def expire(self) -> None:
         """Let go of ended calls that a reader could not read in time, with one warning.
 
-        Runs on one thread per pipeline: the export's when it pushes, else the scrape
-        endpoint's.
+        The one driver of retention, on one thread per pipeline: the sending thread's when
+        it pushes, else the scrape endpoint's.
         """
         expired = self.calls.expire()
         if expired:
             self._report_expired(expired)
 
-    def refused_native(self, outcome: Outcome) -> None:
+    def refused_native(self, outcome: Outcome | None) -> None:
         """The endpoint refused exponential histograms: push the classic form from now on.
 
         Every histogram kept both forms since it started, so nothing recorded is lost:
         the next export sends the classic series, from their first measurement.
         """
-        if not self.form.native:
+        if not self.form.native or outcome is None:
             return
         self.form.native = False
         warn_once(
@@ -327,6 +385,10 @@ class ExportPipeline:
             f"({outcome.status}: {outcome.detail[:200]}); this process sends classic "
             f"histograms from now on, nothing lost. Set {HISTOGRAMS}=classic to start so.",
         )
+
+    def _summaries_dropped(self, records: int, reason: str) -> None:
+        if self.health is not None:
+            self.health.summaries_dropped(records, reason)
 
     def _report_expired(self, expired: Expired) -> None:
         for kind, counts in (("expired", expired.late), ("overflow", expired.overflow)):
@@ -352,6 +414,20 @@ class ExportPipeline:
                     "Prometheus scraping it? (logged once)",
                 )
 
+    def _export_loop(self) -> None:
+        # Requests arriving while an export runs are served by one more export: a hundred
+        # calls ending together cost two exports, not a hundred.
+        while True:
+            self._wake.wait(timeout=self.config.export_interval_s)
+            self._wake.clear()
+            if self._closed:
+                return  # the exit sends what is left
+            try:
+                self.export()
+            except Exception as e:  # the SDK contains export failures; this is a bug of ours
+                # No traceback: with loguru's diagnose its frames would show the headers.
+                logger.error(f"pipecat-grafana: export failed: {type(e).__name__}: {e}")
+
     def shutdown(self, timeout_s: float | None = None) -> None:
         """Export what is left and stop the threads, waiting at most ``timeout_s``."""
         timeout_s = self.config.flush_timeout_s if timeout_s is None else timeout_s
@@ -359,27 +435,27 @@ class ExportPipeline:
         self.finish_shutdown(time.monotonic() + timeout_s)
 
     def begin_shutdown(self) -> None:
-        """Start sending what is left (metrics, summary records, spans) on a thread of its own.
+        """Start sending what is left (metrics, summary records, spans), each on its own thread.
 
-        The exit waits for it in ``finish_shutdown``, at most until its deadline, whatever
-        the endpoint does: a thread still waiting for an answer then is left behind.
+        The exit waits for them in ``finish_shutdown``, at most until its deadline, whatever
+        the endpoints do: a thread still waiting for an answer then is left behind.
         """
         if self._closed:
             return
         self._closed = True
-        if self._provider is not None:
-            self._flush_requested.set()  # the flush thread sees _closed and ends
-            self._last_sends = threading.Thread(
+        self._wake.set()  # the sending thread sees _closed and ends
+        if self.pushed and not self._inherited:
+            self._exit = threading.Thread(
                 target=self._send_the_rest, name="pipecat-grafana-exit", daemon=True
             )
-            self._last_sends.start()
+            self._exit.start()
+            if self.logs is not None:
+                self.logs.begin_shutdown(self.config.flush_timeout_s)
 
     def _send_the_rest(self) -> None:
         timeout_s = self.config.flush_timeout_s
         try:
-            self._provider.shutdown(timeout_millis=timeout_s * 1000)
-            if self.logs is not None:
-                self._send_logs(lambda: self.logs.shutdown(timeout_s))
+            self.export(timeout_s)
             if self.traced:
                 traces.shutdown(timeout_s)
         except Exception as e:  # the SDK contains export failures; this is a bug of ours
@@ -391,24 +467,20 @@ class ExportPipeline:
         What is dropped is said in one warning: how many calls' final values each reader
         missed and why, and how many summary records went unsent.
         """
-        sends = self._last_sends
-        if sends is not None:
-            sends.join(max(deadline - time.monotonic(), 0.0))
-        cut_short = sends is not None and sends.is_alive()
-        if cut_short:  # what is dropped is said below; the late answers say nothing more
-            for session in (self._session, self.logs.session if self.logs else None):
-                if session is not None:
-                    session.abandoned = True
+        exit_thread = self._exit
+        if exit_thread is not None:
+            exit_thread.join(max(deadline - time.monotonic(), 0.0))
+        cut_short = exit_thread is not None and exit_thread.is_alive()
+        if cut_short and self._session is not None:
+            # What is dropped is said below; the late answers say nothing more.
+            self._session.abandoned = True
         unread = self.calls.drain()
-        with self._lock:
-            records, self._log_waiters = self._log_waiters, []
-        self.calls.complete_all(records, False)
         lost = [
             f"the final metrics of {n} ended call(s): {self._why_unread(r, cut_short)}"
             for r, n in unread.items()
         ]
-        if records:
-            lost.append(f"{len(records)} call summary record(s), not sent in time")
+        if self.logs is not None:
+            lost.extend(self.logs.finish_shutdown(deadline))
         if lost:
             logger.warning(f"pipecat-grafana: at exit, dropped {'; and '.join(lost)}")
 
@@ -436,92 +508,7 @@ class ExportPipeline:
         """Stop this copy of the parent's pipeline exporting from a forked child, without I/O.
 
         Runs in the child right after the fork, when only the forking thread exists: it
-        takes no lock and touches no connection. The flush thread did not survive the fork;
-        the SDK restarts the reader's thread in the child, and the reader is stopped here so
-        that thread ends at once, its last export sending nothing (see ``_CallMerger``). If
-        the parent was exporting at the fork, that thread instead waits, idle, for ever, on
-        the reader's export lock: the thread that held it does not exist in the child.
+        takes no lock and touches no connection. The sending threads did not survive the
+        fork; nothing of this copy sends again.
         """
-        was_closed, self._closed, self._inherited = self._closed, True, True
-        if self._reader is not None and not was_closed:
-            self._reader.shutdown(timeout_millis=0)
-
-    def _send_logs(self, send) -> None:
-        # The flush thread and the exit path both send summary records; one at a time.
-        with self._lock:
-            waiters, self._log_waiters = self._log_waiters, []
-        sent = send()
-        self.calls.complete_all(waiters, bool(sent))
-
-    def _flush_loop(self) -> None:
-        # Requests arriving while an export runs are served by one more export: a hundred
-        # calls ending together cost two exports, not a hundred. Between requests it wakes
-        # once an interval to send call summaries still pending.
-        timeout_s = self.config.flush_timeout_s
-        while True:
-            requested = self._flush_requested.wait(timeout=self.config.export_interval_s)
-            if self._closed:
-                return
-            self._flush_requested.clear()
-            try:
-                # Summaries first: one small request per call's end, which a slow metrics
-                # export (the reader holds its lock while it retries) must not hold up.
-                if self.logs is not None:
-                    self._send_logs(lambda: self.logs.flush(timeout_s))
-                if requested:
-                    # A call's end: the collection sees it ended and sends all it changed.
-                    self._reader.force_flush(timeout_millis=timeout_s * 1000)
-                    if self.traced:
-                        traces.flush(timeout_s)
-            except Exception as e:  # the SDK contains export failures; this is a bug of ours
-                # No traceback: with loguru's diagnose its frames would show the headers.
-                logger.error(f"pipecat-grafana: flush failed: {type(e).__name__}: {e}")
-
-
-class _CallMerger(MetricExporter):
-    """The reader's exporter: adds every call's series to the fleet's, sends, settles.
-
-    The SDK's reader collects its own instruments (the export's age) and hands them
-    here; the pipeline adds the fleet's series and the calls', the OTLP client sends
-    the request, and ``ExportHealth`` says in plain words when that starts or stops
-    failing.
-    """
-
-    def __init__(self, pipeline: ExportPipeline, client: MetricExporter, health: ExportHealth):
-        super().__init__()
-        self._pipeline = pipeline
-        self._client = client
-        self._health = health
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs
-    ) -> MetricExportResult:
-        if self._pipeline.inherited:
-            # The parent's series, copied by a fork: the parent sends them, not the child.
-            return MetricExportResult.SUCCESS
-        batch = self._pipeline.assemble(metrics_data)
-        with self._health as health:
-            result = self._client.export(batch.request, timeout_millis=timeout_millis)
-        if (
-            result is not MetricExportResult.SUCCESS
-            and self._pipeline.form.native
-            and refuses_native_histograms(health.last)
-        ):
-            # Said once, and sent again at once in the classic form (a failed request
-            # changed nothing: what it held is still to send).
-            self._pipeline.refused_native(health.last)
-            batch = self._pipeline.assemble(metrics_data)
-            with self._health as health:
-                result = self._client.export(batch.request, timeout_millis=timeout_millis)
-        accepted = health.report(result is MetricExportResult.SUCCESS)
-        self._pipeline._last_export = (health.last, accepted)
-        self._pipeline.health.exported(health.last, accepted=accepted)  # the next one sends it
-        self._pipeline.settle(batch, accepted)
-        return MetricExportResult.SUCCESS if accepted else MetricExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self._client.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
-        if not self._pipeline.inherited:  # the connections are the parent's too
-            self._client.shutdown(timeout_millis=timeout_millis)
+        self._closed = self._inherited = True

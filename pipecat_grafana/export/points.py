@@ -17,7 +17,6 @@ Everything here is pure: it reads what the endpoint accepted before (``Sent``) a
 what this request carries (``Sending``), for the caller to remember once it is accepted.
 """
 
-import time
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -63,23 +62,16 @@ class PointSelection:
         heartbeat_s: Send an unchanged series again after this long.
         histogram_interval_s: Send a changed histogram at most this often.
         final: The export carries a call's final values: send every changed series.
+        now: The time of the export (monotonic seconds).
     """
 
-    def __init__(self, *, heartbeat_s: float, histogram_interval_s: float, final: bool):
-        self._scope = None
+    def __init__(self, *, heartbeat_s: float, histogram_interval_s: float, final: bool, now: float):
         self._metrics: dict[str, Metric] = {}
         self._points: dict[str, list] = {}
         self._heartbeat_s = heartbeat_s
         self._histogram_interval_s = histogram_interval_s
         self._final = final
-        self._now = time.monotonic()
-
-    def add_collected(self, data: MetricsData | None, sent: Sent, sending: Sending) -> None:
-        """Add every metric the SDK collected."""
-        for resource_metrics in data.resource_metrics if data else ():
-            for scope in resource_metrics.scope_metrics:
-                self._scope = self._scope or scope.scope
-                self.add(scope.metrics, sent, sending)
+        self._now = now
 
     def add(
         self, metrics: Iterable[Metric], sent: Sent, sending: Sending, *, final: bool = False
@@ -136,7 +128,7 @@ class PointSelection:
             replace(metric, data=replace(metric.data, data_points=self._points[name]))
             for name, metric in self._metrics.items()
         ]
-        scope = self._scope or InstrumentationScope(METER_NAME, __version__)
+        scope = InstrumentationScope(METER_NAME, __version__)
         scopes = [ScopeMetrics(scope, metrics, "")] if metrics else []
         return MetricsData(resource_metrics=[ResourceMetrics(resource, scopes, "")])
 

@@ -506,7 +506,21 @@ FLEET_ROWS: tuple[Row, ...] = (
                 f"(`{m.CALLS_DROPPED.prometheus_name}`). {_EXACT}",
                 (instant(_or_zero(range_total(m.CALLS_DROPPED), range_total(m.EXPORTS))),),
                 thresholds=((1.0, "red"),),
-                width=6,
+                width=4,
+            ),
+            Panel(
+                "summaries-dropped",
+                "Call summaries dropped",
+                "stat",
+                "short",
+                "Call summary records never sent to Loki during the dashboard's range: the "
+                "queue between two sends was full, the logs endpoint did not accept them for 5 "
+                "minutes (expired), or too many were waiting (overflow). Each was still logged "
+                "by the bot and passed to on_call_summary "
+                f"(`{m.SUMMARIES_DROPPED.prometheus_name}`). {_EXACT}",
+                (instant(_or_zero(range_total(m.SUMMARIES_DROPPED), range_total(m.EXPORTS))),),
+                thresholds=((1.0, "red"),),
+                width=4,
             ),
             Panel(
                 "export-age",
@@ -519,7 +533,7 @@ FLEET_ROWS: tuple[Row, ...] = (
                 "well. A process whose exports all fail sends nothing, not even this.",
                 (instant(aggregate("max", (), selector(m.EXPORT_AGE))),),
                 thresholds=((30.0, "orange"), (120.0, "red")),
-                width=6,
+                width=4,
                 decimals=1,
             ),
         ),
