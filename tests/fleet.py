@@ -155,3 +155,56 @@ def _counters(vm: VictoriaMetrics) -> dict[str, float]:
         elif line.startswith("vm_rows_added_to_storage_total "):
             found["samples"] += float(line.rsplit(" ", 1)[1])
     return found
+
+
+@dataclass(frozen=True)
+class FleetFigures:
+    """What the store keeps of ``processes`` one-call processes, with or without the gateway."""
+
+    processes: int
+    gateway: bool
+    series: int
+    """Series stored."""
+    bytes_per_minute: float
+    """Without the gateway: bytes the processes' OTLP requests brought the store (per minute
+    when that many calls start each minute). With it: bytes of the gateway's remote write per
+    minute at the shipped 1-minute interval, measured over scaled intervals."""
+
+
+def measure_fleet(
+    processes: int, *, gateway: bool, work_dir: Path, at_once: int = 4, scale: int = 10
+) -> FleetFigures:
+    """Run ``processes`` one-call processes into a fresh VictoriaMetrics, directly or through
+    the shipped gateway (its intervals ``scale`` times shorter), and read what it keeps."""
+    from tests.backends import FleetGateway
+
+    demo_args = ("--turns", "2", "--speed", "0.2")
+    with VictoriaMetrics() as vm:
+        start = time.time()
+        if not gateway:
+            env = bot_environment(vm.base_url + "/opentelemetry")
+            before = StoreFigures.read(vm, start)
+            run_processes(env, processes, work_dir, seed=7, at_once=at_once, demo_args=demo_args)
+            vm.wait_for(f"sum(voice_calls_ended_total) == {processes}", timeout=60)
+            after = StoreFigures.read(vm, start)
+            return FleetFigures(
+                processes, False, len(after.series), after.bytes_received - before.bytes_received
+            )
+        config = work_dir / "stream-aggregation.yml"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        config.write_text(scaled_config(scale))
+        with FleetGateway(
+            vm.remote_write_url,
+            aggregation_config=config,
+            extra_args=["-remoteWrite.flushInterval=100ms"],
+        ) as gw:
+            env = bot_environment(gw.otlp_endpoint, OTEL_METRIC_EXPORT_INTERVAL=str(1000))
+            run_processes(env, processes, work_dir, seed=7, at_once=at_once, demo_args=demo_args)
+            vm.wait_for(f"sum(voice_calls_ended_total) == {processes}", timeout=60)
+            # Two of the scaled gauge windows: four counter flushes, two gauge flushes.
+            window_s = 2 * 120 / scale
+            first = StoreFigures.read(vm, start)
+            time.sleep(window_s)
+            second = StoreFigures.read(vm, start)
+            per_minute = (second.bytes_received - first.bytes_received) / (window_s * scale / 60)
+            return FleetFigures(processes, True, len(second.series), per_minute)
