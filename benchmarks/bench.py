@@ -48,6 +48,9 @@ What it measures, exporting every second to a live local receiver:
    histogram counts one), the native histograms' buckets as Mimir counts them, data
    points per minute over the call, and the billable series of a fleet starting 10
    calls a minute of 3 minutes each, against the figures measured before this work.
+8. The fleet gateway (deploy/fleet/). Fresh one-call processes into a VictoriaMetrics,
+   straight and through the shipped vmagent gateway: series stored and bytes per minute
+   for 4 and 40 processes (4 with ``--quick``), 400 extrapolated (about 3 minutes).
 
 The OTLP receiver runs in a child process (``benchmarks/receiver.py``), as
 Grafana Cloud would: in this process it would compete for the GIL and memory.
@@ -121,6 +124,8 @@ from tests import process_cost
 from tests.otlp_receiver import OtlpReceiver
 from tests.process_cost import ProcessCost, run_call_process
 
+FLEET_SIZES = (4, 40, 400)
+
 HERE = Path(__file__).resolve().parent
 ENDPOINT, COMPRESSION = "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_COMPRESSION"
 DOWN = FrameDirection.DOWNSTREAM
@@ -145,6 +150,7 @@ class Scale:
     calls_at_once: int = 100
     sampler_rounds: int = 10  # alternated one-second windows of the sampler on and off
     processes: int = 3  # fresh processes of one call each, per histogram form
+    fleet: tuple[int, ...] = (4, 40)  # one-call processes measured with and without the gateway
 
 
 FULL = Scale()
@@ -156,6 +162,7 @@ QUICK = Scale(
     calls=3_000,
     sampler_rounds=4,
     processes=1,
+    fleet=(4,),
 )
 
 
@@ -1484,6 +1491,53 @@ async def bench_sampler(scale: Scale, live: Receiver) -> list[Row]:
     ]
 
 
+# ----------------------------------------------------------- 8. the fleet gateway
+#
+# One-call processes (pipecat-grafana demo --calls 1, classic histograms) into a fresh
+# VictoriaMetrics, straight or through deploy/fleet/run-vmagent.sh (the Debian vmagent, the
+# shipped aggregation with its intervals ten times shorter). Sizes not measured in this run
+# are extrapolated from the largest one that was: linear without the gateway, flat with it.
+# Skipped, with a note, when .tools/bin has no victoria-metrics or vmagent.
+
+
+async def bench_fleet(scale: Scale) -> list[Row]:
+    """Stored series and bytes per minute for 4, 40 and 400 processes, with and without."""
+    import tempfile
+
+    from tests.backends import find_tool
+    from tests.fleet import measure_fleet
+
+    if not (find_tool("victoria-metrics") and find_tool("vmagent")):
+        NOTES.append("fleet gateway: skipped, no victoria-metrics or vmagent in .tools/bin")
+        return []
+    measured = {}
+    for size in scale.fleet:
+        for gateway in (False, True):
+            with tempfile.TemporaryDirectory() as work:
+                measured[(size, gateway)] = await asyncio.to_thread(
+                    measure_fleet, size, gateway=gateway, work_dir=Path(work)
+                )
+    largest = max(scale.fleet)
+    rows = []
+    for size in FLEET_SIZES:
+        cells = []
+        for gateway in (False, True):
+            found = measured.get((size, gateway))
+            if found is not None:
+                series, per_minute, how = found.series, found.bytes_per_minute, "measured"
+            else:
+                base = measured[(largest, gateway)]
+                factor = 1 if gateway else size / largest
+                series = base.series * factor
+                per_minute = base.bytes_per_minute * factor
+                how = f"extrapolated from {largest}"
+            cells.append(f"{series:,.0f} series, {per_minute / 1000:,.1f} kB/min ({how})")
+        rows.append(
+            Row(f"{size} one-call processes: stored", cells[1], cells[0], goal="flat with gateway")
+        )
+    return rows
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -1530,6 +1584,7 @@ async def run(scale: Scale) -> None:
             ("what a call costs on Grafana Cloud", bench_bill),
             ("event-loop lag sampler", lambda: bench_sampler(scale, live)),
             ("one process per call", lambda: bench_processes(scale)),
+            ("the fleet gateway", lambda: bench_fleet(scale)),
         ):
             print(f"... {title}", file=sys.stderr, flush=True)
             before = Counter(problems)

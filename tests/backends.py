@@ -130,10 +130,17 @@ def http_post(url: str, body: bytes, content_type: str, timeout: float = 10.0) -
 class _Process:
     """One server process bound to 127.0.0.1, logging to a file."""
 
-    def __init__(self, name: str, argv: Sequence[str | os.PathLike[str]], log_path: Path):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str | os.PathLike[str]],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
         self.argv = [str(a) for a in argv]
         self.log_path = log_path
+        self.env = env  # None: this process's environment
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -143,6 +150,7 @@ class _Process:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
                 preexec_fn=_die_with_parent,
             )
 
@@ -197,6 +205,7 @@ def _start_on_a_free_port(
     argv_for_port: Callable[[int], Sequence[str | os.PathLike[str]]],
     log_path: Path,
     ready_path: str,
+    env: Callable[[int], dict[str, str]] | None = None,
 ) -> tuple[_Process, int]:
     """Start a server on a free port and wait until it answers ``ready_path``.
 
@@ -205,7 +214,7 @@ def _start_on_a_free_port(
     """
     for _attempt in range(3):
         port = free_port()
-        proc = _Process(name, argv_for_port(port), log_path)
+        proc = _Process(name, argv_for_port(port), log_path, env(port) if env else None)
         proc.start()
         try:
             proc.wait_ready(f"http://{HOST}:{port}{ready_path}")
@@ -269,6 +278,11 @@ class _PromQLServer:
         url = f"{self.base_url}/api/v1/label/{label}/values"
         return self._api(url, {"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"})
 
+    def series(self, match: str, start: float, end: float) -> list[dict[str, str]]:
+        """The label sets of the series ``match`` selects in a time range (``/api/v1/series``)."""
+        url = f"{self.base_url}/api/v1/series"
+        return self._api(url, {"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+
     def flush(self) -> None:
         """Make just-ingested data searchable (a no-op unless a subclass needs it)."""
 
@@ -323,6 +337,10 @@ class VictoriaMetrics(_PromQLServer):
     @property
     def otlp_metrics_url(self) -> str:
         return f"{self.base_url}/opentelemetry/v1/metrics"
+
+    @property
+    def remote_write_url(self) -> str:
+        return f"{self.base_url}/api/v1/write"
 
     def __enter__(self) -> VictoriaMetrics:
         self._tmp = tempfile.TemporaryDirectory(prefix="vm-e2e-")
@@ -556,6 +574,89 @@ class ScrapingPrometheus(_PromQLServer):
         if status != 200:
             raise BackendError(f"targets: HTTP {status}: {body[:300]!r}")
         return json.loads(body)["data"]["activeTargets"]
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self._proc.log_tail(lines) if self._proc else ""
+
+
+# --------------------------------------------------------------------------------------------
+# The fleet gateway (deploy/fleet/run-vmagent.sh): vmagent with stream aggregation
+
+
+class FleetGateway:
+    """The shipped gateway script, run with the installed vmagent, writing to ``remote_write_url``.
+
+    Attributes (valid inside ``with``): ``port``, ``otlp_endpoint`` (what a bot's
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set to), ``log_path``.
+    """
+
+    SCRIPT = REPO_ROOT / "deploy" / "fleet" / "run-vmagent.sh"
+
+    def __init__(
+        self,
+        remote_write_url: str,
+        *,
+        aggregation_config: Path | None = None,
+        env: dict[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+    ):
+        self.vmagent = require_tools("vmagent")["vmagent"]
+        self.remote_write_url = remote_write_url
+        self.aggregation_config = aggregation_config
+        self.env = dict(env or {})
+        self.extra_args = list(extra_args)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: _Process | None = None
+        self.port = 0
+
+    @property
+    def otlp_endpoint(self) -> str:
+        return f"http://{HOST}:{self.port}/opentelemetry"
+
+    @property
+    def metrics_url(self) -> str:
+        """vmagent's own metrics (``vmagent_*``)."""
+        return f"http://{HOST}:{self.port}/metrics"
+
+    def __enter__(self) -> FleetGateway:
+        self._tmp = tempfile.TemporaryDirectory(prefix="fleet-gateway-")
+        root = Path(self._tmp.name)
+        self.log_path = root / "gateway.log"
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "VMAGENT": str(self.vmagent),
+            "REMOTE_WRITE_URL": self.remote_write_url,
+            "DATA_DIR": str(root / "queue"),
+            **(
+                {"AGGREGATION_CONFIG": str(self.aggregation_config)}
+                if self.aggregation_config
+                else {}
+            ),
+            **self.env,
+        }
+
+        try:
+            # The script's whole environment: nothing of the test's leaks in.
+            self._proc, self.port = _start_on_a_free_port(
+                "fleet gateway",
+                lambda port: ["bash", self.SCRIPT, *self.extra_args],
+                self.log_path,
+                "/health",
+                env=lambda port: {**env, "LISTEN": f"{HOST}:{port}"},
+            )
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._proc is not None:
+                self._proc.stop()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
 
     def log_tail(self, lines: int = 40) -> str:
         return self._proc.log_tail(lines) if self._proc else ""

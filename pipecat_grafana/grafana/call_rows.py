@@ -44,8 +44,9 @@ __all__ = ["CALL_ROWS"]
 _PER_CALL_NOTE = (
     "Choose one call in the call_id variable (the 'Most expensive calls' table and the Calls "
     "row link to it). With All, the panel adds up every call of the range. Needs the "
-    "exporter's call_id label (PIPECAT_GRAFANA_CALL_ID_LABEL, on by default); without it, the "
-    "next row reads the call's figures from its summary record."
+    "exporter's call_id label (PIPECAT_GRAFANA_CALL_ID_LABEL, on by default); without it, or "
+    "behind a fleet gateway, which adds up every call (docs/fleets.md), the next row reads "
+    "the call's figures from its summary record in Loki."
 )
 _RECORD_NOTE = (
     "From the call summary records in Loki (one per call, sent when it ends), so it works "
