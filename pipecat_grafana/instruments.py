@@ -473,9 +473,10 @@ EXPORT_REASONS = (
 """Why an export was not accepted: the HTTP status (others of a class as ``4xx``/``5xx``), or
 what kept it from an answer; ``none`` when it was accepted."""
 DROP_REASONS = ("expired", "overflow")
-SUMMARY_DROP_REASONS = ("queue", "expired", "overflow")
+SUMMARY_DROP_REASONS = ("queue", "expired", "overflow", "unencodable")
 """Why summary records were dropped: the queue between two sends was full, the logs endpoint
-did not accept them within the retention time, or more than ``MAX_PENDING`` waited."""
+did not accept them within the retention time, more than ``MAX_PENDING`` waited, or one
+could not be encoded."""
 """Why ended calls were dropped: not accepted within the retention time, or too many waiting.
 (Those left at shutdown are logged, not counted: nothing would send the count.)"""
 OTHER = "other"

@@ -9,6 +9,7 @@ process, not once per measurement.
 """
 
 import functools
+import hashlib
 import re
 import threading
 from collections import OrderedDict
@@ -50,6 +51,22 @@ def label(value: object) -> str:
     if len(text) > MAX_LABEL_LENGTH:
         text = text[: MAX_LABEL_LENGTH - 3] + "..."
     return text or "unknown"
+
+
+def call_id_value(call_id: str) -> str:
+    """A call's ID as every signal carries it: valid UTF-8, no control characters, bounded.
+
+    A call ID comes from outside (a room name in a webhook, a telephony provider's ID):
+    what cannot be encoded as UTF-8 (a lone surrogate) or is a control character is
+    replaced with ``?``, and one longer than ``MAX_LABEL_LENGTH`` is cut. An ID changed so
+    ends with ``~`` and 8 hex digits of a hash of the original, so two IDs that differ only
+    in what was replaced or cut stay two calls. An ID already valid is kept as it is.
+    """
+    text = _CONTROL.sub("?", call_id.encode("utf-8", "replace").decode("utf-8"))
+    if text == call_id and len(text) <= MAX_LABEL_LENGTH:
+        return call_id
+    digest = hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{text[: MAX_LABEL_LENGTH - 9]}~{digest}"
 
 
 @functools.lru_cache(maxsize=4096)

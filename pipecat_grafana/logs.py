@@ -37,6 +37,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, set_span_in_conte
 from pipecat_grafana import __version__, otlp
 from pipecat_grafana.config import FLUSH_TIMEOUT, MAX_PENDING, PENDING_RETENTION_S, ExportConfig
 from pipecat_grafana.instruments import METER_NAME
+from pipecat_grafana.notices import error_once
 from pipecat_grafana.otlp import FailureLog, OutcomeSession, build_log_client
 from pipecat_grafana.summary import EVENT_NAME, CallSummary
 
@@ -216,6 +217,7 @@ class SummaryLogs:
 
 _DROPPED = {
     "queue": "beyond the queue's bound",
+    "unencodable": "that could not be encoded",
     "expired": "kept longer than the retention time",
     "overflow": "beyond the records kept",
 }
@@ -293,7 +295,7 @@ class _KeepingExporter(LogRecordExporter):
             if not records:
                 return LogRecordExportResult.SUCCESS
             with self._health as health:
-                result = self._client.export(records)
+                result = self._send(records)
             if health.report(result is LogRecordExportResult.SUCCESS) or health.unserved:
                 self._pending = []
                 return LogRecordExportResult.SUCCESS
@@ -301,6 +303,28 @@ class _KeepingExporter(LogRecordExporter):
             self._drop(max(len(keep) - MAX_PENDING, 0), "overflow")
             self._pending = keep[-MAX_PENDING:]
             return LogRecordExportResult.FAILURE
+
+    def _send(self, records: list[ReadableLogRecord]) -> LogRecordExportResult:
+        """Send ``records``; one that cannot be encoded is dropped, not kept with the rest.
+
+        Every value is made valid before it is emitted; should one still fail to encode,
+        halving the batch finds it, so that it never holds back every later summary.
+        """
+        try:
+            return self._client.export(records)
+        except (ValueError, TypeError) as e:  # UnicodeEncodeError is a ValueError
+            if len(records) == 1:
+                error_once(
+                    f"logs-unencodable:{type(e).__name__}",
+                    f"dropped a call summary record that cannot be encoded ({type(e).__name__});"
+                    " the other records are sent (logged once)",
+                )
+                self._drop(1, "unencodable")
+                return LogRecordExportResult.SUCCESS
+            half = len(records) // 2
+            first, second = self._send(records[:half]), self._send(records[half:])
+            ok = LogRecordExportResult.SUCCESS
+            return ok if first is ok and second is ok else LogRecordExportResult.FAILURE
 
     def retry(self) -> bool:
         """Send the kept records again, if any; whether none is left."""

@@ -11,6 +11,8 @@ lines for our exports are filtered out.
 
 import contextlib
 import logging
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,9 @@ from loguru import logger
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pipecat_grafana.config import (
     GRAFANA_CLOUD_AUTH,
@@ -87,6 +92,8 @@ class OutcomeSession(requests.Session):
 
     def __init__(self) -> None:
         super().__init__()
+        for prefix in ("https://", "http://"):
+            self.mount(prefix, _DeadlineAdapter())
         self.last: Outcome | None = None
         self.endpoint_source: str | None = None
         self.abandoned = False
@@ -101,24 +108,134 @@ class OutcomeSession(requests.Session):
         return settings
 
     def send(self, request, **kwargs):  # noqa: D102 - see requests.Session.send
+        # requests' timeout is per socket operation: a peer that trickles its answer a byte
+        # at a time never trips it. So every request ends by one deadline (its own timeout,
+        # or what is left of the export's or the exit's), and a watchdog closes its socket
+        # then; and only a bounded part of the body is ever read.
+        timeout = kwargs.get("timeout")
         deadlines = [d for d in (_exit_deadline, getattr(_exporting, "deadline", None)) if d]
+        if timeout is not None:
+            deadlines.append(time.monotonic() + _seconds(timeout))
+        watchdog = None
         if deadlines:
-            # At exit, or within an export's deadline, each request gets the time left,
-            # not its own timeout.
             left = max(min(deadlines) - time.monotonic(), 0.001)
-            timeout = kwargs.get("timeout")
-            kwargs["timeout"] = left if timeout is None else min(_seconds(timeout), left)
+            kwargs["timeout"] = left
+            watchdog = _Watchdog(left)
+        kwargs["stream"] = True
         try:
             response = super().send(request, **kwargs)
-        except Exception as e:
-            # Not only network errors: requests raises a bare OSError for a CA bundle that
-            # is not there, before connecting, and that must be explained too.
-            self.last = Outcome(None, e)
-            raise
+            _read_bounded(response)
+        except Exception as error:
+            if watchdog is None or not watchdog.fired:
+                # Not only network errors: requests raises a bare OSError for a CA bundle
+                # that is not there, before connecting, and that must be explained too.
+                self.last = Outcome(None, error)
+                raise
+            late = requests.exceptions.ReadTimeout(
+                f"no complete answer within {watchdog.seconds:g} s (the peer answered too "
+                "slowly, or not at all)"
+            )
+            self.last = Outcome(None, late)
+            raise late from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
         status = response.status_code
-        detail = response.text[:_DETAIL_CHARS].strip() if 400 <= status < 500 else ""
+        detail = ""
+        if 400 <= status < 600:
+            # The start of what the endpoint said, decoded as it declares (else UTF-8),
+            # never with a guess over the whole body.
+            head = response.content[: _DETAIL_CHARS * 4]
+            detail = head.decode(response.encoding or "utf-8", "replace")[:_DETAIL_CHARS]
+            detail = _CONTROL.sub(" ", detail).strip()
         self.last = Outcome(status, detail=detail)
         return response
+
+
+MAX_BODY_BYTES = 64 * 1024
+"""The most of a response body ever read: an OTLP answer is a few bytes, a refusal a line."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _read_bounded(response: requests.Response) -> None:
+    """Read at most ``MAX_BODY_BYTES`` of the body; drop the connection if there is more."""
+    body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True) or b""
+    response._content = body[:MAX_BODY_BYTES]  # what requests' .content and .text read
+    response._content_consumed = True
+    response.encoding = response.encoding or "utf-8"  # no guessing over the body
+    if len(body) > MAX_BODY_BYTES:
+        response.close()  # the rest is never read: the connection is not reused
+    else:
+        response.raw.release_conn()
+
+
+class _InFlight:
+    """The connection a thread is sending on, for the watchdog to close."""
+
+    def __init__(self) -> None:
+        self.connection: HTTPConnection | None = None
+
+
+class _Watchdog:
+    """Closes the socket of the calling thread's request once ``seconds`` have passed."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.fired = False
+        self._in_flight = _exporting.in_flight = _InFlight()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        connection = self._in_flight.connection
+        sock = getattr(connection, "sock", None)
+        if sock is None:
+            return
+        self.fired = True
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        _exporting.in_flight = None
+
+
+def _track(connection: HTTPConnection) -> None:
+    in_flight = getattr(_exporting, "in_flight", None)
+    if in_flight is not None:
+        in_flight.connection = connection
+
+
+class _TrackedHTTPConnection(HTTPConnection):
+    def request(self, *args, **kwargs):  # noqa: D102 - see urllib3's
+        _track(self)
+        return super().request(*args, **kwargs)
+
+
+class _TrackedHTTPSConnection(HTTPSConnection):
+    def request(self, *args, **kwargs):  # noqa: D102 - see urllib3's
+        _track(self)
+        return super().request(*args, **kwargs)
+
+
+class _TrackedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """``requests``' adapter, with connections the watchdog can find."""
+
+    def init_poolmanager(self, *args, **kwargs):  # noqa: D102 - see requests'
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _TrackedHTTPPool,
+            "https": _TrackedHTTPSPool,
+        }
 
 
 def exit_by(deadline: float | None) -> None:

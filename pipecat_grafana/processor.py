@@ -37,6 +37,7 @@ from pipecat_grafana import config as cfg
 from pipecat_grafana import export, loop_lag
 from pipecat_grafana.conversation import checked_attributes
 from pipecat_grafana.export import PendingCall
+from pipecat_grafana.labels import call_id_value
 from pipecat_grafana.notices import first, warn_once
 from pipecat_grafana.pricing import Price
 from pipecat_grafana.recorder import CallRecorder
@@ -365,7 +366,16 @@ class GrafanaMetricsExporter(FrameProcessor):
 
     def _open_call(self, worker, tracing=None, not_measured: tuple[str, ...] = ()) -> None:
         # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
-        call_id = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
+        given = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
+        call_id = call_id_value(str(given))
+        if call_id != given:
+            warn_once(
+                "call_id-changed:" + call_id,
+                f"call ID {call_id!r} is how this call's series, summary and records carry "
+                "the ID given, which was longer than 128 characters or held what cannot be "
+                "encoded as UTF-8 (a lone surrogate, a control character); what was cut or "
+                "replaced is kept apart by the hash suffix (logged once per ID)",
+            )
         self._join_trace(worker, call_id)
         if self._pipeline.inherited:
             # Built before a fork: this process exports with its own pipeline and resource.

@@ -46,15 +46,13 @@ import socket
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from loguru import logger
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME
 from prometheus_client import CollectorRegistry, Metric, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.samples import Exemplar
 
 from pipecat_grafana import instruments, runtime
@@ -94,18 +92,26 @@ Labels = tuple[tuple[str, str], ...]
 
 
 class _Readers:
-    """Who scrapes the endpoint, and how often."""
+    """Who scrapes the endpoint, and how often.
+
+    A reader is whoever asks (address and user agent): anyone who can reach the endpoint
+    can claim to be a new one. So the table is bounded, and when it is full the reader
+    that goes is the one that has scraped least (a one-off client, a rotating user
+    agent), never one scraping at intervals: an established Prometheus keeps its place
+    however many strangers come and go.
+    """
 
     def __init__(self) -> None:
-        self._seen: OrderedDict[tuple[str, str], tuple[float, tuple[float, ...]]] = OrderedDict()
+        # who -> (last scrape, the last gaps between scrapes)
+        self._seen: dict[tuple[str, str], tuple[float, tuple[float, ...]]] = {}
 
     def scraped(self, who: tuple[str, str], now: float) -> None:
         last, gaps = self._seen.pop(who, (None, ()))
         if last is not None:
             gaps = (*gaps[-2:], now - last)
+        if len(self._seen) >= _MAX_READERS:
+            del self._seen[min(self._seen, key=lambda w: (len(self._seen[w][1]), self._seen[w][0]))]
         self._seen[who] = (now, gaps)
-        while len(self._seen) > _MAX_READERS:
-            self._seen.popitem(last=False)
 
     def interval(self, now: float) -> float:
         """The longest interval of a reader still scraping, 0 until one has scraped twice."""
@@ -238,6 +244,7 @@ class AggregatesCollector:
         )
         self._readers = _Readers()
         self._request = threading.local()
+        self.served_zeros = False  # the last scrape served a new series at zero; under _lock
 
     def add(self, pipeline: ExportPipeline) -> None:
         """Serve ``pipeline``'s series from now on (for as long as it exists)."""
@@ -253,6 +260,15 @@ class AggregatesCollector:
         finally:
             self._request.who = None
 
+    def now(self) -> float:
+        """The collector's clock (monotonic seconds)."""
+        return self._clock()
+
+    def seen(self, who: tuple[str, str]) -> None:
+        """Count a scrape answered from the cache: its reader still scraped."""
+        with self._lock:
+            self._readers.scraped(who, self._clock())
+
     def describe(self) -> list[Metric]:
         """Nothing: so that registering does not collect."""
         return []
@@ -265,8 +281,9 @@ class AggregatesCollector:
             who = getattr(self._request, "who", None)
             self._readers.scraped(who or ("", ""), now)
             hold = self._readers.interval(now) * _INTERVAL_SHARE
+            self.served_zeros = False
             for pipeline in list(self._pipelines):
-                self._serve(pipeline, families, now, hold)
+                self.served_zeros |= self._serve(pipeline, families, now, hold)
             self._scraped.notify_all()
         yield from families.metrics()
 
@@ -307,7 +324,10 @@ class AggregatesCollector:
         for pipeline in pipelines:
             pipeline.expire()
 
-    def _serve(self, pipeline: ExportPipeline, families: _Families, now: float, hold: float):
+    def _serve(
+        self, pipeline: ExportPipeline, families: _Families, now: float, hold: float
+    ) -> bool:
+        """Add the pipeline's series; whether any new one was served at zero."""
         resource = pipeline.resource.attributes
         base = {
             SERVICE_NAME_LABEL: str(resource.get(SERVICE_NAME, "")),
@@ -316,18 +336,20 @@ class AggregatesCollector:
         info = {_label_name(key): str(value) for key, value in resource.items()}
         families.info[tuple(sorted(info.items()))] = None
         fleet = self._fleet.setdefault(pipeline, {})
-        self._add(families, pipeline.fleet, base, fleet, now, hold)
+        zeros = self._add(families, pipeline.fleet, base, fleet, now, hold)
         for call in pipeline.calls.unread(SCRAPE):
             ended = pipeline.calls.ended(call)  # read before its values: then they are final
             cursor = call.cursors[SCRAPE]
             if ended and cursor.served_final_at is not None and now > cursor.served_final_at + hold:
                 pipeline.calls.read(call, SCRAPE)  # every reader had a scrape interval to read it
                 continue
-            zeros = self._add(
+            call_zeros = self._add(
                 families, call.meters, {**base, **call.labels}, cursor.series, now, hold
             )
-            if ended and not zeros and cursor.served_final_at is None:
+            if ended and not call_zeros and cursor.served_final_at is None:
                 cursor.served_final_at = now
+            zeros += call_zeros
+        return zeros > 0
 
     @staticmethod
     def _add(
@@ -364,13 +386,141 @@ def _labels(key: tuple, labels: dict[str, str]) -> Labels:
     return tuple(sorted({**dict(key), **labels}.items()))
 
 
-class _QuietHandler(WSGIRequestHandler):
+MAX_CONNECTIONS = 8
+"""Connections served at once, one thread each: a scrape or two is what Prometheus makes."""
+READ_TIMEOUT_S = 10.0
+"""How long a connection may take to send its request: an idle one is closed then."""
+MIN_RENDER_GAP_S = 0.1
+"""A page is rendered at most this often; a scrape sooner gets the last page rendered (at most
+this old). Prometheus scrapes every few seconds; a client asking faster gets no more renders
+than ten a second, and so costs the bot no more CPU."""
+
+
+class _Handler(WSGIRequestHandler):
+    """One request per connection, read within ``READ_TIMEOUT_S``, never logged."""
+
+    timeout = READ_TIMEOUT_S
+    server: "_BoundedServer"
+
+    def parse_request(self) -> bool:  # noqa: D102 - see http.server's
+        self.server.serving(self.request)  # a request arrived: no longer idle
+        return super().parse_request()
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base's name
         pass  # one line per scrape would drown the bot's log
 
 
+class _BoundedServer(WSGIServer):
+    """A thread per connection, ``MAX_CONNECTIONS`` at most.
+
+    With every slot taken, a new connection takes the place of the oldest one that has not
+    sent its request yet (an idle client gives it up), else it is closed at once: idle
+    clients can hold no more than ``MAX_CONNECTIONS`` threads and descriptors, and never
+    keep a scrape out.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        self._lock = threading.Lock()
+        self._idle: dict[socket.socket, float] = {}  # under _lock: connections not yet asking
+        self._busy: set[socket.socket] = set()  # under _lock
+        super().__init__(*args, **kwargs)
+
+    def serving(self, connection: socket.socket) -> None:
+        """``connection`` has sent its request: it is no longer one to give up."""
+        with self._lock:
+            if self._idle.pop(connection, None) is not None:
+                self._busy.add(connection)
+
+    def process_request(self, request, client_address) -> None:  # noqa: D102
+        with self._lock:
+            if len(self._idle) + len(self._busy) >= MAX_CONNECTIONS:
+                if not self._idle:
+                    self.shutdown_request(request)  # every slot serves a scrape
+                    return
+                oldest = min(self._idle, key=self._idle.__getitem__)
+                del self._idle[oldest]
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)  # its thread ends at once
+            self._idle[request] = time.monotonic()
+        thread = threading.Thread(
+            target=self._serve_one,
+            args=(request, client_address),
+            name="pipecat-grafana-scrape-request",
+            daemon=True,
+        )
+        thread.start()
+
+    def _serve_one(self, request, client_address) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # a client that went away; nothing of the bot's
+            pass
+        finally:
+            with self._lock:
+                self._idle.pop(request, None)
+                self._busy.discard(request)
+            self.shutdown_request(request)
+
+
+class _PageCache:
+    """Renders one page at a time, and at most once per ``MIN_RENDER_GAP_S`` per kind.
+
+    Rendering every series costs the process's CPU (and its event loop the GIL). Scrapes
+    arriving while a page renders wait for that page; a scrape within
+    ``MIN_RENDER_GAP_S`` of the last render gets it again (still counted as its reader's
+    scrape), unless it held a new series at zero, so clients scraping in a loop cost ten
+    renders a second at most.
+    """
+
+    def __init__(self, app, collector: "AggregatesCollector"):
+        self._app = app
+        self._collector = collector
+        self._lock = threading.Lock()  # one render at a time; guards _pages
+        self._pages: dict[tuple, tuple[float, str, list, bytes]] = {}
+
+    def __call__(self, environ, start_response):
+        who = (environ.get("REMOTE_ADDR", ""), environ.get("HTTP_USER_AGENT", ""))
+        kind = (
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+            environ.get("QUERY_STRING", ""),
+            environ.get("HTTP_ACCEPT", ""),
+            "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""),
+        )
+        with self._lock:
+            now = time.monotonic()
+            cached = self._pages.get(kind)
+            if cached is not None and now - cached[0] < MIN_RENDER_GAP_S:
+                self._collector.seen(who)
+                _, status, headers, body = cached
+            else:
+                status, headers, body = self._render(environ, who)
+                # A page holding a new series at zero is not served again: the next scrape
+                # must see its value.
+                if status.startswith("200") and not self._collector.served_zeros:
+                    self._pages[kind] = (now, status, headers, body)
+        start_response(status, headers)
+        return [body]
+
+    def _render(self, environ, who) -> tuple[str, list, bytes]:
+        answer: dict[str, object] = {}
+
+        def keep(status, headers, exc_info=None):
+            answer.update(status=status, headers=headers)
+
+        with self._collector.reading(who):
+            body = b"".join(self._app(environ, keep))
+        return str(answer["status"]), list(answer["headers"]), body
+
+
 class ScrapeEndpoint:
     """The process's HTTP server for Prometheus, serving ``/metrics`` on a thread of its own.
+
+    Bounded whoever connects: ``MAX_CONNECTIONS`` served at once (an idle one gives its
+    place up), ``READ_TIMEOUT_S`` to send a request, a page rendered at most once per
+    ``MIN_RENDER_GAP_S`` whatever the number of scrapes.
 
     Example::
 
@@ -390,18 +540,11 @@ class ScrapeEndpoint:
         self.collector = collector or AggregatesCollector()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.collector)
-        app = make_wsgi_app(registry)
-
-        def serve(environ, start_response):
-            who = (environ.get("REMOTE_ADDR", ""), environ.get("HTTP_USER_AGENT", ""))
-            with self.collector.reading(who):
-                return app(environ, start_response)
-
+        serve = _PageCache(make_wsgi_app(registry), self.collector)
         family = socket.getaddrinfo(config.addr, config.port, type=socket.SOCK_STREAM)[0][0]
-
         collector = self.collector
 
-        class Server(ThreadingWSGIServer):
+        class Server(_BoundedServer):
             address_family = family
 
             def service_actions(self) -> None:
@@ -409,9 +552,7 @@ class ScrapeEndpoint:
                 # only this endpoint reads, whether anyone scrapes or not.
                 collector.expire()
 
-        self._server = make_server(
-            config.addr, config.port, serve, Server, handler_class=_QuietHandler
-        )
+        self._server = make_server(config.addr, config.port, serve, Server, handler_class=_Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="pipecat-grafana-scrape", daemon=True
         )
