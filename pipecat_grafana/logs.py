@@ -160,16 +160,21 @@ class SummaryLogs:
             What the process drops of the summaries, in words, for the exit's one line.
         """
         self._thread.join(max(deadline - time.monotonic(), 0.0))
-        if self._thread.is_alive():
+        cut_short = self._thread.is_alive()
+        if cut_short:
             self.session.abandoned = True  # said below; the late answer says nothing more
-            unsent = self._queue.pending() + self._exporter.pending()
+        unsent = self._queue.pending() + self._exporter.unsent()
+        last = self.session.last
+        if last is not None and last.status is not None and not last.ok:
+            reason = f"the logs endpoint refused them ({last.status}"
+            reason += f": {last.detail[:200]})" if last.detail else ")"
+        elif cut_short:
             reason = (
                 f"the logs endpoint did not answer within the flush timeout "
                 f"({self._timeout_s:g}s, {FLUSH_TIMEOUT})"
             )
         else:
-            unsent = self._exporter.pending()
-            reason = "the logs endpoint did not accept them"
+            reason = "the logs endpoint could not be reached (see the error above)"
         with self._lock:
             waiters, self._waiters = self._waiters, []
             dropped = dict(self._dropped)
@@ -187,7 +192,7 @@ class SummaryLogs:
         """Send what is left, then stop; whether all of it was accepted."""
         self.begin_shutdown(timeout_s)
         self._thread.join(timeout_s)
-        sent = not self._thread.is_alive() and self._exporter.pending() == 0
+        sent = not self._thread.is_alive() and self._exporter.unsent() == 0
         self.finish_shutdown(time.monotonic())
         return sent
 
@@ -271,18 +276,19 @@ class _KeepingExporter(LogRecordExporter):
         self._drop = drop
         self._lock = threading.Lock()
         self._pending: list[tuple[float, ReadableLogRecord]] = []  # under _lock
+        self._in_flight = 0  # records of the send in flight (kept ones included)
 
     @property
     def failing(self) -> bool:
         """Whether the last send failed."""
         return self._health.failing
 
-    def pending(self) -> int:
-        """Records kept from failed sends.
+    def unsent(self) -> int:
+        """Records not accepted yet: those of the send in flight, else those kept.
 
         Read without the lock, which a send that hangs holds: the exit must not wait for it.
         """
-        return len(self._pending)
+        return self._in_flight or len(self._pending)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         with self._lock:
@@ -294,15 +300,19 @@ class _KeepingExporter(LogRecordExporter):
             records = [r for _, r in kept] + list(batch)
             if not records:
                 return LogRecordExportResult.SUCCESS
-            with self._health as health:
-                result = self._send(records)
-            if health.report(result is LogRecordExportResult.SUCCESS) or health.unserved:
-                self._pending = []
-                return LogRecordExportResult.SUCCESS
-            keep = kept + [(now, r) for r in batch]
-            self._drop(max(len(keep) - MAX_PENDING, 0), "overflow")
-            self._pending = keep[-MAX_PENDING:]
-            return LogRecordExportResult.FAILURE
+            self._in_flight = len(records)
+            try:
+                with self._health as health:
+                    result = self._send(records)
+                if health.report(result is LogRecordExportResult.SUCCESS) or health.unserved:
+                    self._pending = []
+                    return LogRecordExportResult.SUCCESS
+                keep = kept + [(now, r) for r in batch]
+                self._drop(max(len(keep) - MAX_PENDING, 0), "overflow")
+                self._pending = keep[-MAX_PENDING:]
+                return LogRecordExportResult.FAILURE
+            finally:
+                self._in_flight = 0  # after _pending holds what is left
 
     def _send(self, records: list[ReadableLogRecord]) -> LogRecordExportResult:
         """Send ``records``; one that cannot be encoded is dropped, not kept with the rest.
@@ -328,7 +338,7 @@ class _KeepingExporter(LogRecordExporter):
 
     def retry(self) -> bool:
         """Send the kept records again, if any; whether none is left."""
-        if not self.pending():
+        if not self._pending:
             return True
         return self.export([]) is LogRecordExportResult.SUCCESS
 

@@ -7,6 +7,7 @@ event to store or forward, and the OTLP log record Grafana keeps in Loki
 for the call.
 """
 
+import hashlib
 import re
 from datetime import datetime
 
@@ -265,10 +266,8 @@ class CallSummary(BaseModel):
         if self.turn_latency is not None:
             attributes["turn_latency_p50_ms"] = round(self.turn_latency.p50_ms, 1)
             attributes["turn_latency_p95_ms"] = round(self.turn_latency.p95_ms, 1)
-        for error_type, count in self.errors.items():
-            attributes[f"errors_{_key(error_type)}"] = count
-        for function, count in self.function_calls.items():
-            attributes[f"function_calls_{_key(function)}"] = count
+        _add_counts(attributes, "errors", self.errors)
+        _add_counts(attributes, "function_calls", self.function_calls)
         for name, value in self.attributes.items():
             attributes[f"attribute_{name}"] = value
         return attributes
@@ -278,6 +277,11 @@ EVENT_NAME_KEY = "event_name"
 EVENT_NAME = "pipecat_call_summary"
 """The ``event_name`` of every call summary record: ``{service_name="..."} | event_name =
 "pipecat_call_summary"`` selects them in Loki."""
+
+MAX_KEYS_PER_COUNT = 32
+"""Keys per counted name (tools, error types) in a record, the most counted first: the SDK
+keeps 128 attributes a record, and the summary's own keys must never be the ones cut."""
+
 
 LOG_KEYS = {
     EVENT_NAME_KEY: f"always {EVENT_NAME!r}: selects call summaries among other logs",
@@ -305,12 +309,38 @@ LOG_KEYS = {
     "<metric>_p95_ms": "p95 of ttfb, ttfa, ttfat, processing, text_aggregation, "
     "turn_detection, function_call: the slowest processor's (the summary has each one's)",
     "errors": "errors in all; errors_<error_type> by type (rate_limit, timeout, other)",
-    "function_calls": "tool calls in all; function_calls_<function> by tool",
+    "function_calls": "tool calls in all; function_calls_<function> by tool: the "
+    f"{MAX_KEYS_PER_COUNT} most called, the rest in function_calls_other; a name that is not "
+    "letters, digits and underscores gets _ for each other character and a 6-hex-digit hash "
+    "of the name (function_calls_lookup_account_1f2e3d for lookup-account)",
     "attribute_<name>": "the call attributes the application set (attribute_outcome)",
 }
 """Every attribute key of the call summary log record, with what it holds."""
 
 _NOT_A_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _add_counts(attributes: dict, prefix: str, counts: dict[str, int]) -> None:
+    """Add ``<prefix>_<name>`` per name, bounded and without collisions; the rest summed."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    for name, count in ranked[:MAX_KEYS_PER_COUNT]:
+        attributes[f"{prefix}_{_unique_key(name)}"] = count
+    if rest := sum(count for _, count in ranked[MAX_KEYS_PER_COUNT:]):
+        key = f"{prefix}_{OTHER_KEY}"
+        attributes[key] = attributes.get(key, 0) + rest
+
+
+OTHER_KEY = "other"
+"""Where the counts beyond ``MAX_KEYS_PER_COUNT`` go (with a name ``other``'s own)."""
+
+
+def _unique_key(name: str) -> str:
+    """``_key(name)``, with a hash of the name when that changed it: two names, two keys."""
+    key = _key(name)
+    if key == name:
+        return key
+    digest = hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:6]
+    return f"{key[:57]}_{digest}"
 
 
 def _key(name: str) -> str:

@@ -257,6 +257,18 @@ def _spans(message: ExportTraceServiceRequest) -> list[Span]:
     ]
 
 
+def _longest_label(message: ExportRequest) -> int:
+    """The longest attribute value of any point of ``message``, in characters."""
+    return max(
+        (
+            len(str(value))
+            for point in _points(message, None)
+            for value in point.attributes.values()
+        ),
+        default=0,
+    )
+
+
 def _has_exponential(message: ExportRequest) -> bool:
     return any(
         metric.WhichOneof("data") == "exponential_histogram"
@@ -330,6 +342,7 @@ class OtlpReceiver:
         for released in self._other_released.values():
             released.set()
         self._refuse_exponential = b""
+        self._max_label_chars: int | None = None
         self._logs: list[LogRecord] = []
         self._spans: list[Span] = []
         self._other_attempts = {"logs": 0, "traces": 0}
@@ -457,6 +470,12 @@ class OtlpReceiver:
         with self._lock:
             self._refuse_exponential = text.encode()
 
+    def refuse_label_values_over(self, chars: int) -> None:
+        """Answer 400 to a metrics request with a label value longer than ``chars``, as Mimir
+        does (``-validation.max-length-label-value``, 2048 by default)."""
+        with self._lock:
+            self._max_label_chars = chars
+
     def _answer(
         self, headers: dict[str, str], body: bytes
     ) -> tuple[int | None, float | None, bytes]:
@@ -478,6 +497,10 @@ class OtlpReceiver:
             refusal = b""
             if self._refuse_exponential and message is not None and _has_exponential(message):
                 status, retry_after, refusal = 400, None, self._refuse_exponential
+            limit = self._max_label_chars
+            if limit is not None and message is not None and _longest_label(message) > limit:
+                status, retry_after = 400, None
+                refusal = f"label value too long (limit {limit})".encode()
             if self._times is not None:
                 self._times -= 1
                 if self._times <= 0:
