@@ -72,6 +72,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ from pipecat_grafana import instruments as m
 from pipecat_grafana.commands.demo import OfflineDemo
 from pipecat_grafana.offline import run_offline_call
 from tests import process_cost
+from tests.backends import free_port
 from tests.otlp_receiver import OtlpReceiver
 from tests.process_cost import ProcessCost, run_call_process
 
@@ -676,6 +678,88 @@ async def bench_held() -> list[Row]:
         Row(
             f"  points the provider collects after {calls + 200:,} calls",
             f"{points:,}",
+        ),
+    ]
+
+
+# --------------------------------------------------------------- scraped in a loop
+
+
+async def bench_scrape() -> list[Row]:
+    """What clients scraping the Prometheus endpoint in a loop cost the bot.
+
+    100 calls in progress are served; 8 clients (gzip, as Prometheus asks) scrape as fast as
+    they are answered for 3 s, against the same 3 s with nobody scraping: the process's CPU,
+    the event loop's lag (a task sleeping 1 ms), scrapes answered and CPU per scrape.
+    """
+    port = free_port()
+    os.environ["PIPECAT_GRAFANA_PROMETHEUS_PORT"] = str(port)
+    export_to(None)
+    rng = random.Random(9)
+    frames = pushed([MetricsFrame(data=[d]) for _ in range(4) for _, d in turn_metrics(rng)])
+    calls = [Call(export=False) for _ in range(100)]
+    for call in calls:
+        for data in frames:
+            await call.observe(data)
+
+    async def lag(seconds: float) -> tuple[list[float], float]:
+        late: list[float] = []
+        cpu = time.process_time()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            asked = time.perf_counter()
+            await asyncio.sleep(0.001)
+            late.append((time.perf_counter() - asked - 0.001) * 1000)
+        return late, time.process_time() - cpu
+
+    idle, idle_cpu = await lag(3.0)
+    stop, answered = threading.Event(), Counter()
+
+    def scrape_loop(client: int) -> None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={"Accept-Encoding": "gzip", "User-Agent": f"loop/{client}"},
+        )
+        while not stop.is_set():
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+            answered[client] += 1
+
+    clients = [threading.Thread(target=scrape_loop, args=(n,), daemon=True) for n in range(8)]
+    for client in clients:
+        client.start()
+    loaded, loaded_cpu = await lag(3.0)
+    stop.set()
+    for client in clients:
+        client.join(15)
+    for call in calls:
+        await call.end()
+    os.environ.pop("PIPECAT_GRAFANA_PROMETHEUS_PORT", None)
+    export_to(None)
+    scrapes = sum(answered.values())
+    # The clients run in this process too: their share is in the CPU, which overstates it.
+    return [
+        Row(
+            "Scrapes answered in 3 s, 8 clients in a loop (100 calls served)",
+            f"{scrapes:,}",
+        ),
+        Row(
+            "  process CPU while they scrape",
+            f"{loaded_cpu / 3:.2f} cores",
+            f"{idle_cpu / 3:.2f} cores nobody scraping",
+            f"{(loaded_cpu - idle_cpu) / 3:+.2f} cores",
+        ),
+        Row(
+            "  CPU per scrape (clients' share included)",
+            ms((loaded_cpu - idle_cpu) * 1000 / max(scrapes, 1)),
+        ),
+        Row(
+            "  event-loop lag p99 while they scrape",
+            ms(percentile(loaded, 0.99)),
+            ms(percentile(idle, 0.99)),
+            f"{percentile(loaded, 0.99) / max(percentile(idle, 0.99), 0.001):.1f}x",
+            goal="<= 2 frames (40 ms)",
+            passed=percentile(loaded, 0.99) <= 40,
         ),
     ]
 
@@ -1581,6 +1665,7 @@ async def run(scale: Scale) -> None:
             ("event-loop lag", lambda: bench_lag(scale, live, hanging)),
             ("calls, memory and traffic", lambda: bench_calls(scale, live)),
             ("memory held per ended call", bench_held),
+            ("scraped in a loop", bench_scrape),
             ("what a call costs on Grafana Cloud", bench_bill),
             ("event-loop lag sampler", lambda: bench_sampler(scale, live)),
             ("one process per call", lambda: bench_processes(scale)),

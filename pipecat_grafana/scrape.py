@@ -339,12 +339,12 @@ class AggregatesCollector:
         zeros = self._add(families, pipeline.fleet, base, fleet, now, hold)
         for call in pipeline.calls.unread(SCRAPE):
             ended = pipeline.calls.ended(call)  # read before its values: then they are final
-            cursor = call.cursors[SCRAPE]
+            cursor = call.scrape
             if ended and cursor.served_final_at is not None and now > cursor.served_final_at + hold:
                 pipeline.calls.read(call, SCRAPE)  # every reader had a scrape interval to read it
                 continue
             call_zeros = self._add(
-                families, call.meters, {**base, **call.labels}, cursor.series, now, hold
+                families, call.meters, {**base, **call.labels}, cursor.first_served, now, hold
             )
             if ended and not call_zeros and cursor.served_final_at is None:
                 cursor.served_final_at = now

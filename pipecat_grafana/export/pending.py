@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from pipecat_grafana.aggregation import CallMeters, SeriesKey
 from pipecat_grafana.config import MAX_PENDING, PENDING_RETENTION_S
+from pipecat_grafana.export.points import Sent
 
 PUSH = "push"
 """The OTLP export, as a reader of calls."""
@@ -38,28 +39,51 @@ class Cursor:
     """What one reader has read of one call.
 
     Parameters:
-        series: The reader's record of each series (the export: what the endpoint
-            accepted of it; the scrape endpoint: when it first served it).
-        served_final_at: The scrape endpoint: when a scrape first served the call's final
-            values (it is read one scrape interval later, once every scraper had a turn).
-        final_at: When the reader read the call's final values (monotonic seconds).
+        final_at: When the reader read the call's final values (monotonic seconds); set
+            under the registry's lock.
     """
 
-    series: dict[SeriesKey, object] = field(default_factory=dict)
-    served_final_at: float | None = None
     final_at: float | None = None
+
+
+@dataclass
+class PushCursor(Cursor):
+    """What the OTLP export has read of a call.
+
+    Parameters:
+        sent: What the endpoint accepted of each series (the sending thread's).
+    """
+
+    sent: Sent = field(default_factory=dict)
+
+
+@dataclass
+class ScrapeCursor(Cursor):
+    """What the scrape endpoint has served of a call.
+
+    Parameters:
+        first_served: When a scrape first served each series (the scrape's thread's).
+        served_final_at: When a scrape first served the call's final values (it is read
+            one scrape interval later, once every scraper had a turn).
+    """
+
+    first_served: dict[SeriesKey, float] = field(default_factory=dict)
+    served_final_at: float | None = None
+
+
+_CURSORS: dict[str, type[Cursor]] = {PUSH: PushCursor, SCRAPE: ScrapeCursor}
 
 
 @dataclass(eq=False)
 class PendingCall:
     """One call whose own series some reader still needs.
 
-    ``ended_at`` and the cursors' ``final_at`` change under the registry's lock; a cursor's
-    ``series`` belongs to its reader's thread.
+    ``ended_at`` and the cursors' ``final_at`` change under the registry's lock; the rest of
+    a cursor belongs to its reader's thread.
 
     Parameters:
         meters: What the call records into.
-        cursors: Each reader's cursor.
+        cursors: Each reader's cursor (``push`` and ``scrape`` give each its type).
         ended_at: When the call ended (monotonic seconds), ``None`` while in progress.
         final: ``True`` once the first export after the end carried the call's final values,
             ``False`` if it failed or the call was let go unread; completed once, by the
@@ -75,6 +99,20 @@ class PendingCall:
     def labels(self) -> dict[str, str]:
         """What the call's own series carry (``call_id``)."""
         return self.meters.labels
+
+    @property
+    def push(self) -> PushCursor:
+        """The OTLP export's cursor."""
+        cursor = self.cursors[PUSH]
+        assert isinstance(cursor, PushCursor)
+        return cursor
+
+    @property
+    def scrape(self) -> ScrapeCursor:
+        """The scrape endpoint's cursor."""
+        cursor = self.cursors[SCRAPE]
+        assert isinstance(cursor, ScrapeCursor)
+        return cursor
 
 
 @dataclass(frozen=True)
@@ -128,7 +166,7 @@ class PendingCalls:
 
     def open(self, meters: CallMeters) -> PendingCall:
         """Register a call that just opened."""
-        call = PendingCall(meters, {reader: Cursor() for reader in self.readers})
+        call = PendingCall(meters, {reader: _CURSORS[reader]() for reader in self.readers})
         with self._lock:
             self._calls[call] = None
         return call

@@ -343,7 +343,7 @@ class ExportPipeline:
         for call in calls:
             selection.add(
                 call.meters.metrics(),
-                call.cursors[PUSH].series,
+                call.push.sent,
                 sending,
                 final=call in final,
             )
