@@ -32,7 +32,7 @@ SCRAPE = ScrapeConfig(addr="127.0.0.1", port=9464)
     ids=["both", "push", "scrape", "neither"],
 )
 def test_describe_names_each_destination_that_is_on(env, scrape, named, off):
-    described = cfg.resolve(env).describe(scrape)
+    described = cfg.resolve(env).describe(scrape.url if scrape else None)
 
     metrics = described["metrics"]
     for url in named:
