@@ -8,11 +8,9 @@ interface as ``aggregation.CallHistogram``: recording updates a dictionary under
 lock on the event loop, and the export thread reads the aggregate as an SDK
 ``Metric`` that the SDK's exporter encodes.
 
-Bucket indices come from the OpenTelemetry SDK's own mapping, so that a point here is
-the point the SDK's ``ExponentialBucketHistogramAggregation`` would make of the same
-values (tests hold it to that). The mapping lives in the SDK's ``_internal`` package:
-pyproject pins the SDK versions it was checked against, and a test fails if its
-behaviour changes.
+Bucket indices follow the OpenTelemetry SDK's mapping (``exponential``), so that a
+point here is the point the SDK's ``ExponentialBucketHistogramAggregation`` would make
+of the same values (tests hold it to that).
 
 Resolution. A bucket's upper bound is ``2 ** (2 ** -scale)`` times its lower one.
 Scale 3 (buckets 9 % wide, a quantile within about 4 % of the truth) spans a voice
@@ -30,15 +28,6 @@ import time
 from dataclasses import dataclass, field
 
 from opentelemetry.sdk.metrics import Exemplar
-
-# Internal to the SDK (see the module docstring): the pinned versions are tested.
-from opentelemetry.sdk.metrics._internal.exponential_histogram.mapping import Mapping
-from opentelemetry.sdk.metrics._internal.exponential_histogram.mapping.exponent_mapping import (
-    ExponentMapping,
-)
-from opentelemetry.sdk.metrics._internal.exponential_histogram.mapping.logarithm_mapping import (
-    LogarithmMapping,
-)
 from opentelemetry.sdk.metrics.export import (
     Buckets,
     ExponentialHistogram,
@@ -54,6 +43,7 @@ from pipecat_grafana.aggregation import (
     HistogramSeries,
     histogram_metric,
 )
+from pipecat_grafana.exponential import BucketMapping
 from pipecat_grafana.instruments import InstrumentSpec
 from pipecat_grafana.notices import warn_once
 
@@ -65,11 +55,6 @@ MAX_SIZE = 160
 
 BucketKey = tuple[int, int]
 """A bucket: its sign (1, -1, or 0 for the zero bucket) and its index at the series' scale."""
-
-
-def mapping(scale: int) -> Mapping:
-    """The SDK's bucket mapping for ``scale``, as its exponential aggregation chooses it."""
-    return LogarithmMapping(scale) if scale > 0 else ExponentMapping(scale)
 
 
 def _scale_change(low: int, high: int, max_size: int) -> int:
@@ -87,7 +72,7 @@ class NativeSeries:
     """The cumulative state of one exponential histogram series (one attribute set).
 
     Parameters:
-        mapping: The SDK's mapping of values to bucket indices at the current scale.
+        mapping: Which bucket holds a value, at the current scale.
         count: Values recorded.
         sum: Their sum.
         min: The smallest.
@@ -100,7 +85,7 @@ class NativeSeries:
             ``None`` until the first. An export sends those newer than its last send.
     """
 
-    mapping: Mapping
+    mapping: BucketMapping
     count: int = 0
     sum: float = 0.0
     min: float = math.inf
@@ -132,7 +117,7 @@ class NativeSeries:
             self.zero_count += 1
             return (0, 0)
         sign, magnitude = (1, value) if value > 0 else (-1, -value)
-        index = self.mapping.map_to_index(magnitude)
+        index = self.mapping.index(magnitude)
         bounds = self.bounds.get(sign)
         if bounds is None:
             self.bounds[sign] = (index, index)
@@ -140,7 +125,7 @@ class NativeSeries:
             low, high = min(bounds[0], index), max(bounds[1], index)
             if high - low >= max_size:
                 self._downscale(_scale_change(low, high, max_size))
-                index = self.mapping.map_to_index(magnitude)
+                index = self.mapping.index(magnitude)
                 low, high = self.bounds[sign]
                 low, high = min(low, index), max(high, index)
             self.bounds[sign] = (low, high)
@@ -150,7 +135,7 @@ class NativeSeries:
 
     def _downscale(self, change: int) -> None:
         """Merge every ``2 ** change`` neighbouring buckets into one, exemplars too."""
-        self.mapping = mapping(self.mapping.scale - change)
+        self.mapping = BucketMapping(self.mapping.scale - change)
         for buckets in (self.positive, self.negative):
             merged: dict[int, int] = {}
             for index, count in buckets.items():
@@ -235,7 +220,7 @@ class NativeHistogram:
             # At the coarsest scale every float fits in two buckets, never in one.
             raise ValueError(f"max_size must be at least 2, got {max_size}")
         self._spec = spec
-        self._mapping = mapping(max_scale)  # raises for a scale the SDK cannot map
+        self._mapping = BucketMapping(max_scale)  # raises ValueError outside -10..20
         self._max_size = max_size
         self._lock = threading.Lock()  # guards _series
         self._series: dict[Attributes, NativeSeries] = {}

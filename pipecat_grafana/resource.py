@@ -2,9 +2,9 @@
 
 ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` are read by the SDK;
 arguments win over them; ``voice-rag-bot`` is the service name when neither
-sets one. The SDK gives each process its own ``service.instance.id``, so two
-bot processes never write the same series, and a restarted process starts new
-series instead of resetting old ones.
+sets one. Each process has its own ``service.instance.id`` (from the SDK since
+1.43, from here before), so two bot processes never write the same series, and a
+restarted process starts new series instead of resetting old ones.
 
 A process forked from one that already built its resource (a pre-fork server's
 worker) is a new process too: its resources are built again, and it never keeps
@@ -82,7 +82,8 @@ def _resource(
         name = DEFAULT_SERVICE_NAME
     resource = resource.merge(Resource({"service.name": name}))
     with _IDS.lock:
-        if resource.attributes.get(SERVICE_INSTANCE_ID) in _IDS.inherited:
+        instance_id = resource.attributes.get(SERVICE_INSTANCE_ID)
+        if instance_id is None or instance_id in _IDS.inherited:
             resource = resource.merge(Resource({SERVICE_INSTANCE_ID: _new_instance_id()}))
         _IDS.own.add(str(resource.attributes.get(SERVICE_INSTANCE_ID)))
     return resource
@@ -90,5 +91,5 @@ def _resource(
 
 @functools.cache
 def _new_instance_id() -> str:
-    """One ID for this process, replacing one inherited from its parent."""
+    """One ID for this process: where the SDK gives none, or replacing an inherited one."""
     return str(uuid.uuid4())

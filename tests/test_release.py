@@ -130,9 +130,13 @@ def test_zizmor_finds_nothing_of_high_severity():
 def test_ci_runs_the_test_script_on_every_push_and_pull_request_on_each_python():
     ci = load("ci.yml")
     assert {"push", "pull_request"} <= set(ci["on"])
-    (job,) = ci["jobs"].values()
-    assert job["strategy"]["matrix"]["python"] == ["3.11", "3.12", "3.13"]
-    assert any(step.get("run") == "scripts/test.sh" for step in job["steps"])
+    # The whole suite, and the install tests at the dependencies' floors on their own.
+    runs = {"test": "scripts/test.sh", "floor": "scripts/test.sh -m install -k floor"}
+    assert set(ci["jobs"]) == set(runs)
+    for name, run in runs.items():
+        job = ci["jobs"][name]
+        assert job["strategy"]["matrix"]["python"] == ["3.11", "3.12", "3.13"], name
+        assert any(step.get("run") == run for step in job["steps"]), name
 
 
 def test_release_tests_builds_checks_then_publishes_with_trusted_publishing():
