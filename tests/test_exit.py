@@ -120,5 +120,5 @@ async def test_a_refused_export_at_exit_is_said_in_the_endpoints_words(export_to
     )
     await asyncio.to_thread(pipecat_grafana.shutdown, 1)
     (dropped,) = [line for line in log_lines if "at exit, dropped" in line]
-    assert "refused the last export (401)" in dropped
+    assert "asks for credentials (401) and none are sent" in dropped
     assert "shut down before" not in dropped

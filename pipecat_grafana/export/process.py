@@ -11,7 +11,9 @@ process's would, and nothing of the parent's is sent again.
 """
 
 import atexit
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -112,7 +114,17 @@ def shutdown(timeout_s: float | None = None) -> None:
     on a thread of its own, every request is cut short at the deadline, and the
     Prometheus endpoint, if one runs, waits as long for a scrape to read the calls that
     ended.
+
+    Ctrl-C during the wait ends it at once: what is dropped is said in one line, a second
+    Ctrl-C is ignored meanwhile, and the ``KeyboardInterrupt`` goes on to the caller (at
+    exit, the process just ends).
     """
+    if _shutdown(timeout_s):
+        raise KeyboardInterrupt
+
+
+def _shutdown(timeout_s: float | None) -> bool:
+    """``shutdown``; returns whether Ctrl-C interrupted the wait."""
     with _PIPELINES.lock:
         closing = list(_PIPELINES.shared.values())
         _PIPELINES.shared.clear()
@@ -122,16 +134,64 @@ def shutdown(timeout_s: float | None = None) -> None:
         timeout_s = DEFAULT_FLUSH_TIMEOUT_S
     deadline = time.monotonic() + timeout_s
     otlp.exit_by(deadline)
+    finished = 0
     try:
-        for pipeline in closing:
-            pipeline.begin_shutdown()
-        scrape = sys.modules.get("pipecat_grafana.scrape")  # loaded only if pull was asked for
-        if scrape is not None:
-            scrape.stop(max(deadline - time.monotonic(), 0.0))  # it reads these pipelines
-        for pipeline in closing:
-            pipeline.finish_shutdown(deadline)
+        with _OneInterrupt():
+            try:
+                for pipeline in closing:
+                    pipeline.begin_shutdown()
+                scrape = sys.modules.get(
+                    "pipecat_grafana.scrape"
+                )  # loaded only if pull was asked for
+                if scrape is not None:
+                    scrape.stop(max(deadline - time.monotonic(), 0.0))  # it reads these pipelines
+                for pipeline in closing:
+                    pipeline.finish_shutdown(deadline)
+                    finished += 1
+            except KeyboardInterrupt:
+                # Let go of everything now; each pipeline says what it dropped, and why.
+                now = time.monotonic()
+                otlp.exit_by(now, interrupted=True)
+                for pipeline in closing[finished:]:
+                    pipeline.begin_shutdown()  # a no-op for those already begun
+                    pipeline.finish_shutdown(now)
+                return True
+        return False
     finally:
         otlp.exit_by(None)
 
 
-atexit.register(shutdown)
+class _OneInterrupt:
+    """Within the block, the first Ctrl-C raises ``KeyboardInterrupt`` and later ones do nothing.
+
+    So a second Ctrl-C while the first is handled cannot end the exit with a traceback
+    ("Exception ignored in atexit callback"). Only in the main thread (the one signals go
+    to), and only over Python's own handler: an application's handler is left alone.
+    """
+
+    def __init__(self) -> None:
+        self._previous: object = None
+        self._interrupted = False
+
+    def __enter__(self) -> "_OneInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, OSError):  # no signals in this interpreter
+                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                    self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def _on_interrupt(self, signum: int, frame: object) -> None:
+        if not self._interrupted:
+            self._interrupted = True
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+
+
+def _shutdown_at_exit() -> None:
+    _shutdown(None)  # an interrupted exit has said what it dropped; the process ends anyway
+
+
+atexit.register(_shutdown_at_exit)
