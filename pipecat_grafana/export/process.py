@@ -123,8 +123,12 @@ def shutdown(timeout_s: float | None = None) -> None:
         raise KeyboardInterrupt
 
 
-def _shutdown(timeout_s: float | None) -> bool:
-    """``shutdown``; returns whether Ctrl-C interrupted the wait."""
+def _shutdown(timeout_s: float | None, *, at_exit: bool = False) -> bool:
+    """``shutdown``; returns whether Ctrl-C interrupted the wait.
+
+    At exit, once interrupted, Ctrl-C stays ignored for the rest of the exit: the process is
+    ending, and the other exit handlers must not end it with a traceback either.
+    """
     with _PIPELINES.lock:
         closing = list(_PIPELINES.shared.values())
         _PIPELINES.shared.clear()
@@ -136,7 +140,7 @@ def _shutdown(timeout_s: float | None) -> bool:
     otlp.exit_by(deadline)
     finished = 0
     try:
-        with _OneInterrupt():
+        with _OneInterrupt(keep_ignoring=at_exit):
             try:
                 for pipeline in closing:
                     pipeline.begin_shutdown()
@@ -152,9 +156,19 @@ def _shutdown(timeout_s: float | None) -> bool:
                 # Let go of everything now; each pipeline says what it dropped, and why.
                 now = time.monotonic()
                 otlp.exit_by(now, interrupted=True)
-                for pipeline in closing[finished:]:
+                left = closing[finished:]
+                # A pipeline says what it drops of calls and summaries; with none waiting,
+                # what is lost is the series' values since the last export: said here.
+                calls_waiting = any(p.config.enabled and p.calls.pending() for p in left)
+                for pipeline in left:
                     pipeline.begin_shutdown()  # a no-op for those already begun
                     pipeline.finish_shutdown(now)
+                if not calls_waiting and any(p.config.enabled for p in left):
+                    logger.warning(
+                        "pipecat-grafana: at exit, dropped the values of the process's series "
+                        "since its last export: the exit was interrupted (Ctrl-C) before the "
+                        "OTLP endpoint answered"
+                    )
                 return True
         return False
     finally:
@@ -169,9 +183,10 @@ class _OneInterrupt:
     to), and only over Python's own handler: an application's handler is left alone.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_ignoring: bool = False) -> None:
         self._previous: object = None
         self._interrupted = False
+        self._keep_ignoring = keep_ignoring
 
     def __enter__(self) -> "_OneInterrupt":
         if threading.current_thread() is threading.main_thread():
@@ -187,11 +202,13 @@ class _OneInterrupt:
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+            keep = self._interrupted and self._keep_ignoring
+            signal.signal(signal.SIGINT, signal.SIG_IGN if keep else self._previous)  # type: ignore[arg-type]
 
 
 def _shutdown_at_exit() -> None:
-    _shutdown(None)  # an interrupted exit has said what it dropped; the process ends anyway
+    # An interrupted exit has said what it dropped; the process ends anyway.
+    _shutdown(None, at_exit=True)
 
 
 atexit.register(_shutdown_at_exit)
