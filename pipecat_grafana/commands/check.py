@@ -205,7 +205,7 @@ def _run_checks(
             print(f"  - {hint}")
         return EXIT_FAILED
     print(f"Accepted: the endpoint took the test metric (HTTP {outcome.status}, {elapsed:.2f} s).")
-    dotted = _dotted_names(config, session.server_headers, resource, timeout_s=args.timeout)
+    dotted = _dotted_names(config, session.server_headers, timeout_s=args.timeout)
     writes, refused, unserved = ["metrics"], [], []
     for signal, endpoint, what in (
         ("logs", config.logs_endpoint, "call summaries"),
@@ -514,7 +514,7 @@ _NAMING_WAIT_S = 5.0  # VictoriaMetrics makes a new series searchable within a s
 
 
 def _dotted_names(
-    config: cfg.ExportConfig, answer: dict[str, str], resource: Resource, *, timeout_s: float
+    config: cfg.ExportConfig, answer: dict[str, str], *, timeout_s: float
 ) -> list[str]:
     """What to say if VictoriaMetrics stored the test metric under its OpenTelemetry name.
 
@@ -535,14 +535,13 @@ def _dotted_names(
     stored = _stored_name(root, min(timeout_s, _NAMING_WAIT_S))
     if stored != CHECK_METRIC:
         return []
-    service = resource.attributes["service.name"]
     return [
         f"Warning: VictoriaMetrics at {root} stored the test metric as {CHECK_METRIC}, its "
         f"OpenTelemetry name, not {CHECK_PROMETHEUS_NAME}: it runs without {_NAMING_FLAG}.",
         "  Every metric of the bot is then stored under its dotted name (voice.calls, not",
         "  voice_calls_total), and the dashboard, the alert rules and the queries below find",
         f"  nothing. Start VictoriaMetrics (and any vmagent in front of it) with {_NAMING_FLAG}.",
-        f'  Until then the test metric is at {{__name__="{CHECK_METRIC}", service_name="{service}"}}.',
+        f'  Until then the test metric is at {{__name__="{CHECK_METRIC}"}}.',
     ]
 
 
