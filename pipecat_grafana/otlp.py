@@ -272,6 +272,7 @@ _SECRET = re.compile(
     r"(?i)\b(basic|bearer|token|api[-_]?key|authorization)(\s*[:=]?\s*)[^\s\"',;]+"
 )
 _GRAFANA_TOKEN = re.compile(r"glc_[A-Za-z0-9+/=_-]+")
+_TAG = re.compile(r"<[^<>]*>")
 
 
 def said(outcome: Outcome | None) -> str:
@@ -282,7 +283,8 @@ def said(outcome: Outcome | None) -> str:
     """
     if outcome is None or not outcome.detail:
         return ""
-    text = " ".join(_CONTROL.sub(" ", outcome.detail).split())
+    # An HTML error page (a proxy's, http.server's) is read for its words, not its markup.
+    text = " ".join(_CONTROL.sub(" ", _TAG.sub(" ", outcome.detail)).split())
     text = _GRAFANA_TOKEN.sub("glc_<masked>", _SECRET.sub(r"\1\2<masked>", text))
     if len(text) > _REPLY_CHARS:
         text = text[: _REPLY_CHARS - 3] + "..."
