@@ -7,18 +7,22 @@ re-parse them for use. It adds what the exporter lacks:
 - the Grafana Cloud shortcut (``GRAFANA_CLOUD_OTLP_ENDPOINT``,
   ``GRAFANA_CLOUD_INSTANCE_ID``, ``GRAFANA_CLOUD_API_TOKEN``), which builds the
   Basic auth header;
-- a 10-second default export interval (the SDK's is 60 s) and an error, not a
-  silent fallback, for a malformed ``OTEL_METRIC_EXPORT_INTERVAL``;
+- a 10-second default export interval (the SDK's is 60 s);
 - bounds on every number of seconds, so that none can stop export for good (an
   interval of 1e300 ms overflows the SDK's reader thread);
 - checks that name the variable and the fix for values the exporter and the SDK
-  would ignore with a line that does not name it (a header without ``=``, an
-  unknown compression, a resource attribute without ``=``, a protocol other than
-  ``http/protobuf``) or that would make every export fail with no word of why
-  (a timeout of 0, a CA file that is not there);
+  would ignore with a line that does not name it (an unknown compression, a resource
+  attribute without ``=``, a protocol other than ``http/protobuf``) or that would make
+  every export fail with no word of why (a timeout of 0);
 - a base URL given with ``/v1/metrics`` already on it is accepted, with a notice,
   rather than sent to ``.../v1/metrics/v1/metrics``;
 - a refusal to send credentials in clear text to a remote host.
+
+A malformed value of a setting with a default is refused with one notice naming the
+variable, its value and the default, and the default is used: export stays on, as the
+OpenTelemetry SDK does with its own variables. Only what has no safe default turns export
+off (``ConfigError``): a malformed endpoint URL, malformed or ambiguous credentials or
+headers, a CA bundle that is not there, credentials in clear text to a remote host.
 
 Secrets never leave this module in a readable form: ``ExportConfig``'s repr and
 ``describe()`` mask them. The variables' names, defaults and limits are in ``variables``
@@ -26,7 +30,7 @@ Secrets never leave this module in a readable form: ``ExportConfig``'s repr and
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +43,8 @@ from pipecat_grafana.endpoints import (
     _otel_endpoint,
     _refuse_clear_text,
     _signal_endpoint,
+    credentials_in,
+    userinfo_source,
 )
 
 # Every variable's name, default and limit, read here as cfg.NAME by users and tests.
@@ -112,9 +118,11 @@ class ExportConfig:
         headers: Headers this package built (the Grafana Cloud shortcut), passed to
             the exporter explicitly; ``None`` lets the exporter read
             ``OTEL_EXPORTER_OTLP_(METRICS_)HEADERS`` itself.
-        has_auth: Whether an ``Authorization`` header will be sent.
-        auth_source: Where that header comes from: ``GRAFANA_CLOUD_AUTH`` (the instance ID
-            and token) or the headers variable that holds it; ``None`` when none is sent.
+        has_auth: Whether credentials will be sent (an ``Authorization``, ``api-key`` or
+            ``x-api-key`` header, or a ``user:password@`` in the URL).
+        auth_source: Where they come from: ``GRAFANA_CLOUD_AUTH`` (the instance ID and
+            token), the headers variable that holds them, or the user and password of the
+            endpoint URL (``userinfo_source``); ``None`` when none are sent.
         export_interval_s: Seconds between periodic exports.
         flush_timeout_s: Bound on the wait for a final export at a call's end and at exit.
         export_timeout_s: Deadline of one export, retries included
@@ -122,6 +130,8 @@ class ExportConfig:
         call_id_label: Whether per-call series carry ``call_id``.
         notices: What was accepted but should be fixed, one sentence each; the
             exporter logs each once as a warning and ``check`` prints them.
+        refused: The variables whose values were refused (each said in ``notices``), their
+            settings' defaults used instead.
         logs_endpoint: The full OTLP/HTTP logs URL for call summaries, or ``None``.
         traces_endpoint: The full OTLP/HTTP traces URL for Pipecat's spans, or ``None``.
         call_histograms: Whether each call has latency histograms of its own.
@@ -144,6 +154,7 @@ class ExportConfig:
     export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S
     call_id_label: bool = True
     notices: tuple[str, ...] = _not_key(())
+    refused: tuple[str, ...] = _not_key(())
     logs_endpoint: str | None = None
     traces_endpoint: str | None = None
     call_histograms: bool = False
@@ -265,13 +276,31 @@ def resolve(
             raise ValueError(f"{name} must be a number of seconds {span(low, high)}, got {value!r}")
 
     notices: list[str] = []
+    refused: list[str] = []
+
+    def or_default(name: str, default: str, read: Callable[[], Any]) -> Any:
+        """``read()``, or ``None`` (the default) with one notice if the value is refused."""
+        try:
+            return read()
+        except ConfigError as e:
+            notices.append(f"{e} Using the default, {default}.")
+            refused.append(name)
+            return None
+
     endpoint, source, headers = _grafana_cloud(env, notices)
     headers_var = first_set(env, OTEL_EXPORTER_OTLP_METRICS_HEADERS, OTEL_EXPORTER_OTLP_HEADERS)
     if endpoint is None:
-        endpoint, source = _otel_endpoint(env, notices)
+        endpoint, source, authorization = _otel_endpoint(env, notices)
         env_headers = _check_headers(headers_var, env[headers_var]) if headers_var else {}
-        has_auth = "authorization" in env_headers
+        has_auth = credentials_in(env_headers) or authorization is not None
         auth_source = headers_var if has_auth else None
+        if authorization is not None:
+            if "authorization" in env_headers:
+                raise ConfigError(
+                    f"{source} has a user:password@ and {headers_var} an Authorization too: "
+                    "keep one of them (the URL's would win, unseen)."
+                )
+            headers, auth_source = {"authorization": authorization}, userinfo_source(source)
     else:
         has_auth, auth_source = True, GRAFANA_CLOUD_AUTH
         if headers_var:
@@ -282,38 +311,67 @@ def resolve(
                 f"{headers_var} is sent. Unset {headers_var}, or the GRAFANA_CLOUD_* variables "
                 "to use it."
             )
+        if ignored := first_set(
+            env, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT
+        ):
+            notices.append(
+                f"{GRAFANA_CLOUD_OTLP_ENDPOINT} and {ignored} are both set: metrics go to "
+                f"{GRAFANA_CLOUD_OTLP_ENDPOINT} and {ignored} is ignored. Unset the one you do "
+                "not mean."
+            )
     if endpoint is not None and has_auth:
         _refuse_clear_text(endpoint, source, env)
 
     if export_interval_s is None:
-        interval_ms = number(
-            env,
+        interval_ms = or_default(
             OTEL_METRIC_EXPORT_INTERVAL,
-            unit="milliseconds",
-            low=MIN_EXPORT_INTERVAL_S * 1000,
-            high=MAX_EXPORT_INTERVAL_S * 1000,
-            note=" (0.1 s to 1 hour)",
-            example="10000",
+            f"{DEFAULT_EXPORT_INTERVAL_S * 1000:g} ms",
+            lambda: number(
+                env,
+                OTEL_METRIC_EXPORT_INTERVAL,
+                unit="milliseconds",
+                low=MIN_EXPORT_INTERVAL_S * 1000,
+                high=MAX_EXPORT_INTERVAL_S * 1000,
+                note=" (0.1 s to 1 hour)",
+                example="10000",
+            ),
         )
         export_interval_s = interval_ms / 1000 if interval_ms is not None else None
     if flush_timeout_s is None:
-        flush_timeout_s = number(
-            env, FLUSH_TIMEOUT, unit="seconds", low=0.0, high=MAX_TIMEOUT_S, example="5"
+        flush_timeout_s = or_default(
+            FLUSH_TIMEOUT,
+            f"{DEFAULT_FLUSH_TIMEOUT_S:g} s",
+            lambda: number(
+                env, FLUSH_TIMEOUT, unit="seconds", low=0.0, high=MAX_TIMEOUT_S, example="5"
+            ),
         )
     if call_id_label is None:
-        call_id_label = flag(env, CALL_ID_LABEL, default=True)
-    export_timeout_s = _check_exporter_variables(env, source)
-    heartbeat_s, histogram_interval_s = (
-        number(env, name, unit="seconds", low=0.1, high=MAX_HEARTBEAT_S, example=example)
-        for name, example in ((HEARTBEAT, "60"), (HISTOGRAM_INTERVAL, "60"))
-    )
+        call_id_label = or_default(
+            CALL_ID_LABEL, "true", lambda: flag(env, CALL_ID_LABEL, default=True)
+        )
+        call_id_label = True if call_id_label is None else call_id_label
+    export_timeout_s = _check_exporter_variables(env, source, or_default)
     interval_s = export_interval_s or DEFAULT_EXPORT_INTERVAL_S
     sparse_s = min(DEFAULT_SPARSE_EXPORTS * interval_s, MAX_HEARTBEAT_S)
+    heartbeat_s, histogram_interval_s = (
+        or_default(
+            name,
+            f"{sparse_s:g} s ({DEFAULT_SPARSE_EXPORTS} export intervals)",
+            lambda name=name: number(
+                env, name, unit="seconds", low=0.1, high=MAX_HEARTBEAT_S, example="60"
+            ),
+        )
+        for name in (HEARTBEAT, HISTOGRAM_INTERVAL)
+    )
     if logs is None:
-        logs = flag(env, LOGS, default=True)
+        logs = or_default(LOGS, "true", lambda: flag(env, LOGS, default=True))
+        logs = True if logs is None else logs
     if traces is None:
-        traces = flag(env, TRACES, default=False)
-    form, why = _histogram_form(env, histograms, endpoint, source)
+        traces = bool(or_default(TRACES, "false", lambda: flag(env, TRACES, default=False)))
+    call_histograms = or_default(
+        CALL_HISTOGRAMS, "false", lambda: flag(env, CALL_HISTOGRAMS, default=False)
+    )
+    form, why = _histogram_form(env, histograms, endpoint, source, or_default)
     return ExportConfig(
         logs_endpoint=_signal_endpoint(env, endpoint, source, "logs") if logs else None,
         traces_endpoint=_signal_endpoint(env, endpoint, source, "traces") if traces else None,
@@ -327,7 +385,8 @@ def resolve(
         export_timeout_s=export_timeout_s or DEFAULT_EXPORT_TIMEOUT_S,
         call_id_label=call_id_label,
         notices=tuple(notices),
-        call_histograms=flag(env, CALL_HISTOGRAMS, default=False),
+        refused=tuple(refused),
+        call_histograms=bool(call_histograms),
         heartbeat_s=heartbeat_s or sparse_s,
         histogram_interval_s=histogram_interval_s or sparse_s,
         histograms=form,
@@ -335,8 +394,15 @@ def resolve(
     )
 
 
+_OrDefault = Callable[[str, str, Callable[[], Any]], Any]
+
+
 def _histogram_form(
-    env: Mapping[str, str], argument: str | None, endpoint: str | None, source: str | None
+    env: Mapping[str, str],
+    argument: str | None,
+    endpoint: str | None,
+    source: str | None,
+    or_default: _OrDefault,
 ) -> tuple[str, str]:
     """The form latency histograms are pushed in, and why.
 
@@ -350,14 +416,23 @@ def _histogram_form(
             raise ValueError(f"histograms must be {NATIVE!r} or {CLASSIC!r}, got {argument!r}")
         return argument, "histograms="
     raw = env.get(HISTOGRAMS, "").strip()
-    if raw:
+    default, why = _default_histogram_form(endpoint, source)
+
+    def read() -> str:
         if raw.lower() not in forms:
             raise ConfigError(
                 f"{HISTOGRAMS}={raw!r} is not {NATIVE!r} or {CLASSIC!r}: set it to {NATIVE} "
                 f"(one series per histogram; Grafana Cloud, Mimir, Prometheus with native "
                 f"histograms on) or {CLASSIC} (a series per bucket; any backend), or unset it."
             )
-        return raw.lower(), HISTOGRAMS
+        return raw.lower()
+
+    if raw and (form := or_default(HISTOGRAMS, f"{default} ({why})", read)) is not None:
+        return form, HISTOGRAMS
+    return default, why
+
+
+def _default_histogram_form(endpoint: str | None, source: str | None) -> tuple[str, str]:
     if source == GRAFANA_CLOUD_OTLP_ENDPOINT:
         return NATIVE, f"metrics go to Grafana Cloud ({GRAFANA_CLOUD_OTLP_ENDPOINT})"
     host = (urlsplit(endpoint).hostname or "") if endpoint else ""
@@ -381,7 +456,8 @@ def max_label_values(argument: int | None, env: Mapping[str, str] | None = None)
     raw = env.get(MAX_LABEL_VALUES, "").strip()
     if not raw:
         return DEFAULT_MAX_LABEL_VALUES
-    if not raw.isdigit() or int(raw) < 1:
+    # isascii: "²" passes isdigit() and fails int().
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise ConfigError(
             f"{MAX_LABEL_VALUES}={raw!r} is not a whole number >= 1: set it to the number of "
             f"distinct model and processor names to export, for example {DEFAULT_MAX_LABEL_VALUES}."
@@ -389,42 +465,61 @@ def max_label_values(argument: int | None, env: Mapping[str, str] | None = None)
     return int(raw)
 
 
-def _check_exporter_variables(env: Mapping[str, str], source: str | None) -> float | None:
+def _check_exporter_variables(
+    env: Mapping[str, str], source: str | None, or_default: _OrDefault
+) -> float | None:
     """Check what the OTel exporter and SDK read themselves, as they would pick it.
 
     They fall back from a value they cannot parse with a line that does not name
     the variable, or take it as it is: a timeout of 0 or a CA file that is not
-    there makes every export fail before a request is sent.
+    there makes every export fail before a request is sent. A refused timeout or
+    compression is replaced by its default where the clients are built (``otlp``).
 
     Returns:
-        The exporter's timeout in seconds, when set.
+        The exporter's timeout in seconds, when set and valid.
     """
     timeout_s = None
     if name := first_set(env, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT):
-        timeout_s = number(
-            env,
+        timeout_s = or_default(
             name,
-            unit="seconds",
-            low=0.0,
-            high=MAX_TIMEOUT_S,
-            note=" (the Python exporter reads it in seconds, not milliseconds)",
-            example="10",
+            f"{DEFAULT_EXPORT_TIMEOUT_S:g} s",
+            lambda: number(
+                env,
+                name,
+                unit="seconds",
+                low=0.0,
+                high=MAX_TIMEOUT_S,
+                note=" (the Python exporter reads it in seconds, not milliseconds)",
+                example="10",
+            ),
         )
     if name := first_set(
         env, OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE
     ):
+        # No default to fall back to: the CA bundle says whom to trust.
         _check_readable(name, env[name].strip())
     if name := first_set(
         env, OTEL_EXPORTER_OTLP_METRICS_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION
     ):
         value = env[name].strip()
-        if value.lower() not in _COMPRESSIONS:
-            raise ConfigError(
-                f"{name}={value!r} is not a compression the exporter knows: set it to "
-                f"{', '.join(_COMPRESSIONS[:-1])} or {_COMPRESSIONS[-1]}."
-            )
-    _check_protocol(env, source)
-    _check_resource_attributes(env.get(OTEL_RESOURCE_ATTRIBUTES, ""))
+
+        def check_compression() -> None:
+            if value.lower() not in _COMPRESSIONS:
+                raise ConfigError(
+                    f"{name}={value!r} is not a compression the exporter knows: set it to "
+                    f"{', '.join(_COMPRESSIONS[:-1])} or {_COMPRESSIONS[-1]}."
+                )
+
+        or_default(name, "none (uncompressed)", check_compression)
+    protocol = first_set(env, OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL)
+    or_default(
+        protocol or OTEL_EXPORTER_OTLP_PROTOCOL, _PROTOCOL, lambda: _check_protocol(env, source)
+    )
+    or_default(
+        OTEL_RESOURCE_ATTRIBUTES,
+        "no attribute from that item (the others are kept)",
+        lambda: _check_resource_attributes(env.get(OTEL_RESOURCE_ATTRIBUTES, "")),
+    )
     return timeout_s
 
 

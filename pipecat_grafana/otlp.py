@@ -17,9 +17,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 from loguru import logger
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -28,12 +30,17 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pipecat_grafana.config import (
+    DEFAULT_EXPORT_TIMEOUT_S,
     GRAFANA_CLOUD_AUTH,
     LOGS,
     MAX_PENDING,
     OTEL_EXPORTER_OTLP_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_COMPRESSION,
     OTEL_EXPORTER_OTLP_HEADERS,
     OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_COMPRESSION,
+    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+    OTEL_EXPORTER_OTLP_TIMEOUT,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     PENDING_RETENTION_S,
     TRACES,
@@ -50,6 +57,7 @@ _OTEL_LOGGERS = (
 _exporting = threading.local()
 # Set once the process exits: every request from then on ends by this monotonic time.
 _exit_deadline: float | None = None
+_exit_interrupted = False
 _DETAIL_CHARS = 500  # of a refusal's body: enough to say what was refused
 
 
@@ -238,14 +246,24 @@ class _DeadlineAdapter(HTTPAdapter):
         }
 
 
-def exit_by(deadline: float | None) -> None:
+def exit_by(deadline: float | None, *, interrupted: bool = False) -> None:
     """End every request of this package by ``deadline`` (monotonic seconds); ``None``: no end.
 
     The process is exiting: it waits for what is left to send at most the flush timeout,
     and a request that would outlive it (the exporter's own timeout is 10 s) is cut short.
+
+    Args:
+        deadline: When every request ends.
+        interrupted: The exit's wait was interrupted (Ctrl-C): what is dropped is said so.
     """
-    global _exit_deadline
+    global _exit_deadline, _exit_interrupted
     _exit_deadline = deadline
+    _exit_interrupted = interrupted
+
+
+def interrupted_at_exit() -> bool:
+    """Whether the exit's wait was interrupted (see ``exit_by``)."""
+    return _exit_interrupted
 
 
 @contextlib.contextmanager
@@ -267,28 +285,54 @@ def _seconds(timeout) -> float:
     return max(timeout) if isinstance(timeout, tuple) else float(timeout)
 
 
+def _defaults_for_refused(config: ExportConfig) -> dict[str, object]:
+    """The client arguments that replace variables whose values ``config`` refused.
+
+    The exporter would read them itself and take a timeout of -1 as it is; the refusal was
+    said once, naming the variable, and the default is used, as it said.
+    """
+    arguments: dict[str, object] = {}
+    if {OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT} & set(config.refused):
+        arguments["timeout"] = DEFAULT_EXPORT_TIMEOUT_S
+    if {OTEL_EXPORTER_OTLP_COMPRESSION, OTEL_EXPORTER_OTLP_METRICS_COMPRESSION} & set(
+        config.refused
+    ):
+        arguments["compression"] = Compression.NoCompression
+    return arguments
+
+
 def build_client(config: ExportConfig, session: OutcomeSession | None = None):
     """The OTLP/HTTP protobuf client (the SDK's ``OTLPMetricExporter``) for ``config``.
 
     Timeout, compression, certificate and any headers not built here come from the
-    standard ``OTEL_EXPORTER_OTLP_*`` variables, read by the exporter itself.
+    standard ``OTEL_EXPORTER_OTLP_*`` variables, read by the exporter itself (a refused
+    timeout or compression is given its default here).
     """
     session = session or OutcomeSession()
     session.endpoint_source = config.endpoint_source
     session.auth_source = config.auth_source
-    return OTLPMetricExporter(endpoint=config.endpoint, headers=config.headers, session=session)
+    return OTLPMetricExporter(
+        endpoint=config.endpoint,
+        headers=config.headers,
+        session=session,
+        **_defaults_for_refused(config),
+    )
 
 
 def build_log_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
     """The OTLP/HTTP protobuf client for log records, with the metrics' credentials."""
     session.auth_source = config.auth_source
-    return OTLPLogExporter(endpoint=endpoint, headers=config.headers, session=session)
+    return OTLPLogExporter(
+        endpoint=endpoint, headers=config.headers, session=session, **_defaults_for_refused(config)
+    )
 
 
 def build_span_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
     """The OTLP/HTTP protobuf client for spans, with the metrics' credentials."""
     session.auth_source = config.auth_source
-    return OTLPSpanExporter(endpoint=endpoint, headers=config.headers, session=session)
+    return OTLPSpanExporter(
+        endpoint=endpoint, headers=config.headers, session=session, **_defaults_for_refused(config)
+    )
 
 
 def explain(
@@ -316,28 +360,11 @@ def explain(
     if outcome is None:
         return f"the export to {endpoint} failed before a request was sent"
     status = outcome.status
-    if status in (401, 403) and auth_source is None:
-        return (
-            f"{endpoint} asks for credentials ({status}) and none are sent: set "
-            f"{GRAFANA_CLOUD_AUTH} (a token with the {signal}:write scope), or an "
-            f"Authorization in {OTEL_EXPORTER_OTLP_HEADERS}"
-        )
-    if status in (401, 403) and auth_source != GRAFANA_CLOUD_AUTH:
-        return (
-            f"{endpoint} rejected the credentials ({status}) of the Authorization in "
-            f"{auth_source}: for Grafana Cloud it must be Basic base64 of <instance ID>:<token>, "
-            f"the stack's numeric instance ID and a current token with the {signal}:write scope "
-            "of the same stack"
-        )
+    answer = f"{status}{said(outcome)}"
     if status in (401, 403):
-        return (
-            f"{endpoint} rejected the credentials ({status}): check that "
-            "GRAFANA_CLOUD_INSTANCE_ID is the stack's numeric instance ID (not the org or "
-            f"user ID), that GRAFANA_CLOUD_API_TOKEN is a current token with the "
-            f"{signal}:write scope, and that both belong to the same stack"
-        )
+        return _refused_credentials(endpoint, answer, signal, auth_source)
     if status == 404:
-        return f"{endpoint} was not found (404): the endpoint URL is wrong; {_right_url(source, signal)}"
+        return f"{endpoint} was not found ({answer}): the endpoint URL is wrong; {_right_url(source, signal)}"
     if status is not None and 300 <= status < 400:
         # The exporter does not follow redirects, and counts a 3xx as a success.
         return (
@@ -346,12 +373,78 @@ def explain(
             "different path); set the endpoint to the URL it redirects to"
         )
     if status == 429:
-        return f"{endpoint} is rate-limiting us (429); the exporter retries with backoff"
+        return f"{endpoint} is rate-limiting us ({answer}); the exporter retries with backoff"
     if status is not None and status >= 500:
-        return f"{endpoint} failed with a server error ({status}); the exporter retries"
+        return f"{endpoint} failed with a server error ({answer}); the exporter retries"
     if status is not None:
-        return f"{endpoint} refused the {signal} ({status})"
+        return f"{endpoint} refused the {signal} ({answer})"
     return f"cannot connect to {endpoint}: {_connection_problem(outcome.error, timeout_s)}"
+
+
+_REPLY_CHARS = 200  # of the backend's reply, quoted in a message
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+# A backend may echo what it was sent: whatever follows an auth scheme or a known key shape.
+_SECRET = re.compile(
+    r"(?i)\b(basic|bearer|token|api[-_]?key|authorization)(\s*[:=]?\s*)[^\s\"',;]+"
+)
+_GRAFANA_TOKEN = re.compile(r"glc_[A-Za-z0-9+/=_-]+")
+_TAG = re.compile(r"<[^<>]*>")
+
+
+def said(outcome: Outcome | None) -> str:
+    """The backend's own reply to a refused request, quoted for a message; else empty.
+
+    Bounded to a line of 200 characters, control characters removed, and anything that looks
+    like a credential it echoed masked: ``: "unsupported path requested: ..."``.
+    """
+    if outcome is None or not outcome.detail:
+        return ""
+    # An HTML error page (a proxy's, http.server's) is read for its words, not its markup.
+    text = " ".join(_CONTROL.sub(" ", _TAG.sub(" ", outcome.detail)).split())
+    text = _GRAFANA_TOKEN.sub("glc_<masked>", _SECRET.sub(r"\1\2<masked>", text))
+    if len(text) > _REPLY_CHARS:
+        text = text[: _REPLY_CHARS - 3] + "..."
+    return f': "{text}"' if text else ""
+
+
+def is_grafana_cloud(endpoint: str, auth_source: str | None = None) -> bool:
+    """Whether ``endpoint`` is Grafana Cloud's OTLP gateway (or credentials were made for it)."""
+    host = (urlsplit(endpoint).hostname or "").lower()
+    return (
+        auth_source == GRAFANA_CLOUD_AUTH or host == "grafana.net" or host.endswith(".grafana.net")
+    )
+
+
+def _refused_credentials(endpoint: str, answer: str, signal: str, auth_source: str | None) -> str:
+    """A 401 or 403, explained in the terms of the endpoint in use and of the credentials."""
+    grafana = is_grafana_cloud(endpoint, auth_source)
+    if auth_source is None:
+        fix = (
+            f"set {GRAFANA_CLOUD_AUTH} (a token with the {signal}:write scope)"
+            if grafana
+            else f"set the header the backend expects in {OTEL_EXPORTER_OTLP_HEADERS}, for "
+            "example Authorization=Bearer%20<token> or Authorization=Basic%20<base64 of "
+            "user:password>"
+        )
+        return f"{endpoint} asks for credentials ({answer}) and none are sent: {fix}"
+    if auth_source == GRAFANA_CLOUD_AUTH:
+        return (
+            f"{endpoint} rejected the credentials ({answer}): check that "
+            "GRAFANA_CLOUD_INSTANCE_ID is the stack's numeric instance ID (not the org or "
+            f"user ID), that GRAFANA_CLOUD_API_TOKEN is a current token with the "
+            f"{signal}:write scope, and that both belong to the same stack"
+        )
+    if grafana:
+        return (
+            f"{endpoint} rejected the credentials ({answer}) of {auth_source}: for Grafana "
+            "Cloud it must be Basic base64 of <instance ID>:<token>, the stack's numeric "
+            f"instance ID and a current token with the {signal}:write scope of the same stack"
+        )
+    return (
+        f"{endpoint} rejected the credentials ({answer}) of {auth_source}: check them with "
+        "whoever runs the backend (a user, password or token it knows, with the right to "
+        f"write {signal}), and the header name it expects"
+    )
 
 
 NOT_SERVED = frozenset({400, 404})

@@ -32,7 +32,8 @@ import os
 import re
 import threading
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -53,6 +54,14 @@ TOKENS_PER_PRICE_UNIT = 1_000_000
 
 UNPRICED_NAMED = 5
 """Models without a price that a process names in its log; later ones are counted."""
+
+MAX_LLM_PRICE = 10_000.0
+"""The most a price of an LLM may be, in USD per million tokens: the dearest list price is
+some 600 (2026); more is a mistake of unit (per token, per thousand) or of digits."""
+MAX_TTS_PRICE = 1.0
+"""The most a TTS price may be, in USD per character (list prices are below 0.001)."""
+MAX_STT_PRICE = 100.0
+"""The most an STT price may be, in USD per minute of audio (list prices are below 0.1)."""
 
 _PRICE_CONFIG = ConfigDict(
     frozen=True,
@@ -78,25 +87,25 @@ class LLMPrice(BaseModel):
 
     model_config = _PRICE_CONFIG
 
-    input: float = Field(ge=0)
+    input: float = Field(ge=0, le=MAX_LLM_PRICE)
     """USD per million uncached text input tokens."""
 
-    output: float = Field(ge=0)
+    output: float = Field(ge=0, le=MAX_LLM_PRICE)
     """USD per million text output tokens (reasoning tokens are billed as output)."""
 
-    cache_read: float | None = Field(default=None, ge=0)
+    cache_read: float | None = Field(default=None, ge=0, le=MAX_LLM_PRICE)
     """USD per million input tokens read from the prompt cache; ``None`` means ``input``."""
 
-    cache_write: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0, le=MAX_LLM_PRICE)
     """USD per million input tokens written to the prompt cache; ``None`` means ``input``."""
 
-    audio_input: float | None = Field(default=None, ge=0)
+    audio_input: float | None = Field(default=None, ge=0, le=MAX_LLM_PRICE)
     """USD per million uncached audio input tokens; ``None`` means ``input``."""
 
-    audio_output: float | None = Field(default=None, ge=0)
+    audio_output: float | None = Field(default=None, ge=0, le=MAX_LLM_PRICE)
     """USD per million audio output tokens; ``None`` means ``output``."""
 
-    audio_cache_read: float | None = Field(default=None, ge=0)
+    audio_cache_read: float | None = Field(default=None, ge=0, le=MAX_LLM_PRICE)
     """USD per million audio input tokens read from the cache; ``None`` means ``cache_read``."""
 
 
@@ -110,7 +119,7 @@ class TTSPrice(BaseModel):
 
     model_config = _PRICE_CONFIG
 
-    per_character: float = Field(ge=0)
+    per_character: float = Field(ge=0, le=MAX_TTS_PRICE)
     """USD per character of text sent to the service."""
 
 
@@ -124,7 +133,7 @@ class STTPrice(BaseModel):
 
     model_config = _PRICE_CONFIG
 
-    per_minute: float = Field(ge=0)
+    per_minute: float = Field(ge=0, le=MAX_STT_PRICE)
     """USD per minute of audio sent to the service."""
 
 
@@ -197,11 +206,24 @@ def _describe(exc: ValidationError) -> str:
             parts.append(f"{field} is missing")
         elif error["type"] == "extra_forbidden":
             parts.append(f"{field} is not a price field")
+        elif error["type"] == "less_than_equal":
+            # Refused rather than used: one absurd figure makes every total infinite.
+            parts.append(
+                f"{field} = {_shown(error['input'])} is not a plausible price (at most "
+                f"{error['ctx']['le']:g}): check its unit (LLM per million tokens, TTS per "
+                "character, STT per minute) and its digits"
+            )
         else:
             # Pydantic says "Input should be ...", where "input" is the value given.
             should = error["msg"].removeprefix("Input ").removeprefix("Value ")
-            parts.append(f"{field} {should} (got {error['input']!r})")
+            parts.append(f"{field} {should} (got {_shown(error['input'])})")
     return "; ".join(parts)
+
+
+def _shown(value: object) -> str:
+    """A value given in a price file, bounded for a message (a 4,000-digit number, say)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _kind_of(price: Price) -> str:
@@ -265,6 +287,10 @@ def _read_price_file(path: Path) -> dict[str, Price]:
             f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; name the "
             "file *.toml to write it in TOML)"
         ) from exc
+    except ValueError as exc:  # an integer of more than 4,300 digits, say
+        raise error(f"cannot be read as {'TOML' if is_toml else 'JSON'} ({exc})") from None
+    except RecursionError:
+        raise error("is nested too deeply to be a price table") from None
     if not isinstance(data, dict):
         raise error(f"must map model names to prices at the top level, not {type(data).__name__}")
     try:
@@ -273,11 +299,78 @@ def _read_price_file(path: Path) -> dict[str, Price]:
         raise error(f"has a bad price for model {exc.model!r}: {exc.detail}") from None
 
 
+class _ParsedTables:
+    """Price tables already built in this process (a runtime part), by price file.
+
+    Parsing a price file of 50,000 models takes a second or so; a process building an
+    exporter per call parses it once. A file is known by its path, modification time and
+    size, so an edited file is read again.
+    """
+
+    LIMIT = 4  # files remembered: a process uses one, a test suite a few
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # (path, mtime_ns, size) -> _Parsed; under lock.
+        self.tables: dict[tuple, _Parsed] = {}
+
+    def get(self, path: Path | None) -> "_Parsed":
+        """The file at ``path`` parsed (``None``: no file), and DEFAULT_PRICES with it applied.
+
+        Raises:
+            PriceFileError: The file cannot be read or parsed.
+        """
+        key: tuple = ()
+        if path is not None:
+            try:
+                stat = path.stat()
+            except OSError:
+                _read_price_file(path)  # raises the error that names the variable
+                raise
+            key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        with self.lock:
+            table = self.tables.get(key)
+        if table is None:
+            own = _read_price_file(path) if path is not None else {}
+            prices = {**DEFAULT_PRICES, **own}
+            table = _Parsed(own, prices, _by_kind(prices))
+            with self.lock:
+                if len(self.tables) >= self.LIMIT:
+                    self.tables.pop(next(iter(self.tables)))
+                self.tables[key] = table
+        return table
+
+    def after_fork_in_child(self) -> None:
+        """A new lock; the tables stay."""
+        self.lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A price file's own entries, the default table with them applied, and its index."""
+
+    own: dict[str, "Price"]
+    prices: dict[str, "Price"]
+    by_kind: dict[type, list[str]]  # the keys of each kind of price, longest first
+
+
+def _by_kind(prices: Mapping[str, "Price"]) -> dict[type, list[str]]:
+    return {
+        cls: sorted(
+            (key for key, price in prices.items() if isinstance(price, cls)), key=len, reverse=True
+        )
+        for cls in _PRICE_KINDS.values()
+    }
+
+
 DEFAULT_PRICE_FILE = Path(__file__).with_name("prices.toml")
 """The default price table, in the price-file shape; shipped with the package."""
 
 DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(_read_price_file(DEFAULT_PRICE_FILE))
 """Built-in list prices as of ``PRICES_AS_OF``, keyed by lowercase model name."""
+
+_PARSED = runtime.own(_ParsedTables())
+"""The process's price tables, parsed once per file."""
 
 # Prefixes that hosting platforms put before a model's own name: anything up to the
 # last "/" (openai/gpt-4o, models/gemini-2.0-flash), and Bedrock's optional region
@@ -340,27 +433,26 @@ class PriceTable:
             ValueError: If the price file is unreadable or malformed, or an entry of
                 ``prices`` or ``overrides`` is not a valid price.
         """
-        self._prices: dict[str, Price] = {}
         self.price_file: Path | None = None
         """The price file that was applied, if any."""
-        if prices is None:
-            self._prices.update(DEFAULT_PRICES)
-        else:
-            self._merge(prices, "prices")
         path = os.environ.get(PRICE_FILE_ENV, "").strip() if load_env else ""
         if path:
             self.price_file = Path(path).expanduser()
-            self._prices.update(_read_price_file(self.price_file))
+        if prices is None:
+            # Shared, never changed: the table of the file parsed once per process.
+            parsed = _PARSED.get(self.price_file)
+            self._prices, self._by_kind = parsed.prices, parsed.by_kind
+            if overrides is not None:
+                self._prices = dict(self._prices)
+        else:
+            self._prices = {}
+            self._merge(prices, "prices")
+            if self.price_file is not None:
+                self._prices.update(_PARSED.get(self.price_file).own)
         if overrides is not None:
             self._merge(overrides, "overrides")
-        self._by_kind = {
-            cls: sorted(
-                (key for key, price in self._prices.items() if isinstance(price, cls)),
-                key=len,
-                reverse=True,
-            )
-            for cls in _PRICE_KINDS.values()
-        }
+        if prices is not None or overrides is not None:
+            self._by_kind = _by_kind(self._prices)
         self._lookups: dict[tuple[type[BaseModel], str], Price | None] = {}
 
     def _merge(self, table: Mapping[str, Any], argument: str) -> None:
@@ -449,7 +541,7 @@ class PriceTable:
             (max(tokens.completion - output_audio, 0), price.output),
             (output_audio, _or(price.audio_output, price.output)),
         )
-        return sum(count * rate for count, rate in priced) / TOKENS_PER_PRICE_UNIT
+        return _finite(lambda: sum(count * rate for count, rate in priced) / TOKENS_PER_PRICE_UNIT)
 
     def tts_cost(self, model: str | None, characters: int) -> float | None:
         """Estimate what synthesising ``characters`` characters cost.
@@ -467,7 +559,9 @@ class PriceTable:
         if characters < 0:
             raise ValueError(f"characters must not be negative, got {characters}")
         price = self.lookup("tts", model)
-        return price.per_character * characters if isinstance(price, TTSPrice) else None
+        if not isinstance(price, TTSPrice):
+            return None
+        return _finite(lambda: price.per_character * characters)
 
     def stt_cost(self, model: str | None, audio_seconds: float) -> float | None:
         """Estimate what transcribing ``audio_seconds`` of audio cost.
@@ -485,7 +579,22 @@ class PriceTable:
         if not math.isfinite(audio_seconds) or audio_seconds < 0:
             raise ValueError(f"audio_seconds must be finite and not negative, got {audio_seconds}")
         price = self.lookup("stt", model)
-        return price.per_minute * audio_seconds / 60 if isinstance(price, STTPrice) else None
+        if not isinstance(price, STTPrice):
+            return None
+        return _finite(lambda: price.per_minute * audio_seconds / 60)
+
+
+def _finite(cost: Callable[[], float]) -> float | None:
+    """``cost()``, or ``None`` (not priced) where counts beyond any real usage make it infinite.
+
+    Prices are bounded (``MAX_LLM_PRICE``...), so only an absurd count gets here: an infinite
+    cost would poison every total it is added to, in the summary, OTLP, Loki and the scrape.
+    """
+    try:
+        value = cost()
+    except OverflowError:  # an integer count too large for a float
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _or(rate: float | None, fallback: float) -> float:

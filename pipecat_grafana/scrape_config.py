@@ -64,7 +64,8 @@ def resolve_scrape(
             raise ValueError(f"prometheus_port must be a TCP port from 1 to 65535, got {port!r}")
         port_source = "prometheus_port="
     elif raw := env.get(PROMETHEUS_PORT, "").strip():
-        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        # isascii: "²" passes isdigit() and fails int().
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
             raise ConfigError(
                 f"{PROMETHEUS_PORT}={raw!r} is not a TCP port from 1 to 65535: set it to the "
                 "port Prometheus scrapes, for example 9464."

@@ -4,10 +4,11 @@ A bot must start whatever its environment holds, and a programmer's mistake must
 where it is made. So:
 
 - a malformed **argument** raises ``ValueError`` (the code is wrong; fix it there);
-- a malformed **environment variable** is logged once, naming it and how to fix it, and
-  the exporter goes on with what does not depend on it: export off for an endpoint or
-  credentials problem, the default for a bound, the default prices for a price file,
-  no scrape endpoint for its port or address.
+- a malformed **environment variable** is logged once, naming it, its value and the
+  default used instead, and the exporter goes on: the setting's default for a number, a
+  switch or a bound, the default prices for a price file, no scrape endpoint for its port
+  or address; export is off only for what has no safe default (a malformed endpoint URL,
+  malformed credentials).
 """
 
 import os
@@ -74,7 +75,7 @@ def resolve(
     try:
         label_values = cfg.max_label_values(max_label_values)
     except cfg.ConfigError as e:
-        error_once(f"settings:{e}", f"{e} Using {cfg.DEFAULT_MAX_LABEL_VALUES}.")
+        warn_once(f"settings:{e}", f"{e} Using the default, {cfg.DEFAULT_MAX_LABEL_VALUES}.")
         label_values = cfg.DEFAULT_MAX_LABEL_VALUES
     try:
         table = PriceTable(overrides=prices)

@@ -13,6 +13,24 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+
+def _cost_digits(parts: list[float], total: float | None, least: int = 4, most: int = 10) -> int:
+    """Decimals that make the cost lines, as printed, add up to the total as printed.
+
+    Four decimals unless a part is so small that, rounded, the lines would not add up
+    (``$0.0001 + $0.0065 = $0.0065``); then as many more as it takes, up to ``most``.
+    """
+    if total is None or not parts:
+        return least
+    for digits in range(least, most + 1):
+        shown = sum(round(part, digits) for part in parts)
+        if round(shown, digits) == round(total, digits) and all(
+            round(part, digits) or not part for part in parts
+        ):
+            return digits
+    return most
+
+
 NOT_MEASURED = {
     "latency": (
         "enable_metrics",
@@ -193,12 +211,13 @@ class CallSummary(BaseModel):
                 f"avg={stats.avg_ms:.0f}ms p50={stats.p50_ms:.0f}ms p95={stats.p95_ms:.0f}ms "
                 f"min={stats.min_ms:.0f}ms max={stats.max_ms:.0f}ms"
             )
+        digits = _cost_digits([cost.usd for cost in self.costs], self.total_cost_usd)
         for cost in self.costs:
-            lines.append(f"Cost {cost.service_type} ({cost.model}): ${cost.usd:.4f}")
+            lines.append(f"Cost {cost.service_type} ({cost.model}): ${cost.usd:.{digits}f}")
         if self.total_cost_usd is None:
             total = f"Total cost: {unmeasured}"
         else:
-            total = f"Total cost: ${self.total_cost_usd:.4f}"
+            total = f"Total cost: ${self.total_cost_usd:.{digits}f}"
         if self.unpriced_models:
             total += f" (partial: no price for {', '.join(self.unpriced_models)})"
         lines += [total, rule]

@@ -326,9 +326,11 @@ class VictoriaMetrics(_PromQLServer):
     ``query_url``, ``data_dir``, ``log_path``.
     """
 
-    def __init__(self, extra_args: Sequence[str] = ()):
+    def __init__(self, extra_args: Sequence[str] = (), *, prometheus_naming: bool = True):
         self.binary = require_tools("victoria-metrics")["victoria-metrics"]
         self.extra_args = list(extra_args)
+        # Off: VictoriaMetrics as it starts by default, keeping OpenTelemetry's dotted names.
+        self.prometheus_naming = prometheus_naming
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: _Process | None = None
         self.port = 0
@@ -355,7 +357,7 @@ class VictoriaMetrics(_PromQLServer):
                     f"-httpListenAddr={HOST}:{port}",
                     f"-storageDataPath={self.data_dir}",
                     "-retentionPeriod=1d",  # the minimum VM accepts
-                    "-opentelemetry.usePrometheusNaming",
+                    *(["-opentelemetry.usePrometheusNaming"] if self.prometheus_naming else []),
                     "-search.latencyOffset=0s",
                     "-search.disableCache",
                     *self.extra_args,

@@ -119,7 +119,9 @@ def test_bad_credentials_from_otel_headers_say_where_they_come_from(monkeypatch,
     status, output, _ = run_check(capsys)
 
     assert status == 1
-    assert f"comes from {cfg.OTEL_EXPORTER_OTLP_HEADERS}" in output
+    assert f"come from {cfg.OTEL_EXPORTER_OTLP_HEADERS}" in output
+    # A plain OTLP endpoint: its own credentials, not Grafana Cloud's variables.
+    assert "GRAFANA_CLOUD" not in output.split("Sending", 1)[1]
 
 
 def test_no_credentials_at_all(monkeypatch, capsys, receiver):
@@ -129,7 +131,9 @@ def test_no_credentials_at_all(monkeypatch, capsys, receiver):
     status, output, _ = run_check(capsys)
 
     assert status == 1
-    assert "No Authorization header is sent" in output
+    assert "No credentials are sent" in output
+    assert f"in {cfg.OTEL_EXPORTER_OTLP_HEADERS}" in output
+    assert "GRAFANA_CLOUD" not in output.split("Sending", 1)[1]
 
 
 def test_wrong_url(monkeypatch, capsys, receiver):
@@ -139,7 +143,7 @@ def test_wrong_url(monkeypatch, capsys, receiver):
     status, output, elapsed = run_check(capsys)
 
     assert status == 1
-    assert "was not found (404)" in output
+    assert "was not found (404" in output
     assert "https://otlp-gateway-<zone>.grafana.net/otlp" in output
     assert f"{cfg.GRAFANA_CLOUD_OTLP_ENDPOINT} should end in /otlp" in output
     assert elapsed < BOUND_S
@@ -163,7 +167,7 @@ def test_wrong_full_metrics_url_is_not_said_to_get_the_path_appended(monkeypatch
     status, output, _ = run_check(capsys)
 
     assert status == 1
-    assert "was not found (404)" in output
+    assert "was not found (404" in output
     assert "appends" not in output
     assert f"{cfg.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT} is used as is" in output
 
@@ -183,19 +187,24 @@ def test_refused_port(monkeypatch, capsys, log_lines):
     assert not [line for line in log_lines if "export" in line.lower()]
 
 
-def test_zero_exporter_timeout_is_a_configuration_error_not_a_timeout(monkeypatch, capsys):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, f"http://127.0.0.1:{port}")
+def test_zero_exporter_timeout_is_refused_not_taken_for_a_timeout(monkeypatch, capsys, receiver):
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
     monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "0")
 
     status, output, _ = run_check(capsys)
 
-    assert status == 2
-    (line,) = output.strip().splitlines()
-    assert f"{cfg.OTEL_EXPORTER_OTLP_TIMEOUT}='0'" in line
-    assert "no answer" not in output
+    # The bot would export with the default timeout: so does the check, and it says so.
+    assert status == check.EXIT_NOT_CONFIGURED
+    (warning,) = [line for line in output.splitlines() if line.startswith("Warning:")]
+    assert f"{cfg.OTEL_EXPORTER_OTLP_TIMEOUT}='0'" in warning
+    assert "Using the default, 10 s" in warning
+    assert "Accepted" in output and "no answer" not in output
+    assert len(receiver.requests) == 1
+    assert (
+        output.strip()
+        .splitlines()[-1]
+        .startswith(f"Misconfigured: {cfg.OTEL_EXPORTER_OTLP_TIMEOUT} refused")
+    )
 
 
 def test_server_that_never_answers(monkeypatch, capsys, receiver):
@@ -320,30 +329,76 @@ def test_configuration_mistake_is_one_line_naming_the_variable(monkeypatch, caps
     assert "Traceback" not in output
 
 
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [
-        (cfg.OTEL_METRIC_EXPORT_INTERVAL, "1e300"),
-        (cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "abc"),
-        (cfg.OTEL_EXPORTER_OTLP_CERTIFICATE, "/nonexistent/ca.pem"),
-        (cfg.OTEL_EXPORTER_OTLP_COMPRESSION, "brotli"),
-        (cfg.OTEL_EXPORTER_OTLP_PROTOCOL, "grpc"),
-        (cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, "http/json"),
-        (cfg.OTEL_RESOURCE_ATTRIBUTES, "a=1,broken"),
-    ],
-)
-def test_exporter_variable_mistakes_are_configuration_errors(
-    monkeypatch, capsys, receiver, variable, value
-):
-    # Each would otherwise be accepted by the receiver, or fail without naming the variable.
+def test_a_missing_ca_file_is_a_configuration_error(monkeypatch, capsys, receiver):
+    # Whom to trust has no default to fall back to: export is off, and the check says why.
     monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
-    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_CERTIFICATE, "/nonexistent/ca.pem")
 
     status, output, _ = run_check(capsys)
 
     assert status == 2
     (line,) = output.strip().splitlines()
-    assert line.startswith(f"pipecat-grafana: configuration error: {variable}")
+    assert line.startswith(
+        f"pipecat-grafana: configuration error: {cfg.OTEL_EXPORTER_OTLP_CERTIFICATE}"
+    )
+    assert not receiver.requests
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "default"),
+    [
+        (cfg.OTEL_METRIC_EXPORT_INTERVAL, "1e300", "10000 ms"),
+        (cfg.OTEL_EXPORTER_OTLP_TIMEOUT, "abc", "10 s"),
+        (cfg.OTEL_EXPORTER_OTLP_COMPRESSION, "brotli", "none"),
+        (cfg.OTEL_EXPORTER_OTLP_PROTOCOL, "grpc", "http/protobuf"),
+        (cfg.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, "http/json", "http/protobuf"),
+        (cfg.OTEL_RESOURCE_ATTRIBUTES, "a=1,broken", "no attribute from that item"),
+        (cfg.HISTOGRAMS, "exponential", "classic"),
+        (cfg.MAX_LABEL_VALUES, "\u00b2", "100"),
+        (cfg.CALL_ID_LABEL, "maybe", "true"),
+    ],
+)
+def test_a_refused_setting_is_named_with_its_default_and_the_check_exits_2(
+    monkeypatch, capsys, receiver, variable, value, default
+):
+    # The bot would warn and go on with the default: the check sends as the bot would, names
+    # the setting, its value and the default, and exits 2 so that a script notices.
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(variable, value)
+
+    status, output, _ = run_check(capsys)
+
+    assert status == check.EXIT_NOT_CONFIGURED
+    (warning,) = [line for line in output.splitlines() if variable in line and "Warning" in line]
+    assert f"Using the default, {default}" in warning
+    assert "Accepted" in output
+    assert len(receiver.requests) == 1
+    assert f"Misconfigured: {variable} refused" in output
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "cannot be read"),
+        ("[" * 100_000, "nested too deeply"),
+        ('{"m": {"input": 1' + "0" * 4300 + ', "output": 1}}', "cannot be read as JSON"),
+        ('{"m": {"input": 1e308, "output": 1}}', "not a plausible price"),
+    ],
+)
+def test_the_price_file_is_checked(monkeypatch, capsys, receiver, tmp_path, content, problem):
+    path = tmp_path / "prices.json"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv("PIPECAT_GRAFANA_PRICES_FILE", str(path))
+
+    status, output, _ = run_check(capsys)
+
+    assert status == check.EXIT_NOT_CONFIGURED
+    (line,) = output.strip().splitlines()
+    assert line.startswith("pipecat-grafana: configuration error: PIPECAT_GRAFANA_PRICES_FILE=")
+    assert problem in line
+    assert len(line) < 1000
     assert not receiver.requests
 
 
@@ -471,8 +526,8 @@ def test_a_401_with_the_header_variable_is_explained_with_that_variable(
     assert status == 1
     assert f"set (masked), from {cfg.OTEL_EXPORTER_OTLP_METRICS_HEADERS}" in output
     (failed,) = [line for line in output.splitlines() if line.startswith("Failed:")]
-    assert f"the Authorization in {cfg.OTEL_EXPORTER_OTLP_METRICS_HEADERS}" in failed
-    assert cfg.GRAFANA_CLOUD_INSTANCE_ID not in failed  # not the variables it did not use
+    assert f"rejected the credentials (401) of {cfg.OTEL_EXPORTER_OTLP_METRICS_HEADERS}" in failed
+    assert cfg.GRAFANA_CLOUD_INSTANCE_ID not in output  # not the variables it did not use
 
 
 @pytest.mark.parametrize("form", ["Authorization=Basic {}", "Authorization=Basic%20{}"])

@@ -121,7 +121,7 @@ def test_arguments_win_over_environment():
                 cfg.OTEL_EXPORTER_OTLP_HEADERS: f"Basic {TOKEN}",
             },
             cfg.OTEL_EXPORTER_OTLP_HEADERS,
-            "key=value",
+            "name=value",
         ),
         ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "10s"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "milliseconds"),
         ({cfg.OTEL_METRIC_EXPORT_INTERVAL: "-5"}, cfg.OTEL_METRIC_EXPORT_INTERVAL, "milliseconds"),
@@ -203,12 +203,32 @@ def test_arguments_win_over_environment():
     ],
 )
 def test_malformed_values_name_the_variable_and_the_fix(env, names, fix):
-    with pytest.raises(ConfigError) as error:
-        resolve(env)
-    message = str(error.value)
+    if names in NO_SAFE_DEFAULT:
+        with pytest.raises(ConfigError) as error:
+            resolve(env)
+        message = str(error.value)
+    else:
+        # A setting with a default: one notice naming it, its value and the default; the
+        # rest of the configuration (the endpoint, if any) stands.
+        config = resolve(env)
+        (message,) = [notice for notice in config.notices if names in notice]
+        assert "Using the default" in message
+        assert names in config.refused
     assert names in message
     assert fix in message
     assert TOKEN not in message
+
+
+# Variables whose malformed value turns export off: an endpoint, credentials, whom to trust.
+NO_SAFE_DEFAULT = {
+    cfg.OTEL_EXPORTER_OTLP_ENDPOINT,
+    cfg.GRAFANA_CLOUD_OTLP_ENDPOINT,
+    cfg.GRAFANA_CLOUD_INSTANCE_ID,
+    cfg.GRAFANA_CLOUD_API_TOKEN,
+    cfg.OTEL_EXPORTER_OTLP_HEADERS,
+    cfg.OTEL_EXPORTER_OTLP_CERTIFICATE,
+    cfg.OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE,
+}
 
 
 def test_exporter_variables_that_work_pass(tmp_path):

@@ -183,7 +183,8 @@ def _accepts_variable(name: str, value: float) -> bool:
         if name == cfg.PROMETHEUS_PORT:
             resolve_scrape(env)
         else:
-            cfg.resolve(env)
+            # A value out of range is refused (the default is used, with a notice).
+            return name not in cfg.resolve(env).refused
     except cfg.ConfigError:
         return False
     return True
@@ -289,3 +290,24 @@ def test_changelog_names_the_current_version_first():
     versions = re.findall(r"^## \[([^\]]+)\] - (\d{4}-\d{2}-\d{2}|Unreleased)$", changelog, re.M)
     assert versions, "CHANGELOG.md has no '## [version] - date' heading"
     assert versions[0][0] == __version__, (versions[0], __version__)
+
+
+def test_every_public_argument_of_the_offline_services_is_in_the_api_reference():
+    from pipecat_grafana import offline
+
+    page = PAGES["offline.md"]
+    for name in (
+        "ScriptedLLMService",
+        "ScriptedTTSService",
+        "ScriptedSTTService",
+        "OfflineTransport",
+        "run_offline_call",
+        "run_offline_calls",
+    ):
+        obj = getattr(offline, name)
+        assert f"`{name}`" in page, name
+        function = obj.__init__ if inspect.isclass(obj) else obj
+        for parameter in inspect.signature(function).parameters.values():
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                assert f"`{parameter.name}`" in page, (name, parameter.name)
+    assert f'`"{offline.TOOL_NAME}"`' in page

@@ -120,5 +120,55 @@ async def test_a_refused_export_at_exit_is_said_in_the_endpoints_words(export_to
     )
     await asyncio.to_thread(pipecat_grafana.shutdown, 1)
     (dropped,) = [line for line in log_lines if "at exit, dropped" in line]
-    assert "refused the last export (401)" in dropped
+    assert "asks for credentials (401) and none are sent" in dropped
     assert "shut down before" not in dropped
+
+
+CALL_THEN_WAIT = CALL + "sys.stdin.readline()  # the test makes the endpoint hang meanwhile\n"
+
+
+def test_ctrl_c_during_the_exit_wait_ends_it_quietly_saying_what_was_dropped(receiver):
+    """A real SIGINT, then a second one, to a real process waiting at exit for its endpoint."""
+    import signal
+
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PIPECAT_"))},
+        cfg.OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+        cfg.FLUSH_TIMEOUT: "60",  # Ctrl-C ends the wait, not the timeout
+        cfg.OTEL_METRIC_EXPORT_INTERVAL: "3600000",  # no periodic export: the exit's is the one
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", CALL_THEN_WAIT],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith("CALL ENDED"):
+            break
+    receiver.hang()
+    child.stdin.write("\n")
+    child.stdin.flush()
+    # The exit's export has reached the endpoint, which holds it: the process waits at exit.
+    receiver.wait_for(lambda r: any(q.status is None for q in r.rejected), timeout=30)
+    interrupted = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    for line in child.stdout:
+        lines.append(line)
+        if "at exit, dropped" in line:
+            child.send_signal(signal.SIGINT)  # a second Ctrl-C, while the exit goes on
+            break
+    lines.extend(child.stdout)
+    child.wait(30)
+    waited = time.monotonic() - interrupted
+    output = "".join(lines)
+    assert waited < 10, (waited, output)  # well within the 60 s flush timeout
+    assert "Traceback" not in output and "Exception ignored" not in output, output
+    assert "KeyboardInterrupt" not in output, output
+    (dropped,) = [line for line in output.splitlines() if "at exit, dropped" in line]
+    assert "interrupted (Ctrl-C)" in dropped

@@ -1,5 +1,6 @@
 import datetime
 import json
+import math
 
 import pytest
 from pipecat.metrics.metrics import LLMTokenUsage
@@ -14,6 +15,7 @@ from pipecat_grafana.pricing import (
     STTPrice,
     TTSPrice,
 )
+from pipecat_grafana.summary import CallSummary, ServiceCost
 from pipecat_grafana.tokens import TokenCounts
 
 
@@ -673,3 +675,58 @@ def test_the_default_table_is_the_shipped_price_file_read_like_a_users(monkeypat
     assert from_file.price_file == DEFAULT_PRICE_FILE
     assert dict(from_file.prices) == dict(DEFAULT_PRICES)
     assert len(DEFAULT_PRICES) > 50
+
+
+def test_an_absurd_price_is_refused_as_absurd():
+    # 1e308 per million tokens would make every total it touches infinite.
+    for price in ({"input": 1e308, "output": 1.0}, {"per_character": 5.0}, {"per_minute": 1e6}):
+        with pytest.raises(ValueError, match="not a plausible price"):
+            table_with(price)
+
+
+def test_a_cost_is_always_finite():
+    table = table_with({"input": 10_000.0, "output": 10_000.0})
+    huge = TokenCounts.from_usage(usage(prompt_tokens=10**400, completion_tokens=1))[0]
+    cost = table.llm_cost("test-model", huge)
+    assert cost is None or math.isfinite(cost)
+
+
+def test_a_price_file_is_parsed_once_per_process_and_again_when_it_changes(monkeypatch, tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text('{"house-llm": {"input": 1.0, "output": 2.0}}')
+    monkeypatch.setenv(PRICE_FILE_ENV, str(path))
+    first, second = PriceTable(), PriceTable()
+    # The same parsed price, not an equal one parsed again.
+    assert first.lookup("llm", "house-llm") is second.lookup("llm", "house-llm")
+
+    path.write_text('{"house-llm": {"input": 3.0, "output": 4.0}}  ')  # edited: size changes
+    assert PriceTable().lookup("llm", "house-llm").input == 3.0
+
+
+def test_the_summary_cost_lines_add_up_to_the_total_as_printed():
+    costs = [
+        ServiceCost(service_type="llm", model="gpt-4o", usd=0.00005),
+        ServiceCost(service_type="tts", model="cartesia", usd=0.00648),
+    ]
+    total = sum(cost.usd for cost in costs)
+    summary = CallSummary(
+        call_id="c",
+        service_name="s",
+        started_at=datetime.datetime.now(datetime.UTC),
+        duration_seconds=1.0,
+        costs=costs,
+        total_cost_usd=total,
+        llm_model="gpt-4o",
+        stt_model=None,
+        tts_model="cartesia",
+        end_reason="completed",
+    )
+    text = summary.format()
+    shown = [
+        float(line.rsplit("$", 1)[1]) for line in text.splitlines() if line.startswith("Cost ")
+    ]
+    (printed_total,) = [
+        float(line.split("$", 1)[1]) for line in text.splitlines() if line.startswith("Total cost")
+    ]
+    assert len(shown) == 2 and all(shown)
+    assert round(sum(shown), 10) == printed_total

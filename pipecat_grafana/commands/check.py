@@ -43,10 +43,12 @@ from pipecat_grafana.otlp import (
     build_span_client,
     explain,
     explain_not_served,
+    is_grafana_cloud,
     serves_no,
 )
+from pipecat_grafana.pricing import PriceFileError, PriceTable
 from pipecat_grafana.resource import default_resource
-from pipecat_grafana.scrape_config import resolve_scrape
+from pipecat_grafana.scrape_config import ScrapeConfig, resolve_scrape
 
 CHECK_METRIC = "pipecat_grafana.check"
 CHECK_EVENT = "pipecat_grafana_check"
@@ -119,9 +121,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = cfg.resolve()
         scrape = resolve_scrape()
-    except cfg.ConfigError as e:
+        # The price file: the bot would log an ERROR at every start and use the defaults.
+        PriceTable()
+    except (cfg.ConfigError, PriceFileError) as e:
         print(f"pipecat-grafana: configuration error: {e}", file=sys.stderr)
         return EXIT_NOT_CONFIGURED
+    refused = [*config.refused, *([cfg.MAX_LABEL_VALUES] if _refused_label_settings() else [])]
     resource = default_resource(args.service_name or None)
 
     source = "./.env and the environment" if env_file else "the environment (no ./.env found)"
@@ -134,7 +139,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {key:<16} {value}")
     for notice in config.notices:
         print(f"Warning: {notice}")
+    for notice in _refused_label_settings():
+        print(f"Warning: {notice}")
     print("")
+    status = _run_checks(args, config, scrape, resource)
+    if refused and status != EXIT_NOT_CONFIGURED:
+        print("")
+        print(
+            f"Misconfigured: {', '.join(refused)} refused (said above, with the default the "
+            "bot uses instead). Fix or unset them."
+        )
+        return EXIT_NOT_CONFIGURED
+    return status
+
+
+def _refused_label_settings() -> list[str]:
+    """What the exporter refuses of the label settings it reads besides ``cfg.resolve``."""
+    try:
+        cfg.max_label_values(None)
+    except cfg.ConfigError as e:
+        return [f"{e} Using the default, {cfg.DEFAULT_MAX_LABEL_VALUES}."]
+    return []
+
+
+def _run_checks(
+    args: argparse.Namespace,
+    config: cfg.ExportConfig,
+    scrape: ScrapeConfig | None,
+    resource: Resource,
+) -> int:
+    """Send the test metric (and record and span) and say what came of it."""
     if not config.enabled and scrape is not None:
         print(f"Nothing is pushed (no OTLP endpoint): the bot serves its metrics at {scrape.url}")
         print("for Prometheus to scrape while it runs, so there is no connection to test from")
@@ -154,7 +188,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_NOT_CONFIGURED
 
     print(f"Sending one test metric ({CHECK_METRIC} = 1) to {config.endpoint} ...")
-    outcome, elapsed = send_test_metric(config, resource, timeout_s=args.timeout)
+    session = _FirstAnswer(args.timeout)
+    outcome, elapsed = send_test_signal(
+        "metrics", config, resource, timeout_s=args.timeout, session=session
+    )
     if not outcome.ok:
         problem = explain(
             outcome,
@@ -168,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  - {hint}")
         return EXIT_FAILED
     print(f"Accepted: the endpoint took the test metric (HTTP {outcome.status}, {elapsed:.2f} s).")
+    dotted = _dotted_names(config, session.server_headers, timeout_s=args.timeout)
     writes, refused, unserved = ["metrics"], [], []
     for signal, endpoint, what in (
         ("logs", config.logs_endpoint, "call summaries"),
@@ -210,6 +248,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     print("")
+    if dotted:
+        for line in dotted:
+            print(line)
+        print("")
     for line in _next_steps(config, resource):
         print(line)
     return EXIT_ACCEPTED
@@ -234,14 +276,19 @@ SWITCH = {"logs": cfg.LOGS, "traces": cfg.TRACES}
 
 
 def send_test_signal(
-    signal: str, config: cfg.ExportConfig, resource: Resource, *, timeout_s: float
+    signal: str,
+    config: cfg.ExportConfig,
+    resource: Resource,
+    *,
+    timeout_s: float,
+    session: "_FirstAnswer | None" = None,
 ) -> tuple[Outcome, float]:
     """Send one test metric, log record or span through the client the bot uses.
 
     Returns:
         How the request ended, and how long it took, in seconds.
     """
-    session = _FirstAnswer(timeout_s)
+    session = session or _FirstAnswer(timeout_s)
     if signal == "metrics":
         endpoint, exporter = config.endpoint, build_client(config, session)
         data = _test_metric(resource)
@@ -258,19 +305,17 @@ def send_test_signal(
         # FailureLog's context drops the exporter's own log line for each failed
         # attempt ("Failed to export metrics batch code: 401"), on this thread only:
         # the check says the same in plain words, once.
-<<<<<<< HEAD
-        with FailureLog(endpoint, session, signal=signal):
-            exporter.export(data)
-=======
-        with ExportHealth(endpoint, session, signal=signal):
-            try:
+        try:
+            with FailureLog(endpoint, session, signal=signal):
                 exporter.export(data)
-            except OSError:
-                # Before OpenTelemetry 1.45 the exporter lets an error that is not one of
-                # requests' own (a CA bundle that is not there) escape: the session has
-                # recorded it, and the check explains it.
-                pass
->>>>>>> otel-range
+        except Exception as e:  # any failure before an answer is the answer
+            # Raised before a request was sent (a header requests refuses, say, or a CA
+            # bundle that is not there, which exporters before 1.45 let escape): said as
+            # what it is, at once, not as a host that did not answer.
+            if session.last is None:
+                session.last = Outcome(None, e)
+        finally:
+            session.answered.set()
 
     started = time.monotonic()
     threading.Thread(target=export, name="pipecat-grafana-check", daemon=True).start()
@@ -291,6 +336,8 @@ class _FirstAnswer(OutcomeSession):
         super().__init__()
         self.answered = threading.Event()
         self._timeout_s = timeout_s
+        self.server_headers: dict[str, str] = {}
+        """The headers of the answer, lower-cased: what kind of server answered."""
 
     def send(self, request, **kwargs):  # noqa: D102 - see requests.Session.send
         if self.answered.is_set():
@@ -300,7 +347,9 @@ class _FirstAnswer(OutcomeSession):
         if not isinstance(timeout, int | float) or timeout > self._timeout_s:
             kwargs["timeout"] = self._timeout_s
         try:
-            return super().send(request, **kwargs)
+            response = super().send(request, **kwargs)
+            self.server_headers = {k.lower(): v for k, v in response.headers.items()}
+            return response
         finally:
             self.answered.set()
 
@@ -410,6 +459,17 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
     hints = []
     source = config.endpoint_source
     if outcome.status in (401, 403):
+        if not is_grafana_cloud(config.endpoint or "", config.auth_source):
+            # Another backend: its own credentials, in the header it expects.
+            hints.append(
+                "No credentials are sent: set the header the backend expects in "
+                f"{cfg.OTEL_EXPORTER_OTLP_HEADERS}, for example Authorization=Bearer%20<token>."
+                if not config.has_auth
+                else f"The credentials come from {config.auth_source}: check them, and the "
+                f"header name, with whoever runs the backend ({cfg.OTEL_EXPORTER_OTLP_HEADERS} "
+                "takes any header: Authorization=Bearer%20<token>, X-Api-Key=<key>)."
+            )
+            return hints
         if not config.has_auth:
             hints.append(
                 "No Authorization header is sent: set "
@@ -447,3 +507,76 @@ def _hints(outcome: Outcome, config: cfg.ExportConfig) -> list[str]:
             "firewall allows outgoing HTTPS."
         )
     return hints
+
+
+_VM_PATHS = ("/opentelemetry/v1/metrics", "/v1/metrics")
+_NAMING_FLAG = "-opentelemetry.usePrometheusNaming"
+_NAMING_WAIT_S = 5.0  # VictoriaMetrics makes a new series searchable within a second or two
+
+
+def _dotted_names(
+    config: cfg.ExportConfig, answer: dict[str, str], *, timeout_s: float
+) -> list[str]:
+    """What to say if VictoriaMetrics stored the test metric under its OpenTelemetry name.
+
+    Without ``-opentelemetry.usePrometheusNaming`` VictoriaMetrics (and vmagent) keeps each
+    metric's OpenTelemetry name (``voice.calls``), where the dashboard, the alert rules and
+    every query of this package use Prometheus names (``voice_calls_total``). VictoriaMetrics
+    is recognised by what it answers (its ``X-Server-Hostname`` header) or its OTLP path; the
+    name stored is then read back from its series API, or, from a vmagent that has none, its
+    flags. Empty when the names are Prometheus names, or it cannot be told.
+    """
+    if "x-server-hostname" not in answer and backend_of(config) != "victoriametrics":
+        return []
+    url = urlsplit(config.endpoint or "")
+    path = next((url.path[: -len(p)] for p in _VM_PATHS if url.path.endswith(p)), None)
+    if path is None:
+        return []
+    root = f"{url.scheme}://{url.netloc}{path}"
+    stored = _stored_name(root, min(timeout_s, _NAMING_WAIT_S))
+    if stored != CHECK_METRIC:
+        return []
+    return [
+        f"Warning: VictoriaMetrics at {root} stored the test metric as {CHECK_METRIC}, its "
+        f"OpenTelemetry name, not {CHECK_PROMETHEUS_NAME}: it runs without {_NAMING_FLAG}.",
+        "  Every metric of the bot is then stored under its dotted name (voice.calls, not",
+        "  voice_calls_total), and the dashboard, the alert rules and the queries below find",
+        f"  nothing. Start VictoriaMetrics (and any vmagent in front of it) with {_NAMING_FLAG}.",
+        f'  Until then the test metric is at {{__name__="{CHECK_METRIC}"}}.',
+    ]
+
+
+def _stored_name(root: str, wait_s: float) -> str | None:
+    """The name the test metric has in the VictoriaMetrics at ``root``, if it can be told."""
+    match = '{__name__=~"pipecat_grafana[._]check"}'
+    deadline = time.monotonic() + wait_s
+    with requests.Session() as http:
+        try:
+            http.get(f"{root}/internal/force_flush", timeout=wait_s)  # searchable at once
+            while True:
+                left = max(deadline - time.monotonic(), 0.1)
+                answer = http.get(
+                    f"{root}/api/v1/series",
+                    params={"match[]": match, "start": f"{time.time() - 3600:.0f}"},
+                    timeout=left,
+                )
+                if answer.status_code != 200:
+                    break  # no query API here (vmagent): ask its flags
+                names = {series.get("__name__") for series in answer.json().get("data", [])}
+                if CHECK_METRIC in names:
+                    return CHECK_METRIC
+                if CHECK_PROMETHEUS_NAME in names:
+                    return CHECK_PROMETHEUS_NAME
+                if time.monotonic() >= deadline:
+                    return None
+                threading.Event().wait(0.2)  # not yet searchable
+            flags = http.get(f"{root}/flags", timeout=max(deadline - time.monotonic(), 0.1))
+        except (requests.RequestException, ValueError):
+            return None
+    if flags.status_code != 200:
+        return None
+    # /flags lists the flags set; unset, the naming is off.
+    on = any(
+        line.startswith(f"{_NAMING_FLAG}=") and "true" in line for line in flags.text.splitlines()
+    )
+    return CHECK_PROMETHEUS_NAME if on else CHECK_METRIC

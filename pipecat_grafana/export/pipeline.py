@@ -491,17 +491,31 @@ class ExportPipeline:
                 f"{self.config.flush_timeout_s:g}s at most for a scrape; scrape it every "
                 "15 s or so)"
             )
+        endpoint = self.config.endpoint or ""
+        if otlp.interrupted_at_exit():
+            return "the exit was interrupted (Ctrl-C) before the OTLP endpoint answered"
         if cut_short:
+            # A short process may never have logged why its exports fail: the exporter was
+            # still retrying when the wait ended. Its last attempt says why, if it failed.
+            last = self._session.last if self._session is not None else None
+            if last is not None and not last.ok:
+                return (
+                    f"{otlp.explain(last, endpoint, source=self.config.endpoint_source, auth_source=self.config.auth_source)}, "
+                    f"until the flush timeout ended the wait ({self.config.flush_timeout_s:g}s, "
+                    f"{FLUSH_TIMEOUT})"
+                )
             return (
                 f"the OTLP endpoint did not answer within the flush timeout "
                 f"({self.config.flush_timeout_s:g}s, {FLUSH_TIMEOUT})"
             )
         outcome, accepted = self._last_export
         if not accepted and outcome is not None:
-            # The export's failure was explained when it began: say which, not it again.
-            if outcome.status is not None:
-                return f"the OTLP endpoint refused the last export ({outcome.status})"
-            return "the OTLP endpoint could not be reached (see the error above)"
+            return otlp.explain(
+                outcome,
+                endpoint,
+                source=self.config.endpoint_source,
+                auth_source=self.config.auth_source,
+            )
         return "the exporter shut down before they could be exported"
 
     def forget_after_fork(self) -> None:

@@ -11,7 +11,9 @@ process's would, and nothing of the parent's is sent again.
 """
 
 import atexit
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -112,6 +114,20 @@ def shutdown(timeout_s: float | None = None) -> None:
     on a thread of its own, every request is cut short at the deadline, and the
     Prometheus endpoint, if one runs, waits as long for a scrape to read the calls that
     ended.
+
+    Ctrl-C during the wait ends it at once: what is dropped is said in one line, a second
+    Ctrl-C is ignored meanwhile, and the ``KeyboardInterrupt`` goes on to the caller (at
+    exit, the process just ends).
+    """
+    if _shutdown(timeout_s):
+        raise KeyboardInterrupt
+
+
+def _shutdown(timeout_s: float | None, *, at_exit: bool = False) -> bool:
+    """``shutdown``; returns whether Ctrl-C interrupted the wait.
+
+    At exit, once interrupted, Ctrl-C stays ignored for the rest of the exit: the process is
+    ending, and the other exit handlers must not end it with a traceback either.
     """
     with _PIPELINES.lock:
         closing = list(_PIPELINES.shared.values())
@@ -122,16 +138,77 @@ def shutdown(timeout_s: float | None = None) -> None:
         timeout_s = DEFAULT_FLUSH_TIMEOUT_S
     deadline = time.monotonic() + timeout_s
     otlp.exit_by(deadline)
+    finished = 0
     try:
-        for pipeline in closing:
-            pipeline.begin_shutdown()
-        scrape = sys.modules.get("pipecat_grafana.scrape")  # loaded only if pull was asked for
-        if scrape is not None:
-            scrape.stop(max(deadline - time.monotonic(), 0.0))  # it reads these pipelines
-        for pipeline in closing:
-            pipeline.finish_shutdown(deadline)
+        with _OneInterrupt(keep_ignoring=at_exit):
+            try:
+                for pipeline in closing:
+                    pipeline.begin_shutdown()
+                scrape = sys.modules.get(
+                    "pipecat_grafana.scrape"
+                )  # loaded only if pull was asked for
+                if scrape is not None:
+                    scrape.stop(max(deadline - time.monotonic(), 0.0))  # it reads these pipelines
+                for pipeline in closing:
+                    pipeline.finish_shutdown(deadline)
+                    finished += 1
+            except KeyboardInterrupt:
+                # Let go of everything now; each pipeline says what it dropped, and why.
+                now = time.monotonic()
+                otlp.exit_by(now, interrupted=True)
+                left = closing[finished:]
+                # A pipeline says what it drops of calls and summaries; with none waiting,
+                # what is lost is the series' values since the last export: said here.
+                calls_waiting = any(p.config.enabled and p.calls.pending() for p in left)
+                for pipeline in left:
+                    pipeline.begin_shutdown()  # a no-op for those already begun
+                    pipeline.finish_shutdown(now)
+                if not calls_waiting and any(p.config.enabled for p in left):
+                    logger.warning(
+                        "pipecat-grafana: at exit, dropped the values of the process's series "
+                        "since its last export: the exit was interrupted (Ctrl-C) before the "
+                        "OTLP endpoint answered"
+                    )
+                return True
+        return False
     finally:
         otlp.exit_by(None)
 
 
-atexit.register(shutdown)
+class _OneInterrupt:
+    """Within the block, the first Ctrl-C raises ``KeyboardInterrupt`` and later ones do nothing.
+
+    So a second Ctrl-C while the first is handled cannot end the exit with a traceback
+    ("Exception ignored in atexit callback"). Only in the main thread (the one signals go
+    to), and only over Python's own handler: an application's handler is left alone.
+    """
+
+    def __init__(self, *, keep_ignoring: bool = False) -> None:
+        self._previous: object = None
+        self._interrupted = False
+        self._keep_ignoring = keep_ignoring
+
+    def __enter__(self) -> "_OneInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, OSError):  # no signals in this interpreter
+                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                    self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def _on_interrupt(self, signum: int, frame: object) -> None:
+        if not self._interrupted:
+            self._interrupted = True
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            keep = self._interrupted and self._keep_ignoring
+            signal.signal(signal.SIGINT, signal.SIG_IGN if keep else self._previous)  # type: ignore[arg-type]
+
+
+def _shutdown_at_exit() -> None:
+    # An interrupted exit has said what it dropped; the process ends anyway.
+    _shutdown(None, at_exit=True)
+
+
+atexit.register(_shutdown_at_exit)

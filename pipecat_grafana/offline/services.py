@@ -222,6 +222,17 @@ class ScriptedLLMService(LLMService):
     Pipecat's ``run_function_calls``. Pipecat runs the registered handler, the
     assistant aggregator adds the call and its result to the context and runs the
     LLM again, and that inference speaks the turn's answer.
+
+    Every parameter is listed in the docs' "Offline services (API reference)" page.
+
+    Example::
+
+        llm = ScriptedLLMService(replies=["Your plan renews on the 3rd."], tool_call_turns=[0])
+
+        async def lookup_account(params):  # your tool's handler, as with any Pipecat LLM
+            await params.result_callback({"plan": "pro", "renews": "the 3rd"})
+
+        llm.register_function(TOOL_NAME, lookup_account)
     """
 
     def __init__(
