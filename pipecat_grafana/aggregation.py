@@ -117,6 +117,7 @@ class Totals:
                 )
                 for key, value in series
             ]
+            data: Gauge | Sum
             if spec.kind is instruments.Kind.GAUGE:  # one of RECORDED_GAUGES: the value set
                 data = Gauge(data_points=points)
             else:

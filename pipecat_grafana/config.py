@@ -29,6 +29,7 @@ Secrets never leave this module in a readable form: ``ExportConfig``'s repr and
 (and read here as ``config.NAME``); URLs and credentials are checked in ``endpoints``.
 """
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -181,7 +182,7 @@ class ExportConfig:
         return self.endpoint is not None
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[tuple[str, object], ...]:
         """What makes two configurations share one export pipeline.
 
         Every field that changes what is sent or where; not how long a call's end waits,
@@ -300,7 +301,8 @@ def resolve(
                     f"{source} has a user:password@ and {headers_var} an Authorization too: "
                     "keep one of them (the URL's would win, unseen)."
                 )
-            headers, auth_source = {"authorization": authorization}, userinfo_source(source)
+            headers = {"authorization": authorization}
+            auth_source = userinfo_source(source or OTEL_EXPORTER_OTLP_ENDPOINT)
     else:
         has_auth, auth_source = True, GRAFANA_CLOUD_AUTH
         if headers_var:
@@ -357,8 +359,8 @@ def resolve(
         or_default(
             name,
             f"{sparse_s:g} s ({DEFAULT_SPARSE_EXPORTS} export intervals)",
-            lambda name=name: number(
-                env, name, unit="seconds", low=0.1, high=MAX_HEARTBEAT_S, example="60"
+            functools.partial(
+                number, env, name, unit="seconds", low=0.1, high=MAX_HEARTBEAT_S, example="60"
             ),
         )
         for name in (HEARTBEAT, HISTOGRAM_INTERVAL)
@@ -483,7 +485,8 @@ def _check_exporter_variables(
         timeout_s = or_default(
             name,
             f"{DEFAULT_EXPORT_TIMEOUT_S:g} s",
-            lambda: number(
+            functools.partial(
+                number,
                 env,
                 name,
                 unit="seconds",

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -169,7 +170,7 @@ def _read_bounded(response: requests.Response) -> None:
     """Read at most ``MAX_BODY_BYTES`` of the body; drop the connection if there is more."""
     body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True) or b""
     response._content = body[:MAX_BODY_BYTES]  # what requests' .content and .text read
-    response._content_consumed = True
+    response._content_consumed = True  # type: ignore[attr-defined]  # requests' own flag
     response.encoding = response.encoding or "utf-8"  # no guessing over the body
     if len(body) > MAX_BODY_BYTES:
         response.close()  # the rest is never read: the connection is not reused
@@ -285,13 +286,13 @@ def _seconds(timeout) -> float:
     return max(timeout) if isinstance(timeout, tuple) else float(timeout)
 
 
-def _defaults_for_refused(config: ExportConfig) -> dict[str, object]:
+def _defaults_for_refused(config: ExportConfig) -> dict[str, Any]:
     """The client arguments that replace variables whose values ``config`` refused.
 
     The exporter would read them itself and take a timeout of -1 as it is; the refusal was
     said once, naming the variable, and the default is used, as it said.
     """
-    arguments: dict[str, object] = {}
+    arguments: dict[str, Any] = {}
     if {OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT} & set(config.refused):
         arguments["timeout"] = DEFAULT_EXPORT_TIMEOUT_S
     if {OTEL_EXPORTER_OTLP_COMPRESSION, OTEL_EXPORTER_OTLP_METRICS_COMPRESSION} & set(
@@ -301,7 +302,7 @@ def _defaults_for_refused(config: ExportConfig) -> dict[str, object]:
     return arguments
 
 
-def build_client(config: ExportConfig, session: OutcomeSession | None = None):
+def build_client(config: ExportConfig, session: OutcomeSession | None = None) -> OTLPMetricExporter:
     """The OTLP/HTTP protobuf client (the SDK's ``OTLPMetricExporter``) for ``config``.
 
     Timeout, compression, certificate and any headers not built here come from the
@@ -311,6 +312,8 @@ def build_client(config: ExportConfig, session: OutcomeSession | None = None):
     session = session or OutcomeSession()
     session.endpoint_source = config.endpoint_source
     session.auth_source = config.auth_source
+    if config.endpoint is None:
+        raise ValueError("build_client needs a configuration whose export is on")
     return OTLPMetricExporter(
         endpoint=config.endpoint,
         headers=config.headers,
@@ -319,7 +322,9 @@ def build_client(config: ExportConfig, session: OutcomeSession | None = None):
     )
 
 
-def build_log_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
+def build_log_client(
+    endpoint: str, config: ExportConfig, session: OutcomeSession
+) -> OTLPLogExporter:
     """The OTLP/HTTP protobuf client for log records, with the metrics' credentials."""
     session.auth_source = config.auth_source
     return OTLPLogExporter(
@@ -327,7 +332,9 @@ def build_log_client(endpoint: str, config: ExportConfig, session: OutcomeSessio
     )
 
 
-def build_span_client(endpoint: str, config: ExportConfig, session: OutcomeSession):
+def build_span_client(
+    endpoint: str, config: ExportConfig, session: OutcomeSession
+) -> OTLPSpanExporter:
     """The OTLP/HTTP protobuf client for spans, with the metrics' credentials."""
     session.auth_source = config.auth_source
     return OTLPSpanExporter(
@@ -625,7 +632,7 @@ class FailureLog:
             self._failing = None
             self._accepted = True
             return True
-        if not self._accepted and serves_no(last, self._signal):
+        if last is not None and not self._accepted and serves_no(last, self._signal):
             # Not a failure to fix: this backend has no such pipeline. Once it took the
             # signal, a 400 is a refused request again and said as a failure.
             self.unserved = True

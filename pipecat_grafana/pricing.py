@@ -312,7 +312,7 @@ class _ParsedTables:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         # (path, mtime_ns, size) -> _Parsed; under lock.
-        self.tables: dict[tuple, _Parsed] = {}
+        self.tables: dict[tuple[object, ...], _Parsed] = {}
 
     def get(self, path: Path | None) -> "_Parsed":
         """The file at ``path`` parsed (``None``: no file), and DEFAULT_PRICES with it applied.
@@ -320,7 +320,7 @@ class _ParsedTables:
         Raises:
             PriceFileError: The file cannot be read or parsed.
         """
-        key: tuple = ()
+        key: tuple[object, ...] = ()
         if path is not None:
             try:
                 stat = path.stat()

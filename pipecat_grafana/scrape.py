@@ -56,7 +56,7 @@ from prometheus_client import CollectorRegistry, Metric, make_wsgi_app
 from prometheus_client.samples import Exemplar
 
 from pipecat_grafana import instruments, runtime
-from pipecat_grafana.aggregation import CallMeters, HistogramSeries, SeriesKey
+from pipecat_grafana.aggregation import Attributes, CallMeters, HistogramSeries
 from pipecat_grafana.config import DEFAULT_FLUSH_TIMEOUT_S, PENDING_RETENTION_S
 from pipecat_grafana.export import SCRAPE, ExportPipeline
 from pipecat_grafana.instruments import InstrumentSpec
@@ -156,17 +156,17 @@ class _Families:
         known.sum += value.sum
 
     def metrics(self) -> Iterator[Metric]:
-        for spec, series in self.numbers.items():
+        for spec, numbers in self.numbers.items():
             name = spec.prometheus_name
             if spec.kind is instruments.Kind.COUNTER:
                 metric = Metric(name.removesuffix("_total"), spec.description, "counter")
             else:
                 metric = Metric(name, spec.description, "gauge")
-            for labels, value in series.items():
+            for labels, value in numbers.items():
                 metric.add_sample(name, dict(labels), value)
             yield metric
-        for spec, series in self.histograms.items():
-            yield _histogram(spec, series)
+        for spec, histograms in self.histograms.items():
+            yield _histogram(spec, histograms)
         if self.info:
             metric = Metric("target", "Resource attributes of the process's services.", "info")
             for labels in self.info:
@@ -239,9 +239,9 @@ class AggregatesCollector:
         self._lock = threading.Lock()
         self._scraped = threading.Condition(self._lock)
         self._pipelines: weakref.WeakSet[ExportPipeline] = weakref.WeakSet()
-        self._fleet: weakref.WeakKeyDictionary[ExportPipeline, dict[SeriesKey, float]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._fleet: weakref.WeakKeyDictionary[
+            ExportPipeline, dict[tuple[str, Attributes], float]
+        ] = weakref.WeakKeyDictionary()
         self._readers = _Readers()
         self._request = threading.local()
         self.served_zeros = False  # the last scrape served a new series at zero; under _lock
@@ -356,29 +356,29 @@ class AggregatesCollector:
         families: _Families,
         meters: CallMeters,
         labels: dict[str, str],
-        first_served: dict[SeriesKey, float],
+        first_served: dict[tuple[str, Attributes], float],
         now: float,
         hold: float,
     ) -> int:
         """Add the series of ``meters`` with ``labels``; return how many were served at zero."""
 
-        def new(spec: InstrumentSpec, key: tuple) -> bool:
+        def new(spec: InstrumentSpec, key: Attributes) -> bool:
             first = first_served.setdefault((spec.name, key), now)
             return first == now or now < first + hold
 
         zeros = 0
         for spec, series in meters.totals.snapshot():
-            for key, value in series:
+            for key, total in series:
                 if spec.kind is instruments.Kind.COUNTER and new(spec, key):
                     zeros += 1
-                    value = 0
-                families.add(spec, _labels(key, labels), value)
+                    total = 0
+                families.add(spec, _labels(key, labels), total)
         for spec, histogram in meters.series():
-            for key, value in histogram.snapshot():
+            for key, state in histogram.snapshot():
                 if new(spec, key):
                     zeros += 1
-                    value = HistogramSeries([0] * len(value.bucket_counts), 0, 0.0, 0.0, 0.0)
-                families.add_histogram(spec, _labels(key, labels), value)
+                    state = HistogramSeries([0] * len(state.bucket_counts), 0, 0.0, 0.0, 0.0)
+                families.add_histogram(spec, _labels(key, labels), state)
         return zeros
 
 
@@ -512,7 +512,9 @@ class _PageCache:
 
         with self._collector.reading(who):
             body = b"".join(self._app(environ, keep))
-        return str(answer["status"]), list(answer["headers"]), body
+        headers = answer["headers"]
+        assert isinstance(headers, list)
+        return str(answer["status"]), headers, body
 
 
 class ScrapeEndpoint:
@@ -542,7 +544,7 @@ class ScrapeEndpoint:
         registry.register(self.collector)
         serve = _PageCache(make_wsgi_app(registry), self.collector)
         family = socket.getaddrinfo(config.addr, config.port, type=socket.SOCK_STREAM)[0][0]
-        collector = self.collector
+        served = self.collector
 
         class Server(_BoundedServer):
             address_family = family
@@ -550,7 +552,7 @@ class ScrapeEndpoint:
             def service_actions(self) -> None:
                 # Between requests, twice a second: retention runs here for a pipeline that
                 # only this endpoint reads, whether anyone scrapes or not.
-                collector.expire()
+                served.expire()
 
         self._server = make_server(config.addr, config.port, serve, Server, handler_class=_Handler)
         self._thread = threading.Thread(

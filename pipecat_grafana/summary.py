@@ -339,14 +339,17 @@ LOG_KEYS = {
 _NOT_A_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 
 
-def _add_counts(attributes: dict, prefix: str, counts: dict[str, int]) -> None:
+def _add_counts(
+    attributes: dict[str, str | int | float], prefix: str, counts: dict[str, int]
+) -> None:
     """Add ``<prefix>_<name>`` per name, bounded and without collisions; the rest summed."""
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     for name, count in ranked[:MAX_KEYS_PER_COUNT]:
         attributes[f"{prefix}_{_unique_key(name)}"] = count
     if rest := sum(count for _, count in ranked[MAX_KEYS_PER_COUNT:]):
         key = f"{prefix}_{OTHER_KEY}"
-        attributes[key] = attributes.get(key, 0) + rest
+        named = attributes.get(key, 0)  # a name "other" of its own
+        attributes[key] = (named if isinstance(named, int) else 0) + rest
 
 
 OTHER_KEY = "other"

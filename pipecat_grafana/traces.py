@@ -14,6 +14,7 @@ application's own provider is used as it is.
 """
 
 import threading
+from collections.abc import Sequence
 
 from loguru import logger
 from opentelemetry import trace
@@ -125,7 +126,7 @@ class _HealthyExporter(SpanExporter):
         self._client = client
         self._health = health
 
-    def export(self, spans: "list[ReadableSpan]") -> SpanExportResult:
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._health.unserved:
             return SpanExportResult.SUCCESS  # no traces here: off, said once
         with self._health as health:

@@ -18,9 +18,13 @@ import argparse
 import sys
 import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -195,7 +199,7 @@ def _run_checks(
     if not outcome.ok:
         problem = explain(
             outcome,
-            config.endpoint,
+            str(config.endpoint),
             source=config.endpoint_source,
             timeout_s=args.timeout,
             auth_source=config.auth_source,
@@ -289,15 +293,17 @@ def send_test_signal(
         How the request ended, and how long it took, in seconds.
     """
     session = session or _FirstAnswer(timeout_s)
+    exporter: OTLPMetricExporter | OTLPLogExporter | OTLPSpanExporter
+    data: Any
     if signal == "metrics":
-        endpoint, exporter = config.endpoint, build_client(config, session)
+        endpoint, exporter = str(config.endpoint), build_client(config, session)
         data = _test_metric(resource)
     elif signal == "logs":
-        endpoint = config.logs_endpoint
+        endpoint = str(config.logs_endpoint)
         exporter = build_log_client(endpoint, config, session)
         data = _test_log_record(resource)
     else:
-        endpoint = config.traces_endpoint
+        endpoint = str(config.traces_endpoint)
         exporter = build_span_client(endpoint, config, session)
         data = _test_span(resource)
 
@@ -363,6 +369,7 @@ def _test_metric(resource: Resource) -> MetricsData:
     gauge.set(1)
     data = reader.get_metrics_data()
     provider.shutdown()
+    assert data is not None  # the gauge was set
     return data
 
 
@@ -421,7 +428,8 @@ def service_selectors(config: cfg.ExportConfig, resource: Resource) -> list[str]
     label and makes no ``job``. Behind a collector either may answer: both, ``job`` first.
     """
     job = f'job="{_job(resource)}"'
-    kept = f'service_name="{resource.attributes["service.name"]}"'
+    service = str(resource.attributes["service.name"])
+    kept = f'service_name="{service}"'
     if namespace := resource.attributes.get("service.namespace"):
         kept += f', service_namespace="{namespace}"'
     backend = backend_of(config)
@@ -436,7 +444,7 @@ def _next_steps(config: cfg.ExportConfig, resource: Resource) -> list[str]:
         "grafana-cloud": "your stack's Prometheus data source (grafanacloud-<stack>-prom)",
         "victoriametrics": "the VictoriaMetrics data source (Prometheus type)",
         "prometheus": "the Prometheus data source",
-    }.get(backend_of(config), "the data source of the metrics database behind the endpoint")
+    }.get(backend_of(config) or "", "the data source of the metrics database behind the endpoint")
     which = (
         ["(the first on Grafana Cloud, Mimir and Prometheus, the second on VictoriaMetrics)"]
         if len(selectors) > 1

@@ -190,8 +190,13 @@ class OfflineDemo:
     def _processors(self, seed: int | None) -> Sequence["GrafanaMetricsExporter"]:
         from pipecat_grafana.processor import GrafanaMetricsExporter
 
+        models = _models()
         exporter = GrafanaMetricsExporter(
-            service_name=SERVICE_NAME, call_attributes=CALL_ATTRIBUTES, **_models()
+            service_name=SERVICE_NAME,
+            call_attributes=CALL_ATTRIBUTES,
+            llm_model=models["llm_model"],
+            stt_model=models["stt_model"],
+            tts_model=models["tts_model"],
         )
         # The script knows how the call ends; a bot sets it when it knows (a request
         # done, a transfer to an agent, a hang-up), any time before the call ends.

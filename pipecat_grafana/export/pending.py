@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from pipecat_grafana.aggregation import CallMeters, SeriesKey
+from pipecat_grafana.aggregation import Attributes, CallMeters
 from pipecat_grafana.config import MAX_PENDING, PENDING_RETENTION_S
 from pipecat_grafana.export.points import Sent
 
@@ -67,7 +67,7 @@ class ScrapeCursor(Cursor):
             one scrape interval later, once every scraper had a turn).
     """
 
-    first_served: dict[SeriesKey, float] = field(default_factory=dict)
+    first_served: dict[tuple[str, Attributes], float] = field(default_factory=dict)
     served_final_at: float | None = None
 
 
@@ -183,7 +183,7 @@ class PendingCalls:
             ended = [c for c in self._calls if c.ended_at is not None]
             overflow = []
             if len(ended) > MAX_PENDING:
-                ended.sort(key=lambda c: c.ended_at)
+                ended.sort(key=lambda c: c.ended_at or 0.0)
                 overflow = ended[: len(ended) - MAX_PENDING]
             for old in overflow:
                 self._let_go(old)

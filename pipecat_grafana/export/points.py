@@ -96,8 +96,8 @@ class PointSelection:
                 else metric.name
             )
             for point in metric.data.data_points:
-                key = (name, frozenset(point.attributes.items()))
-                signature = (point.count, point.sum) if histogram else point.value
+                key = (name, frozenset((point.attributes or {}).items()))
+                signature = _signature(point)
                 last = sent.get(key)
                 if last is not None:
                     age = self._now - last[1]
@@ -125,7 +125,7 @@ class PointSelection:
     def metrics_data(self, resource: Resource) -> MetricsData:
         """One resource, one scope, one metric per name."""
         metrics = [
-            replace(metric, data=replace(metric.data, data_points=self._points[name]))
+            replace(metric, data=replace(metric.data, data_points=self._points[name]))  # type: ignore[arg-type]
             for name, metric in self._metrics.items()
         ]
         scope = InstrumentationScope(METER_NAME, __version__)
@@ -137,6 +137,13 @@ def remember(sending: Sending) -> None:
     """The endpoint accepted a request: remember what it carried of each series."""
     for sent, key, accepted in sending:
         sent[key] = accepted
+
+
+def _signature(point: Point) -> object:
+    """What tells a series changed: its value, or a histogram's count and sum."""
+    if isinstance(point, NumberDataPoint):
+        return point.value
+    return (point.count, point.sum)
 
 
 def _starts_at_zero(metric: Metric) -> bool:

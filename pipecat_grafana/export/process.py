@@ -36,7 +36,7 @@ class _Pipelines:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.shared: dict[tuple, ExportPipeline] = {}  # under lock
+        self.shared: dict[tuple[object, ...], ExportPipeline] = {}  # under lock
         self.provided: weakref.WeakKeyDictionary[MeterProvider, ExportPipeline] = (
             weakref.WeakKeyDictionary()
         )  # under lock

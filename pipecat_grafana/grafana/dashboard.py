@@ -413,11 +413,11 @@ def _templating(service_label: str, native_histograms: bool) -> list[dict[str, A
                 "hide": 0,
             }
         )
-    for variable, label, description in _CALL_THRESHOLDS:
+    for threshold, label, description in _CALL_THRESHOLDS:
         value = {"selected": True, "text": "0", "value": "0"}
         variables.append(
             {
-                "name": variable.lstrip("$"),
+                "name": threshold.lstrip("$"),
                 "label": label,
                 "type": "textbox",
                 "query": "0",

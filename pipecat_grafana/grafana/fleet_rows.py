@@ -318,7 +318,7 @@ FLEET_ROWS: tuple[Row, ...] = (
                 (
                     instant(
                         _share(
-                            range_total(m.CALLS_ENDED, **{OUTCOME: _RESOLVED}),
+                            range_total(m.CALLS_ENDED, (), "", **{OUTCOME: _RESOLVED}),
                             range_total(m.CALLS_ENDED),
                         )
                     ),

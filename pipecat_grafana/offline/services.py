@@ -13,7 +13,7 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, Collection, Sequence
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -324,7 +324,9 @@ class ScriptedLLMService(LLMService):
         # off by an interruption reports none.
         await self.start_llm_usage_metrics(usage)
 
-    async def _call_tool(self, context: LLMContext, messages: list[dict], question: str):
+    async def _call_tool(
+        self, context: LLMContext, messages: Sequence[Mapping], question: str
+    ) -> None:
         arguments = {"question": question}
         call = json.dumps({"name": TOOL_NAME, "arguments": json.dumps(arguments)})
         usage = self._usage(messages, completion=call)
@@ -351,7 +353,7 @@ class ScriptedLLMService(LLMService):
             ]
         )
 
-    def _usage(self, messages: list[dict], *, completion: str) -> LLMTokenUsage:
+    def _usage(self, messages: Sequence[Mapping], *, completion: str) -> LLMTokenUsage:
         prompt_tokens = 3 + sum(
             # An assistant's tool call has no content; its call counts instead.
             4 + _count_tokens(str(message.get("content") or message.get("tool_calls") or ""))
