@@ -133,10 +133,12 @@ async def test_rejected_credentials_are_explained_once_and_the_bot_goes_on(
         await call.end()
 
     assert len(receiver.rejected) >= 5  # many exports failed...
-    # No Authorization is sent here: said so, with the variables that would send one.
+    # No Authorization is sent here: said so, with the variable that would send one (a plain
+    # OTLP endpoint: not Grafana Cloud's variables).
     explained = [line for line in log_lines if "asks for credentials (401)" in line]
     assert len(explained) == 1  # ...and the user read about it once
-    assert "GRAFANA_CLOUD_INSTANCE_ID" in explained[0] and "metrics:write" in explained[0]
+    assert cfg.OTEL_EXPORTER_OTLP_HEADERS in explained[0]
+    assert cfg.GRAFANA_CLOUD_INSTANCE_ID not in explained[0]
     assert not [line for line in log_lines if "Failed to export" in line]  # the SDK's own lines
     assert exporter.summary.tts_characters == truth([reporter])["characters"]
 

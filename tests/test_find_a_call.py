@@ -206,6 +206,11 @@ async def test_an_application_tracer_provider_is_used_as_it_is(export_to, monkey
 @pytest.mark.parametrize("signal", ["logs", "traces"])
 async def test_a_token_without_the_scope_is_named(export_to, monkeypatch, log_lines, signal):
     receiver = export_to
+    # Grafana Cloud's credentials (its scopes are per signal), sent to the local receiver.
+    monkeypatch.delenv(cfg.OTEL_EXPORTER_OTLP_ENDPOINT)
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_OTLP_ENDPOINT, receiver.endpoint)
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_INSTANCE_ID, "123456")
+    monkeypatch.setenv(cfg.GRAFANA_CLOUD_API_TOKEN, "glc_" + "scope-token-0123456789")  # fake
     monkeypatch.setenv(cfg.TRACES, "true")
     receiver.respond_to(signal, 401)
     await offline_calls(1, tracing=True)

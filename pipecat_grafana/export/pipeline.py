@@ -494,28 +494,32 @@ class ExportPipeline:
         endpoint = self.config.endpoint or ""
         if otlp.interrupted_at_exit():
             return "the exit was interrupted (Ctrl-C) before the OTLP endpoint answered"
-        if cut_short:
-            # A short process may never have logged why its exports fail: the exporter was
-            # still retrying when the wait ended. Its last attempt says why, if it failed.
-            last = self._session.last if self._session is not None else None
-            if last is not None and not last.ok:
-                return (
-                    f"{otlp.explain(last, endpoint, source=self.config.endpoint_source, auth_source=self.config.auth_source)}, "
-                    f"until the flush timeout ended the wait ({self.config.flush_timeout_s:g}s, "
-                    f"{FLUSH_TIMEOUT})"
-                )
-            return (
-                f"the OTLP endpoint did not answer within the flush timeout "
-                f"({self.config.flush_timeout_s:g}s, {FLUSH_TIMEOUT})"
-            )
         outcome, accepted = self._last_export
-        if not accepted and outcome is not None:
-            return otlp.explain(
-                outcome,
-                endpoint,
-                source=self.config.endpoint_source,
-                auth_source=self.config.auth_source,
-            )
+        last = self._session.last if self._session is not None else None
+        if cut_short and last is not None and not last.ok:
+            outcome, accepted = last, False  # the attempt the exit cut short
+        if accepted or outcome is None:
+            if cut_short:
+                return (
+                    f"the OTLP endpoint did not answer within the flush timeout "
+                    f"({self.config.flush_timeout_s:g}s, {FLUSH_TIMEOUT})"
+                )
+            return "the exporter shut down before they could be exported"
+        said = self._failures is not None and self._failures.failing
+        if said:
+            # Explained in full when it began: name it, not the advice again.
+            what = f"{outcome.status}" + (f": {outcome.detail[:120]}" if outcome.detail else "")
+            if outcome.status is not None:
+                return f"the OTLP endpoint refused the last export ({what}; see the error above)"
+            return "the OTLP endpoint could not be reached (see the error above)"
+        # A short process may never have said why: the exporter was still retrying when the
+        # wait ended. Its last attempt says why.
+        return otlp.explain(
+            outcome,
+            endpoint,
+            source=self.config.endpoint_source,
+            auth_source=self.config.auth_source,
+        )
         return "the exporter shut down before they could be exported"
 
     def forget_after_fork(self) -> None:
