@@ -185,6 +185,7 @@ class Conversation:
         self.attributes: dict[str, str] = {}
         self._bot_speaking = False
         self._turn: _Turn | None = None
+        self._early_user_text: list[str] = []
         self.user_spoke = False  # a user speaking frame was seen: turns are measured
         self.turns = 0
         self.interruptions = 0
@@ -214,8 +215,14 @@ class Conversation:
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self.user_spoke = True
         elif isinstance(frame, TranscriptionFrame):
-            if self._transcripts and self._turn is not None and frame.text:
-                _add_text(self._turn.user_text, frame.text)
+            if self._transcripts and frame.text:
+                turn = self._turn
+                # A transcript can overtake the UserStartedSpeakingFrame of its speech: once
+                # the bot has answered, it belongs to the turn about to start.
+                if turn is not None and not turn.bot_spoke:
+                    _add_text(turn.user_text, frame.text)
+                else:
+                    _add_text(self._early_user_text, frame.text)
         elif isinstance(frame, TTSTextFrame):
             # Pushed by the TTS as it speaks: after a barge-in, no more of the answer.
             if self._transcripts and self._turn is not None and frame.text:
@@ -291,6 +298,7 @@ class Conversation:
             if self._turn is not None:
                 self._count_turn(interrupted=interrupted)
             self._turn = _Turn(self._clock())
+            self._turn.user_text, self._early_user_text = self._early_user_text, []
         # else: the bot has not answered yet; the caller's speech joins the same turn
         self._bot_speaking = False
 
