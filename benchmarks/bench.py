@@ -41,7 +41,9 @@ What it measures, exporting every second to a live local receiver:
    no incidents; 1 call, then 3 at once) to an in-process receiver, today's way
    (per-call latency histograms with 14 bounds, every series every export) and
    the new default: series, data points per minute while in progress, and
-   billable series-equivalents (the higher of the two) per call.
+   billable series-equivalents (the higher of the two) per call. Then the bytes of the
+   call's log records (its summary and one record per turn), which Loki bills by: per turn
+   record and per call of 8 turns, with the words off (the default) and on.
 7. One process per call, as Pipecat Cloud runs bots. Fresh processes running the
    same offline call (``pipecat-grafana demo``, seeds 7, 8, ...) against a receiver,
    with classic and with native histograms side by side: series per process (a native
@@ -1335,6 +1337,59 @@ async def bench_bill() -> list[Row]:
     return rows
 
 
+# ------------------------------------------------------- 6b. turn records in Loki
+
+TURN_RECORD_TURNS = (2, 8)
+
+
+async def logs_bytes_of_call(turns: int, *, transcripts: bool) -> tuple[int, int]:
+    """Bytes on the wire (uncompressed) of one offline call's log records, and how many.
+
+    The export interval is an hour, so that the call's summary and its turn records go in
+    the one request its end sends: what a request carries once (resource, scope) is paid
+    once, as in a busy process's batches.
+    """
+    interval = os.environ.get("OTEL_METRIC_EXPORT_INTERVAL")
+    os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = "3600000"
+    try:
+        with OtlpReceiver() as receiver:
+            export_to(receiver)
+            exporter = GrafanaMetricsExporter(transcripts=transcripts)
+            await run_offline_call(
+                turns=turns, processors=[exporter], speed=0.05, seed=7, incidents=False
+            )
+            pipecat_grafana.shutdown(timeout_s=2)
+            return receiver.bytes_of("logs"), len(receiver.logs)
+    finally:
+        export_to(None)
+        if interval is not None:
+            os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = interval
+
+
+async def bench_turn_records() -> list[Row]:
+    """Bytes Loki ingests per turn record and per call, words off and on."""
+    rows = []
+    for transcripts in (False, True):
+        (few, few_records), (many, many_records) = [
+            await logs_bytes_of_call(turns, transcripts=transcripts) for turns in TURN_RECORD_TURNS
+        ]
+        per_turn = (many - few) / (many_records - few_records)
+        words = "with transcripts" if transcripts else "words off (default)"
+        rows += [
+            Row(
+                f"bytes per turn record, {words}",
+                f"{per_turn:,.0f}",
+                goal="< 1,024",
+                passed=per_turn < 1024,
+            ),
+            Row(
+                f"  log bytes per call of {TURN_RECORD_TURNS[1]} turns (summary + turns), {words}",
+                f"{many:,.0f}",
+            ),
+        ]
+    return rows
+
+
 # ------------------------------------------------------- 7. one process per call
 
 # Pipecat Cloud and per-room runners start a process per call, each with its own
@@ -1667,6 +1722,7 @@ async def run(scale: Scale) -> None:
             ("memory held per ended call", bench_held),
             ("scraped in a loop", bench_scrape),
             ("what a call costs on Grafana Cloud", bench_bill),
+            ("turn records in Loki", bench_turn_records),
             ("event-loop lag sampler", lambda: bench_sampler(scale, live)),
             ("one process per call", lambda: bench_processes(scale)),
             ("the fleet gateway", lambda: bench_fleet(scale)),

@@ -323,8 +323,9 @@ SUMMARIES_DROPPED = InstrumentSpec(
     "pipecat_grafana.summaries.dropped.total",
     Kind.COUNTER,
     "{record}",
-    "Call summary log records never sent, by reason: the queue was full, the logs endpoint "
-    "did not accept them within the retention time, or too many were waiting.",
+    "Call summary and turn log records never sent, by reason: the queue was full, the logs "
+    "endpoint did not accept them within the retention time, or too many were waiting "
+    "(turn records: the reason prefixed turn_).",
     per_call=False,
 )
 EXPORT_AGE = InstrumentSpec(
@@ -434,7 +435,8 @@ OUTCOME = "outcome"
 REASON = "reason"
 NOT_MEASURED = "not_measured"
 """On ``voice.calls.ended.total``, only for a call whose worker had a metrics flag off:
-``latency``, ``usage`` or ``latency,usage`` (see ``summary.NOT_MEASURED``)."""
+``latency``, ``usage`` or ``latency,usage`` (see ``summary.NOT_MEASURED``). Turns not
+measured are said in the summary only, not here: they add no series."""
 SERVICE_TYPES = ("llm", "stt", "tts", "other")
 TOKEN_TYPES = (
     "prompt",
@@ -473,10 +475,19 @@ EXPORT_REASONS = (
 """Why an export was not accepted: the HTTP status (others of a class as ``4xx``/``5xx``), or
 what kept it from an answer; ``none`` when it was accepted."""
 DROP_REASONS = ("expired", "overflow")
-SUMMARY_DROP_REASONS = ("queue", "expired", "overflow", "unencodable")
+SUMMARY_DROP_REASONS = (
+    "queue",
+    "expired",
+    "overflow",
+    "unencodable",
+    "turn_queue",
+    "turn_expired",
+    "turn_overflow",
+    "turn_unencodable",
+)
 """Why summary records were dropped: the queue between two sends was full, the logs endpoint
 did not accept them within the retention time, more than ``MAX_PENDING`` waited, or one
-could not be encoded."""
+could not be encoded; ``turn_`` and the same reasons for turn records."""
 """Why ended calls were dropped: not accepted within the retention time, or too many waiting.
 (Those left at shutdown are logged, not counted: nothing would send the count.)"""
 OTHER = "other"

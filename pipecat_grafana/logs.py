@@ -1,4 +1,4 @@
-"""Each call's summary as one OTLP log record, which Grafana Cloud keeps in Loki.
+"""Each call's summary, and each of its turns, as OTLP log records, which Grafana Cloud keeps in Loki.
 
 A per-call metric series costs about 200 series per call; a log record costs one
 line per call, whatever the fleet's size, and carries every figure of the
@@ -14,6 +14,13 @@ deadline, so a logs endpoint that hangs never holds up the metrics, nor they it.
 batch the endpoint did not accept is kept (bounded) and sent again with the next one,
 so an outage of the logs endpoint loses no summary that ends within it. What is given up
 (the queue full, kept too long, too many kept) is counted by reason and said at exit.
+
+Turn records (``turns``) go the same way, with two differences: a turn's end wakes no send
+(its record goes with the next one: a call's end, or the interval), and nothing waits for it.
+They are queued apart from the summaries, up to ``MAX_QUEUED_TURNS``, so a flood of turns
+never pushes a summary out; past the bound the oldest turn record goes, and among records kept
+after a failed send the turn records go first. Their drops are counted with the reason
+prefixed ``turn_``.
 """
 
 import threading
@@ -40,10 +47,20 @@ from pipecat_grafana.instruments import METER_NAME
 from pipecat_grafana.notices import error_once
 from pipecat_grafana.otlp import FailureLog, OutcomeSession, build_log_client
 from pipecat_grafana.summary import EVENT_NAME, CallSummary
+from pipecat_grafana.turns import TURN_EVENT_NAME, TurnRecord
 
 # Records queued between two flushes, at most (a flush follows every call's end).
 MAX_QUEUED_RECORDS = 2048
+MAX_QUEUED_TURNS = 4096
+"""Turn records queued between two sends, at most (one send an export interval at least):
+400 turns a second at the default 10 s interval; past it, the oldest is dropped (``turn_queue``)."""
 MAX_BATCH = 512
+TURN_DROP_PREFIX = "turn_"
+"""Prefixed to the reason a turn record was dropped (``turn_queue``, ``turn_overflow``, ...)."""
+
+
+def _is_turn(record: ReadableLogRecord) -> bool:
+    return record.log_record.event_name == TURN_EVENT_NAME
 
 
 class SummaryLogs:
@@ -121,6 +138,27 @@ class SummaryLogs:
             attributes=summary.log_attributes(),
             event_name=EVENT_NAME,
         )
+        return self._waiter()
+
+    def emit_turn(self, record: TurnRecord, span: SpanContext | None = None) -> None:
+        """Queue one turn's record (no I/O, no wake): it goes with the next send.
+
+        Args:
+            record: The turn's record.
+            span: The turn's span, when the call is traced.
+        """
+        context = set_span_in_context(NonRecordingSpan(span)) if span is not None else None
+        self._logger.emit(
+            timestamp=time.time_ns(),
+            context=context,
+            severity_number=SeverityNumber.INFO,
+            severity_text="INFO",
+            body=record.log_body(),
+            attributes=record.log_attributes(),
+            event_name=TURN_EVENT_NAME,
+        )
+
+    def _waiter(self) -> Future:
         sent: Future = Future()
         if self.failing:
             sent.set_result(False)
@@ -139,12 +177,20 @@ class SummaryLogs:
         with self._sending:
             with self._lock:
                 waiters, self._waiters = self._waiters, []
+            deadline = time.monotonic() + timeout_s
             with otlp.deadline(timeout_s):
                 sent = self._queue.send() and self._exporter.retry()
             self.stalled = False
+            # A call's end waits for its summary, not for the turn records queued after it.
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(sent)
+            remaining = deadline - time.monotonic()
+            if remaining > 0 and not self._exporter.failing:
+                with otlp.deadline(remaining):
+                    sent = self._queue.send_turns() and sent
+            else:
+                sent = sent and self._queue.pending() == 0  # left for the next send
         return sent
 
     def begin_shutdown(self, timeout_s: float) -> None:
@@ -181,10 +227,10 @@ class SummaryLogs:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(False)
-        lost = [f"{unsent} call summary record(s): {reason}"] if unsent else []
+        lost = [f"{unsent} call summary or turn record(s): {reason}"] if unsent else []
         if dropped:
             said = ", ".join(f"{n} {_DROPPED[reason]}" for reason, n in sorted(dropped.items()))
-            lost.append(f"earlier, {sum(dropped.values())} call summary record(s) ({said})")
+            lost.append(f"earlier, {sum(dropped.values())} call summary or turn record(s) ({said})")
         self._provider.shutdown()
         return lost
 
@@ -226,6 +272,16 @@ _DROPPED = {
     "expired": "kept longer than the retention time",
     "overflow": "beyond the records kept",
 }
+_DROPPED.update({TURN_DROP_PREFIX + k: f"turn records {v}" for k, v in list(_DROPPED.items())})
+
+
+def _drop_by_kind(
+    drop: Callable[[int, str], None], records: Sequence[ReadableLogRecord], reason: str
+) -> None:
+    """Count ``records`` dropped for ``reason``, the turn records apart."""
+    turns = sum(1 for record in records if _is_turn(record))
+    drop(len(records) - turns, reason)
+    drop(turns, TURN_DROP_PREFIX + reason)
 
 
 class _Queue(LogRecordProcessor):
@@ -235,26 +291,43 @@ class _Queue(LogRecordProcessor):
         self._exporter = exporter
         self._drop = drop
         self._records: deque[ReadableLogRecord] = deque(maxlen=MAX_QUEUED_RECORDS)
+        self._turns: deque[ReadableLogRecord] = deque(maxlen=MAX_QUEUED_TURNS)
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        if len(self._records) == MAX_QUEUED_RECORDS:
-            self._drop(1, "queue")  # the oldest goes
-        self._records.append(log_record)  # deque.append is atomic: no lock on the loop
+        if _is_turn(log_record):
+            records, bound, reason = self._turns, MAX_QUEUED_TURNS, TURN_DROP_PREFIX + "queue"
+        else:
+            records, bound, reason = self._records, MAX_QUEUED_RECORDS, "queue"
+        if len(records) == bound:
+            self._drop(1, reason)  # the oldest goes
+        records.append(log_record)  # deque.append is atomic: no lock on the loop
 
     def pending(self) -> int:
         """Records queued, not yet sent."""
-        return len(self._records)
+        return len(self._records) + len(self._turns)
 
     def send(self) -> bool:
-        """Export every queued record, in batches; whether all were accepted.
+        """Export every queued summary, in batches, turn records filling the room left.
 
-        One consumer at a time (``SummaryLogs.flush``): ``popleft`` on an empty deque raises.
+        Returns whether all were accepted. One consumer at a time (``SummaryLogs.flush``):
+        ``popleft`` on an empty deque raises.
         """
         ok = True
         while self._records:
             batch = []
-            while self._records and len(batch) < MAX_BATCH:
-                batch.append(self._records.popleft())
+            for records in (self._records, self._turns):  # summaries first
+                while records and len(batch) < MAX_BATCH:
+                    batch.append(records.popleft())
+            ok = self._exporter.export(batch) is LogRecordExportResult.SUCCESS and ok
+        return ok
+
+    def send_turns(self) -> bool:
+        """Export the turn records still queued, in batches; whether all were accepted."""
+        ok = True
+        while self._turns:
+            batch = []
+            while self._turns and len(batch) < MAX_BATCH:
+                batch.append(self._turns.popleft())
             ok = self._exporter.export(batch) is LogRecordExportResult.SUCCESS and ok
         return ok
 
@@ -262,7 +335,7 @@ class _Queue(LogRecordProcessor):
         self._exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.send()
+        return self.send() and self.send_turns()
 
 
 class _KeepingExporter(LogRecordExporter):
@@ -296,7 +369,8 @@ class _KeepingExporter(LogRecordExporter):
                 return LogRecordExportResult.SUCCESS  # no logs here: records off, said once
             now = time.monotonic()
             kept = [(at, r) for at, r in self._pending if now - at < PENDING_RETENTION_S]
-            self._drop(len(self._pending) - len(kept), "expired")
+            expired = [r for at, r in self._pending if now - at >= PENDING_RETENTION_S]
+            _drop_by_kind(self._drop, expired, "expired")
             records = [r for _, r in kept] + list(batch)
             if not records:
                 return LogRecordExportResult.SUCCESS
@@ -307,12 +381,25 @@ class _KeepingExporter(LogRecordExporter):
                 if health.report(result is LogRecordExportResult.SUCCESS) or health.unserved:
                     self._pending = []
                     return LogRecordExportResult.SUCCESS
-                keep = kept + [(now, r) for r in batch]
-                self._drop(max(len(keep) - MAX_PENDING, 0), "overflow")
-                self._pending = keep[-MAX_PENDING:]
+                self._pending = self._bounded(kept + [(now, r) for r in batch])
                 return LogRecordExportResult.FAILURE
             finally:
                 self._in_flight = 0  # after _pending holds what is left
+
+    def _bounded(
+        self, keep: list[tuple[float, ReadableLogRecord]]
+    ) -> list[tuple[float, ReadableLogRecord]]:
+        """At most ``MAX_PENDING`` records, the oldest turn records given up first."""
+        excess = len(keep) - MAX_PENDING
+        if excess <= 0:
+            return keep
+        turns = [i for i, (_, r) in enumerate(keep) if _is_turn(r)][:excess]
+        gone = set(turns)
+        if len(gone) < excess:  # then the oldest summaries
+            rest = [i for i in range(len(keep)) if i not in gone]
+            gone.update(rest[: excess - len(gone)])
+        _drop_by_kind(self._drop, [keep[i][1] for i in sorted(gone)], "overflow")
+        return [item for i, item in enumerate(keep) if i not in gone]
 
     def _send(self, records: list[ReadableLogRecord]) -> LogRecordExportResult:
         """Send ``records``; one that cannot be encoded is dropped, not kept with the rest.
@@ -326,10 +413,10 @@ class _KeepingExporter(LogRecordExporter):
             if len(records) == 1:
                 error_once(
                     f"logs-unencodable:{type(e).__name__}",
-                    f"dropped a call summary record that cannot be encoded ({type(e).__name__});"
+                    f"dropped a log record that cannot be encoded ({type(e).__name__});"
                     " the other records are sent (logged once)",
                 )
-                self._drop(1, "unencodable")
+                _drop_by_kind(self._drop, records, "unencodable")
                 return LogRecordExportResult.SUCCESS
             half = len(records) // 2
             first, second = self._send(records[:half]), self._send(records[half:])

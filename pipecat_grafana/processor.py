@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from loguru import logger
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import SpanContext
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, MetricsFrame
 from pipecat.metrics.metrics import MetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
@@ -35,6 +36,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, F
 
 from pipecat_grafana import config as cfg
 from pipecat_grafana import export, loop_lag
+from pipecat_grafana.aggregation import ExemplarContext
 from pipecat_grafana.conversation import checked_attributes
 from pipecat_grafana.export import PendingCall
 from pipecat_grafana.labels import call_id_value
@@ -46,6 +48,7 @@ from pipecat_grafana.settings import resolve as resolve_settings
 from pipecat_grafana.signals import warn_if_sigterm_kills
 from pipecat_grafana.startup import CONNECTION_FRAMES, StartupTimer
 from pipecat_grafana.summary import NOT_MEASURED, CallSummary, not_measured_line
+from pipecat_grafana.turns import TurnRecord
 
 
 def _contained(error: Exception, what: str) -> None:
@@ -145,6 +148,8 @@ class GrafanaMetricsExporter(FrameProcessor):
         prometheus_port: int | None = None,
         prometheus_addr: str | None = None,
         meter_provider: MeterProvider | None = None,
+        transcripts: bool | None = None,
+        redact: Callable[[str], str] | None = None,
         time_source: Callable[[], float] = time.time,
         **kwargs,
     ):
@@ -195,6 +200,12 @@ class GrafanaMetricsExporter(FrameProcessor):
                 ``PIPECAT_GRAFANA_PROMETHEUS_ADDR``, else ``127.0.0.1``).
             meter_provider: Record into the application's provider instead of
                 exporting; the application then owns export and series lifetime.
+            transcripts: Put what the caller said (``user_text``) and what the bot spoke
+                (``bot_text``) into each turn's log record (default
+                ``PIPECAT_GRAFANA_TRANSCRIPTS``, else off: no word of the conversation
+                leaves the process).
+            redact: Applied to every text before it leaves the process, for example to
+                mask card numbers; one that raises drops the text (said once).
             time_source: Wall clock in seconds (tests pass a controlled one).
             **kwargs: Passed on to ``FrameProcessor``.
 
@@ -203,6 +214,8 @@ class GrafanaMetricsExporter(FrameProcessor):
                 one of an exporter already sending to the same endpoint (a bad
                 environment variable is logged and turns export off instead).
         """
+        if redact is not None and not callable(redact):
+            raise ValueError(f"redact must be a function of a str to a str, got {redact!r}")
         super().__init__(**kwargs)
         settings = resolve_settings(
             call_id_label=call_id_label,
@@ -218,7 +231,10 @@ class GrafanaMetricsExporter(FrameProcessor):
             prometheus_port=prometheus_port,
             prometheus_addr=prometheus_addr,
             meter_provider=meter_provider,
+            transcripts=transcripts,
         )
+        self._transcripts = settings.transcripts
+        self._redact = redact
         self._config = settings.export
         self._scrape = settings.scrape
         self._declared = settings.declared
@@ -291,6 +307,16 @@ class GrafanaMetricsExporter(FrameProcessor):
     def call_id(self) -> str | None:
         """The current call's ID, once the pipeline is set up."""
         return self._recorder.call_id if self._recorder else self._call_id
+
+    @property
+    def latency_observer(self) -> UserBotLatencyObserver | None:
+        """Pipecat's latency observer of the call in progress, once the pipeline is set up.
+
+        Turn latency, its breakdown and the greeting's come from it: add a handler to its
+        events (``on_latency_measured``, ...) rather than a second observer to the worker,
+        which would be sent every frame again.
+        """
+        return self._latency_observer
 
     @property
     def summary(self) -> CallSummary | None:
@@ -397,6 +423,9 @@ class GrafanaMetricsExporter(FrameProcessor):
             bounds=self._bounds,
             tracing=tracing,
             not_measured=not_measured,
+            on_turn=self._turn_ended,
+            transcripts=self._transcripts,
+            redact=self._redact,
             time_source=self._clock,
         )
         self._pending_attributes = {}  # they belonged to this call
@@ -413,6 +442,13 @@ class GrafanaMetricsExporter(FrameProcessor):
         self._startup = StartupTimer(fleet=fleet, processors=self._bounds.processor, worker=worker)
         worker.add_observer(self._startup)
         self._lag = loop_lag.attach(fleet)
+
+    def _turn_ended(self, record: TurnRecord, span: ExemplarContext | None) -> None:
+        """Queue a turn's record for Loki (no I/O: it goes with the next send)."""
+        context = None
+        if span is not None and span.trace_id:
+            context = SpanContext(span.trace_id, span.span_id, is_remote=False)
+        self._pipeline.emit_turn(record, context)
 
     def _join_trace(self, worker, call_id: str) -> None:
         """Make the trace's ``conversation.id`` the call's ID, or say how to trace."""
@@ -518,6 +554,11 @@ class GrafanaMetricsExporter(FrameProcessor):
                     f"call_id label: {'on' if config.call_id_label else 'off'}, "
                     f"export every {config.export_interval_s:g}s",
                     *([f"Histograms: {self._histogram_form()}"] if config.enabled else []),
+                    *(
+                        ["Transcripts: on (user_text, bot_text in turn records)"]
+                        if self._transcripts and self._pipeline.logs is not None
+                        else []
+                    ),
                     *(
                         [
                             "Not measured: "

@@ -44,6 +44,7 @@ from pipecat_grafana.pricing import PriceTable, unpriced
 from pipecat_grafana.stats import LatencySketch
 from pipecat_grafana.summary import CallSummary, LatencyStats, ServiceCost
 from pipecat_grafana.tokens import TokenCounts
+from pipecat_grafana.turns import Redactor, TurnRecord
 
 # A single report of more than this many tokens, characters or seconds is a
 # broken measurement, not a long call.
@@ -97,6 +98,9 @@ class CallRecorder:
             ``TracingContext``): exemplars and the log record link to its spans.
         not_measured: What Pipecat does not report in this call because the worker's
             flag is off: ``latency`` (``enable_metrics``), ``usage`` (``enable_usage_metrics``).
+        on_turn: Called with each turn's record and span when the turn ends (must only queue).
+        transcripts: Put what was said in the turn records.
+        redact: Applied to every text before it goes into a turn record.
         time_source: Clock in seconds (wall time).
     """
 
@@ -114,6 +118,9 @@ class CallRecorder:
         bounds: LabelBounds,
         tracing: object | None = None,
         not_measured: tuple[str, ...] = (),
+        on_turn: Callable[[TurnRecord, ExemplarContext | None], None] | None = None,
+        transcripts: bool = False,
+        redact: Redactor | None = None,
         time_source: Callable[[], float] = time.time,
     ):
         self.call_id = call_id
@@ -129,6 +136,10 @@ class CallRecorder:
             function_names=bounds.function,
             processor_names=bounds.processor,
             exemplar=self.exemplar,
+            call_id=call_id,
+            on_turn=on_turn,
+            transcripts=transcripts,
+            redact=redact,
             time_source=time_source,
         )
         self._conversation.set_attributes(**attributes)
@@ -291,6 +302,8 @@ class CallRecorder:
         ]
         started = datetime.fromtimestamp(self._started, UTC) if self._started else None
         usage = "usage" not in self.not_measured
+        turns_measured = talk.turns_measured
+        not_measured = list(self.not_measured) + ([] if turns_measured else ["turns"])
         return CallSummary(
             call_id=self.call_id,
             service_name=self._service_name,
@@ -308,9 +321,9 @@ class CallRecorder:
             latency=latency,
             costs=costs,
             total_cost_usd=sum(self._costs.values()) if usage else None,
-            not_measured=list(self.not_measured),
+            not_measured=not_measured,
             unpriced_models=sorted(self._unpriced),
-            turns=talk.turns,
+            turns=talk.turns if turns_measured else None,
             interruptions=talk.interruptions,
             turn_latency=_stats("turn", "pipeline", talk.turn_latency)
             if talk.turn_latency.count
@@ -341,6 +354,8 @@ class CallRecorder:
             self._meters.record(latency.spec, value, attributes, self.exemplar())
         else:
             self._meters.record(latency.spec, value, attributes)
+        if latency.spec is m.TTFB:
+            self._conversation.ttfb_measured(attributes[m.SERVICE_TYPE], value)
         key = (latency.name, processor_label(data.processor))
         sketch = self._latency.get(key)
         if sketch is None:

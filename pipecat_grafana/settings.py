@@ -23,6 +23,7 @@ from pipecat_grafana.conversation import check_call_attributes
 from pipecat_grafana.notices import error_once, warn_once
 from pipecat_grafana.pricing import Price, PriceFileError, PriceTable
 from pipecat_grafana.scrape_config import ScrapeConfig, resolve_scrape
+from pipecat_grafana.variables import flag
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ExporterSettings:
         declared: The call attributes the application may set, with allowed values.
         max_function_names: The bound on the ``function`` label.
         max_label_values: The bound on the ``model`` and ``processor`` labels.
+        transcripts: Put what was said into the turn records.
     """
 
     export: cfg.ExportConfig
@@ -46,6 +48,7 @@ class ExporterSettings:
     declared: Mapping[str, tuple[str, ...]]
     max_function_names: int
     max_label_values: int
+    transcripts: bool = False
 
 
 def resolve(
@@ -63,12 +66,20 @@ def resolve(
     prometheus_port: int | None,
     prometheus_addr: str | None,
     meter_provider: MeterProvider | None,
+    transcripts: bool | None = None,
 ) -> ExporterSettings:
     """Resolve an exporter's arguments against the environment.
 
     Raises:
         ValueError: An argument is malformed.
     """
+    if transcripts is None:
+        try:
+            transcripts = flag(os.environ, cfg.TRANSCRIPTS, default=False)
+        except cfg.ConfigError as e:
+            # Off, the safe side: a typo must not send a conversation's words.
+            warn_once(f"settings:{e}", f"{e} Using the default, false.")
+            transcripts = False
     if max_function_names < 0:
         raise ValueError(f"max_function_names must be >= 0, got {max_function_names}")
     declared = check_call_attributes(call_attributes or {})
@@ -115,6 +126,7 @@ def resolve(
         declared=declared,
         max_function_names=max_function_names,
         max_label_values=label_values,
+        transcripts=transcripts,
     )
 
 

@@ -44,6 +44,12 @@ NOT_MEASURED = {
 """What Pipecat does not report when a ``PipelineParams`` flag is off: each part's flag and
 what is lost with it."""
 
+TURNS_NOT_MEASURED = (
+    "no user speaking frames: the pipeline has no VAD or turn detection, for example "
+    "messages queued straight into the LLM"
+)
+"""Why a call's ``not_measured`` holds ``turns``."""
+
 
 def not_measured_line(parts: list[str] | tuple[str, ...]) -> str:
     """Say which ``PipelineParams`` flags were off and what the call's figures lack."""
@@ -133,14 +139,16 @@ class CallSummary(BaseModel):
     """Sum of ``costs``; partial when ``unpriced_models`` is not empty; ``None`` when usage
     was not measured (``not_measured``): unknown, not zero."""
     not_measured: list[str] = Field(default_factory=list)
-    """What Pipecat did not report because the worker's ``PipelineParams`` flag was off:
-    ``latency`` (``enable_metrics``: ``latency`` is empty) and ``usage``
-    (``enable_usage_metrics``: tokens, characters, audio seconds and cost are ``None``)."""
+    """What was not measured: ``latency`` and ``usage`` when the worker's ``PipelineParams``
+    flag was off (``enable_metrics``: ``latency`` is empty; ``enable_usage_metrics``: tokens,
+    characters, audio seconds and cost are ``None``), ``turns`` when the call saw no user
+    speaking frames (``turns`` is ``None``)."""
     unpriced_models: list[str] = Field(default_factory=list)
     """Models that were used but have no price (``service_type:model``); their cost is
     unknown, not zero."""
-    turns: int = 0
-    """Turns the bot answered."""
+    turns: int | None = 0
+    """Turns the bot answered, one turn record each; ``None`` when not measured (no user
+    speaking frames: no VAD or turn detection)."""
     interruptions: int = 0
     """Times the user started speaking while the bot was speaking."""
     turn_latency: LatencyStats | None = None
@@ -191,7 +199,10 @@ class CallSummary(BaseModel):
             lines.append("Latency:    not measured (enable_metrics is off): no TTFB, processing")
         if self.greeting_latency_ms is not None:
             lines.append(f"Greeting:   {self.greeting_latency_ms:.0f}ms to the bot's first words")
-        turns = f"Turns:      {self.turns} ({self.interruptions} interrupted by the user)"
+        if self.turns is None:
+            turns = f"Turns:      not measured ({TURNS_NOT_MEASURED})"
+        else:
+            turns = f"Turns:      {self.turns} ({self.interruptions} interrupted by the user)"
         if self.turn_latency:
             turns += (
                 f", latency p50={self.turn_latency.p50_ms:.0f}ms "
@@ -229,9 +240,13 @@ class CallSummary(BaseModel):
             cost = "cost not measured"
         else:
             cost = f"${self.total_cost_usd:.3f}" + (" (partial)" if self.unpriced_models else "")
+        if self.turns is None:
+            turns = "turns not measured"
+        else:
+            turns = f"{self.turns} turn{'s' if self.turns != 1 else ''}"
         return (
             f"call {self.call_id} {self.end_reason} after {self.duration_seconds:.1f} s, "
-            f"{cost}, {self.turns} turn{'s' if self.turns != 1 else ''}"
+            f"{cost}, {turns}"
         )
 
     def log_attributes(self) -> dict[str, str | int | float]:
@@ -246,12 +261,13 @@ class CallSummary(BaseModel):
             "call_id": self.call_id,
             "end_reason": self.end_reason,
             "duration_seconds": round(self.duration_seconds, 3),
-            "turns": self.turns,
             "interruptions": self.interruptions,
             "tts_audio_seconds": round(self.tts_audio_seconds, 3),
             "errors": sum(self.errors.values()),
             "function_calls": sum(self.function_calls.values()),
         }
+        if self.turns is not None:
+            attributes["turns"] = self.turns
         if self.total_cost_usd is not None:
             attributes["cost_usd"] = self.total_cost_usd
         if self.tts_characters is not None:
@@ -278,15 +294,15 @@ class CallSummary(BaseModel):
                 cost.usd for cost in self.costs if cost.service_type == service_type
             )
         for stats in self.latency:
-            key = f"{_key(stats.metric)}_p95_ms"  # the slowest processor's, per metric
+            key = f"{key_part(stats.metric)}_p95_ms"  # the slowest processor's, per metric
             attributes[key] = max(round(stats.p95_ms, 1), attributes.get(key, 0.0))
         if self.greeting_latency_ms is not None:
             attributes["greeting_latency_ms"] = round(self.greeting_latency_ms, 1)
         if self.turn_latency is not None:
             attributes["turn_latency_p50_ms"] = round(self.turn_latency.p50_ms, 1)
             attributes["turn_latency_p95_ms"] = round(self.turn_latency.p95_ms, 1)
-        _add_counts(attributes, "errors", self.errors)
-        _add_counts(attributes, "function_calls", self.function_calls)
+        add_counts(attributes, "errors", self.errors)
+        add_counts(attributes, "function_calls", self.function_calls)
         for name, value in self.attributes.items():
             attributes[f"attribute_{name}"] = value
         return attributes
@@ -315,12 +331,13 @@ LOG_KEYS = {
     "unpriced_models": "service_type:model pairs with no price, comma-separated",
     "not_measured": "latency and/or usage, comma-separated, when the worker's PipelineParams "
     "flag was off (enable_metrics, enable_usage_metrics); the cost, tokens, characters and "
-    "STT seconds are then absent, not zero",
+    "STT seconds are then absent, not zero; turns when the call saw no user speaking frames "
+    "(no VAD or turn detection): turns is then absent, not zero",
     "tokens_<token_type>": "LLM tokens by type: prompt, completion, cache_read, ...",
     "tts_characters": "characters sent to text-to-speech",
     "tts_audio_seconds": "seconds of audio text-to-speech produced",
     "stt_audio_seconds": "seconds of audio sent to speech-to-text",
-    "turns": "turns the bot answered",
+    "turns": "turns the bot answered: the call's number of turn records (pipecat_turn)",
     "interruptions": "times the caller spoke over the bot",
     "greeting_latency_ms": "caller connected to the bot's first speech, when the bot spoke "
     "first (absent when not measured)",
@@ -339,32 +356,39 @@ LOG_KEYS = {
 _NOT_A_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 
 
-def _add_counts(
-    attributes: dict[str, str | int | float], prefix: str, counts: dict[str, int]
+def add_counts(
+    attributes: dict[str, str | int | float],
+    prefix: str,
+    counts: dict[str, int] | dict[str, float],
+    suffix: str = "",
 ) -> None:
-    """Add ``<prefix>_<name>`` per name, bounded and without collisions; the rest summed."""
+    """Add ``<prefix>_<name><suffix>`` per name, bounded and without collisions; the rest summed.
+
+    The ``MAX_KEYS_PER_COUNT`` largest values keep a key of their own; the others are added up
+    in ``<prefix>_other<suffix>``.
+    """
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     for name, count in ranked[:MAX_KEYS_PER_COUNT]:
-        attributes[f"{prefix}_{_unique_key(name)}"] = count
+        attributes[f"{prefix}_{unique_key(name)}{suffix}"] = count
     if rest := sum(count for _, count in ranked[MAX_KEYS_PER_COUNT:]):
-        key = f"{prefix}_{OTHER_KEY}"
+        key = f"{prefix}_{OTHER_KEY}{suffix}"
         named = attributes.get(key, 0)  # a name "other" of its own
-        attributes[key] = (named if isinstance(named, int) else 0) + rest
+        attributes[key] = (named if isinstance(named, int | float) else 0) + rest
 
 
 OTHER_KEY = "other"
 """Where the counts beyond ``MAX_KEYS_PER_COUNT`` go (with a name ``other``'s own)."""
 
 
-def _unique_key(name: str) -> str:
-    """``_key(name)``, with a hash of the name when that changed it: two names, two keys."""
-    key = _key(name)
+def unique_key(name: str) -> str:
+    """``key_part(name)``, with a hash of the name when that changed it: two names, two keys."""
+    key = key_part(name)
     if key == name:
         return key
     digest = hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:6]
     return f"{key[:57]}_{digest}"
 
 
-def _key(name: str) -> str:
+def key_part(name: str) -> str:
     """A name as a Loki-safe key part: letters, digits and underscores."""
     return _NOT_A_LABEL.sub("_", name)[:64]

@@ -11,6 +11,11 @@ metrics' resource (Pipecat's ``setup_tracing`` would give the spans another
 ``service.instance.id``) and an OTLP/HTTP span exporter with the metrics'
 credentials, batched on the SDK's own thread, off the event loop. An
 application's own provider is used as it is.
+
+Pipecat's spans carry the conversation's words (the STT's ``transcript``, the LLM's
+``input`` and ``output`` messages and system prompt, the TTS's ``text``). The spans this
+module sends leave those attributes out (``WORD_ATTRIBUTES``): the words leave the process
+only in the turn records, when the application asks for them, through its ``redact``.
 """
 
 import threading
@@ -119,6 +124,42 @@ def shutdown(timeout_s: float) -> None:
     flush(timeout_s)
 
 
+WORD_ATTRIBUTES = frozenset(
+    {
+        "text",
+        "transcript",
+        "input",
+        "output",
+        "text_output",
+        "gen_ai.system_instructions",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+    }
+)
+"""Attributes of Pipecat's spans that hold what was said or written in the call."""
+
+
+def without_words(span: ReadableSpan) -> ReadableSpan:
+    """``span`` without its ``WORD_ATTRIBUTES`` (the same span when it has none)."""
+    attributes = span.attributes or {}
+    if not WORD_ATTRIBUTES.intersection(attributes):
+        return span
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes={k: v for k, v in attributes.items() if k not in WORD_ATTRIBUTES},
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
 class _HealthyExporter(SpanExporter):
     """The OTLP client, with its failures said once in plain words."""
 
@@ -129,6 +170,7 @@ class _HealthyExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._health.unserved:
             return SpanExportResult.SUCCESS  # no traces here: off, said once
+        spans = [without_words(span) for span in spans]
         with self._health as health:
             result = self._client.export(spans)
         ok = health.report(result is SpanExportResult.SUCCESS) or health.unserved

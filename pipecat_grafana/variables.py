@@ -54,6 +54,10 @@ LOGS = "PIPECAT_GRAFANA_LOGS"
 """``true`` (default, when export is on) sends each call's summary as an OTLP log record."""
 TRACES = "PIPECAT_GRAFANA_TRACES"
 """``true`` turns on Pipecat's tracing and sends its spans over OTLP (default ``false``)."""
+TRANSCRIPTS = "PIPECAT_GRAFANA_TRANSCRIPTS"
+"""``true`` puts what the caller said and what the bot spoke into each turn's log record
+(``user_text``, ``bot_text``), through ``redact=``; default ``false``: no word of the
+conversation leaves the process."""
 OTEL_EXPORTER_OTLP_LOGS_ENDPOINT = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 MAX_LABEL_VALUES = "PIPECAT_GRAFANA_MAX_LABEL_VALUES"

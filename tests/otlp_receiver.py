@@ -347,6 +347,7 @@ class OtlpReceiver:
         self._spans: list[Span] = []
         self._other_attempts = {"logs": 0, "traces": 0}
         self._other_bytes = {"logs": 0, "traces": 0}
+        self._other_bodies: list[bytes] = []  # decompressed, of the accepted logs and traces
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.receiver = self
         scheme = "http"
@@ -421,6 +422,7 @@ class OtlpReceiver:
         with self._lock:
             (self._logs if signal == "logs" else self._spans).extend(records)
             self._other_bytes[signal] += len(body)
+            self._other_bodies.append(raw)
         return 200
 
     @property
@@ -428,6 +430,10 @@ class OtlpReceiver:
         """Every accepted log record, in arrival order."""
         with self._lock:
             return list(self._logs)
+
+    def records(self, event_name: str) -> list[LogRecord]:
+        """The accepted log records of one ``event_name`` (summaries, turns), in arrival order."""
+        return [r for r in self.logs if r.attributes.get("event_name") == event_name]
 
     @property
     def spans(self) -> list[Span]:
@@ -439,6 +445,15 @@ class OtlpReceiver:
         """Bytes on the wire of the accepted ``logs`` or ``traces`` requests so far."""
         with self._lock:
             return self._other_bytes[signal]
+
+    def received(self) -> bytes:
+        """Every accepted request of every signal, decompressed, end to end.
+
+        What left the process, byte for byte, to search for what must never leave it.
+        """
+        with self._lock:
+            metrics = [r.message.SerializeToString() for r in self._accepted if r.message]
+            return b"\n".join(metrics + self._other_bodies)
 
     def attempts_of(self, signal: str) -> int:
         """POSTs to ``/v1/logs`` or ``/v1/traces`` so far, accepted or not."""
@@ -534,6 +549,7 @@ class OtlpReceiver:
             self._rejected.clear()
             self._logs.clear()
             self._spans.clear()
+            self._other_bodies.clear()
 
     def points(self, name: str | None = None) -> list[Point]:
         """Every data point of every accepted request (or of metric ``name``), arrival order."""

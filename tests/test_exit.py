@@ -15,6 +15,7 @@ import time
 import pytest
 
 from pipecat_grafana import config as cfg
+from pipecat_grafana.summary import EVENT_NAME
 from tests.backends import REPO_ROOT, free_port
 
 FLUSH_TIMEOUT_S = 2.0
@@ -84,7 +85,7 @@ def test_a_working_endpoint_gets_everything_and_nothing_is_dropped_at_exit(recei
     waited, output = _exit_after_the_call(receiver)
     assert waited <= FLUSH_TIMEOUT_S + SLACK_S, (waited, output)
     assert "dropped" not in output
-    assert len(receiver.logs) == 1  # the call's summary record
+    assert len(receiver.records(EVENT_NAME)) == 1  # the call's summary record
 
 
 async def test_an_occasional_scrape_at_exit_is_said_as_such(port, log_lines):

@@ -44,7 +44,7 @@ async def offline_calls(count: int, *, tracing: bool, **kwargs) -> list[GrafanaM
 
 def record_of(receiver, call_id: str):
     """The call's one summary record, ``None`` while none arrived."""
-    records = [r for r in receiver.logs if r.attributes.get("call_id") == call_id]
+    records = [r for r in receiver.records(EVENT_NAME) if r.attributes.get("call_id") == call_id]
     assert len(records) <= 1, f"{len(records)} records for call {call_id}"
     return records[0] if records else None
 

@@ -54,6 +54,7 @@ from pipecat_grafana.otlp import (
     refuses_native_histograms,
 )
 from pipecat_grafana.summary import CallSummary
+from pipecat_grafana.turns import TurnRecord
 
 
 @dataclass
@@ -270,6 +271,14 @@ class ExportPipeline:
             self.calls.wait_for_fleet(final)  # the next export of the fleet's series has it
         self._wake.set()
         return waiting
+
+    def emit_turn(self, record: TurnRecord, span: SpanContext | None = None) -> None:
+        """Queue one turn's record for the logs endpoint, when logs are on (no I/O here).
+
+        Nothing waits for it: it goes with the next send of the summaries' thread.
+        """
+        if self.logs is not None and self.pushed and not self._inherited:
+            self.logs.emit_turn(record, span)
 
     def export(self, timeout_s: float | None = None) -> bool:
         """Send one request now: the fleet's series and every unread call's; settle it.
