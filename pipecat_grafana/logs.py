@@ -28,6 +28,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from loguru import logger
 from opentelemetry._logs import SeverityNumber
@@ -59,7 +60,7 @@ TURN_DROP_PREFIX = "turn_"
 """Prefixed to the reason a turn record was dropped (``turn_queue``, ``turn_overflow``, ...)."""
 
 
-def _is_turn(record: ReadableLogRecord) -> bool:
+def _is_turn(record: Any) -> bool:  # a ReadWriteLogRecord, or a ReadableLogRecord
     return record.log_record.event_name == TURN_EVENT_NAME
 
 
@@ -290,8 +291,10 @@ class _Queue(LogRecordProcessor):
     def __init__(self, exporter: LogRecordExporter, drop: Callable[[int, str], None]):
         self._exporter = exporter
         self._drop = drop
-        self._records: deque[ReadableLogRecord] = deque(maxlen=MAX_QUEUED_RECORDS)
-        self._turns: deque[ReadableLogRecord] = deque(maxlen=MAX_QUEUED_TURNS)
+        # What the SDK hands on_emit, which its exporters take (ReadWriteLogRecord, itself
+        # not typed as the ReadableLogRecord they are annotated to take).
+        self._records: deque[Any] = deque(maxlen=MAX_QUEUED_RECORDS)
+        self._turns: deque[Any] = deque(maxlen=MAX_QUEUED_TURNS)
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         if _is_turn(log_record):
@@ -314,7 +317,7 @@ class _Queue(LogRecordProcessor):
         """
         ok = True
         while self._records:
-            batch = []
+            batch: list[Any] = []
             for records in (self._records, self._turns):  # summaries first
                 while records and len(batch) < MAX_BATCH:
                     batch.append(records.popleft())
@@ -325,7 +328,7 @@ class _Queue(LogRecordProcessor):
         """Export the turn records still queued, in batches; whether all were accepted."""
         ok = True
         while self._turns:
-            batch = []
+            batch: list[Any] = []
             while self._turns and len(batch) < MAX_BATCH:
                 batch.append(self._turns.popleft())
             ok = self._exporter.export(batch) is LogRecordExportResult.SUCCESS and ok

@@ -24,15 +24,19 @@ import functools
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanContext
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, MetricsFrame
 from pipecat.metrics.metrics import MetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
-from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
+from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, UserBotLatencyObserver
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
+from pipecat.utils.asyncio.task_manager import BaseTaskManager
 
 from pipecat_grafana import config as cfg
 from pipecat_grafana import export, loop_lag
@@ -49,6 +53,9 @@ from pipecat_grafana.signals import warn_if_sigterm_kills
 from pipecat_grafana.startup import CONNECTION_FRAMES, StartupTimer
 from pipecat_grafana.summary import NOT_MEASURED, CallSummary, not_measured_line
 from pipecat_grafana.turns import TurnRecord
+
+if TYPE_CHECKING:
+    from pipecat.utils.tracing.tracing_context import TracingContext
 
 
 def _contained(error: Exception, what: str) -> None:
@@ -69,31 +76,35 @@ class _PipelineObserver(BaseObserver):
         super().__init__(observe_every_push=False)
         self._exporter = exporter
 
-    async def on_push_frame(self, data: FramePushed):
+    async def on_push_frame(self, data: FramePushed) -> None:
         # Nothing may end this observer: an exception here would stop the worker's
         # observer task, and every later metric of the call would be lost.
         try:
             self._exporter._observe(data.frame, data.source)
             # Pipecat's latency observer rides on this one: every observer of a worker is
             # sent every frame at every processor it passes, so each one costs the pipeline.
-            await self._exporter._latency_observer.on_push_frame(data)
+            if (latency := self._exporter._latency_observer) is not None:
+                await latency.on_push_frame(data)
             if isinstance(data.frame, CONNECTION_FRAMES) and self._exporter._startup is not None:
                 await self._exporter._startup.on_push_frame(data)  # it left the worker by now
         except Exception as e:
             _contained(e, f"a {type(data.frame).__name__}")
 
-    async def on_pipeline_started(self):
+    async def on_pipeline_started(self) -> None:
         try:
-            await self._exporter._latency_observer.on_pipeline_started()
+            if (latency := self._exporter._latency_observer) is not None:
+                await latency.on_pipeline_started()
         except Exception as e:
             _contained(e, "the pipeline's start")
 
-    async def setup(self, task_manager):
+    async def setup(self, task_manager: BaseTaskManager) -> None:
         await super().setup(task_manager)
-        await self._exporter._latency_observer.setup(task_manager)
+        if (latency := self._exporter._latency_observer) is not None:
+            await latency.setup(task_manager)
 
-    async def cleanup(self):
-        await self._exporter._latency_observer.cleanup()
+    async def cleanup(self) -> None:
+        if (latency := self._exporter._latency_observer) is not None:
+            await latency.cleanup()
         await super().cleanup()
 
 
@@ -134,7 +145,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         service_name: str | None = None,
         call_id: str | None = None,
         call_id_label: bool | None = None,
-        prices: Mapping[str, Price | Mapping] | None = None,
+        prices: Mapping[str, Price | Mapping[str, Any]] | None = None,
         export_interval_s: float | None = None,
         flush_timeout_s: float | None = None,
         service_version: str | None = None,
@@ -151,8 +162,8 @@ class GrafanaMetricsExporter(FrameProcessor):
         transcripts: bool | None = None,
         redact: Callable[[str], str] | None = None,
         time_source: Callable[[], float] = time.time,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         """Create the exporter.
 
         Args:
@@ -289,7 +300,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         observer.add_event_handler("on_first_bot_speech_latency", self._on_greeting)
         return observer
 
-    def _shared_pipeline(self, resource) -> tuple[export.ExportPipeline, bool]:
+    def _shared_pipeline(self, resource: Resource) -> tuple[export.ExportPipeline, bool]:
         """The process's pipeline for this exporter, served by the Prometheus endpoint if asked."""
         config = self._config
         endpoint = None
@@ -349,7 +360,7 @@ class GrafanaMetricsExporter(FrameProcessor):
         else:
             recorder.set_attributes(**checked)
 
-    def link(self, processor: FrameProcessor):
+    def link(self, processor: FrameProcessor) -> None:
         """Link to the next processor; refused while this exporter serves a call in progress.
 
         ``Pipeline([...])`` links its processors: an exporter put into a second
@@ -360,11 +371,12 @@ class GrafanaMetricsExporter(FrameProcessor):
             RuntimeError: This exporter's call is in progress.
         """
         if self._call_in_progress():
-            self._prev, self._next = self._links  # the new pipeline set our _prev already
+            if self._links is not None:  # the new pipeline set our _prev already
+                self._prev, self._next = self._links
             raise self._in_use_error()
         super().link(processor)
 
-    async def setup(self, setup: FrameProcessorSetup):
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
         """Open the call and start observing every metric of the worker's pipeline.
 
         Raises:
@@ -384,13 +396,18 @@ class GrafanaMetricsExporter(FrameProcessor):
 
     def _in_use_error(self) -> RuntimeError:
         return RuntimeError(
-            f"this GrafanaMetricsExporter is already serving call {self._recorder.call_id}, "
+            f"this GrafanaMetricsExporter is already serving call {self.call_id}, "
             "which is in progress: one exporter belongs to one pipeline. Create a new "
             "GrafanaMetricsExporter(...) for each call, where the call's pipeline is built "
             "(a new exporter is cheap: every exporter in a process shares one export thread)."
         )
 
-    def _open_call(self, worker, tracing=None, not_measured: tuple[str, ...] = ()) -> None:
+    def _open_call(
+        self,
+        worker: PipelineWorker,
+        tracing: "TracingContext | None" = None,
+        not_measured: tuple[str, ...] = (),
+    ) -> None:
         # Pipecat keeps the worker's conversation_id private; it is the call's ID when set.
         given = self._call_id or getattr(worker, "_conversation_id", None) or str(uuid.uuid4())
         call_id = call_id_value(str(given))
@@ -450,7 +467,7 @@ class GrafanaMetricsExporter(FrameProcessor):
             context = SpanContext(span.trace_id, span.span_id, is_remote=False)
         self._pipeline.emit_turn(record, context)
 
-    def _join_trace(self, worker, call_id: str) -> None:
+    def _join_trace(self, worker: PipelineWorker, call_id: str) -> None:
         """Make the trace's ``conversation.id`` the call's ID, or say how to trace."""
         observer = getattr(worker, "turn_trace_observer", None)
         if observer is None:
@@ -467,22 +484,22 @@ class GrafanaMetricsExporter(FrameProcessor):
         if getattr(observer, "_conversation_id", None) is None:
             observer._conversation_id = call_id
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Pass every frame on unchanged (the observer and the worker's events do the rest)."""
         await super().process_frame(frame, direction)
         await self.push_frame(frame, direction)
 
-    async def _on_pipeline_started(self, worker, frame: Frame) -> None:
+    async def _on_pipeline_started(self, worker: PipelineWorker, frame: Frame) -> None:
         self._start_call()
 
-    async def _on_pipeline_finished(self, worker, frame: Frame) -> None:
+    async def _on_pipeline_finished(self, worker: PipelineWorker, frame: Frame) -> None:
         # A StopFrame keeps the processors for another pipeline: the call ends with them.
         if isinstance(frame, EndFrame):
             self._end_call("ended")
         elif isinstance(frame, CancelFrame):
             self._end_call("cancelled")
 
-    async def cleanup(self):
+    async def cleanup(self) -> None:
         """Finish the call: summary, event, and final export (bounded, off the event loop)."""
         if self._refused_setups:
             # Pipecat cleans up a processor whose setup() failed: that was a pipeline
@@ -515,20 +532,22 @@ class GrafanaMetricsExporter(FrameProcessor):
                     "list of MetricsData (logged once per type)",
                 )
 
-    async def _on_latency(self, observer, seconds: float) -> None:
-        if self._call_in_progress():
+    async def _on_latency(self, observer: UserBotLatencyObserver, seconds: float) -> None:
+        if self._recorder is not None and self._call_in_progress():
             self._safely(self._recorder.latency_measured, seconds)
 
-    async def _on_breakdown(self, observer, breakdown) -> None:
-        if self._call_in_progress():
+    async def _on_breakdown(
+        self, observer: UserBotLatencyObserver, breakdown: LatencyBreakdown
+    ) -> None:
+        if self._recorder is not None and self._call_in_progress():
             self._safely(self._recorder.latency_breakdown, breakdown)
 
-    async def _on_greeting(self, observer, seconds: float) -> None:
-        if self._call_in_progress():
+    async def _on_greeting(self, observer: UserBotLatencyObserver, seconds: float) -> None:
+        if self._recorder is not None and self._call_in_progress():
             self._safely(self._recorder.greeting_measured, seconds)
 
     @staticmethod
-    def _safely(record: Callable, what, *args) -> None:
+    def _safely(record: Callable[..., object], what: object, *args: object) -> None:
         try:
             record(what, *args)
         except Exception as e:  # a bug of ours must never reach the pipeline

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from pipecat.frames.frames import Frame, TTSAudioRawFrame
@@ -34,6 +35,9 @@ from pipecat.metrics.metrics import (
 from pipecat.observers.user_bot_latency_observer import LatencyBreakdown
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.tts_service import TTSService
+
+if TYPE_CHECKING:
+    from pipecat.utils.tracing.tracing_context import TracingContext
 
 from pipecat_grafana import instruments as m
 from pipecat_grafana.aggregation import CallMeters, ExemplarContext
@@ -55,7 +59,7 @@ MAX_USAGE = 100_000_000
 class _Latency:
     spec: m.InstrumentSpec
     name: str
-    milliseconds: Callable[[MetricsData], float]
+    milliseconds: Callable[[Any], float]  # of the MetricsData type it is for
     skip_zero: bool = False  # the initial values Pipecat sends at start are zeros
 
 
@@ -116,7 +120,7 @@ class CallRecorder:
         declared: Mapping[str, tuple[str, ...]],
         attributes: Mapping[str, str],
         bounds: LabelBounds,
-        tracing: object | None = None,
+        tracing: "TracingContext | None" = None,
         not_measured: tuple[str, ...] = (),
         on_turn: Callable[[TurnRecord, ExemplarContext | None], None] | None = None,
         transcripts: bool = False,
@@ -154,7 +158,7 @@ class CallRecorder:
         self._ended: float | None = None
         self._finished = False
         self.end_reason: str | None = None
-        self._label_sets: dict[tuple, dict[str, str]] = {}
+        self._label_sets: dict[tuple[object, ...], tuple[dict[str, str], str]] = {}
         self._tokens: dict[str, int] = {}
         self._usage: dict[m.InstrumentSpec, float] = {}
         self._latency: dict[tuple[str, str], LatencySketch] = {}
@@ -207,7 +211,7 @@ class CallRecorder:
             return self.summary()
         self.end("cancelled")  # no EndFrame or CancelFrame reached us: the worker was cancelled
         self._fleet.record(m.CALLS_ACTIVE, -1, {})
-        ended = self._conversation.ended_attributes(self.end_reason)
+        ended = self._conversation.ended_attributes(self.end_reason or "cancelled")
         if self.not_measured:
             # Only on such calls, so a fully measured fleet has no series more; their cost
             # series stays absent (unknown), never a zero.
@@ -388,10 +392,10 @@ class CallRecorder:
     def _record_usage(
         self,
         data: MetricsData,
-        value: object,
+        value: Any,
         service_type: str,
         spec: m.InstrumentSpec,
-        price: Callable[[str, float], float | None],
+        price: Callable[..., float | None],
     ) -> None:
         """Record TTS characters or STT seconds, and their cost."""
         try:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv and the test backends if needed, lints, runs the tests.
-# Extra arguments go to pytest (for example: scripts/test.sh -m e2e).
+# Extra arguments go to pytest (for example: scripts/test.sh -m e2e). It runs every test;
+# `python -m pytest` alone runs the fast ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +22,7 @@ fi
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/mypy
+# Every test: -m "" lifts the fast selection of `python -m pytest` (pyproject.toml); a -m
+# given here wins over it.
+exec .venv/bin/python -m pytest -m "" "$@"

@@ -116,6 +116,7 @@ def test_readme_and_docs_name_no_metric_the_code_does_not_emit():
             assert base in known, f"{name} names {metric}, which is not exported"
 
 
+@pytest.mark.slow
 def test_generated_docs_are_current():
     run = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "docs.py"), "--check"],
@@ -268,6 +269,7 @@ def test_every_page_is_in_the_navigation_and_the_site_builds_strictly(tmp_path):
     assert f"[{__import__('pipecat_grafana').__version__}]" in changelog
 
 
+@pytest.mark.slow
 def test_a_broken_link_fails_the_site_build(tmp_path):
     source = tmp_path / "src"
     shutil.copytree(DOCS, source / "docs")

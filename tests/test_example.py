@@ -21,6 +21,8 @@ from pipecat_grafana.pricing import PRICE_FILE_ENV
 from tests.otlp_receiver import OtlpReceiver
 from tests.test_offline_export import METRICS_MD_FAMILIES
 
+pytestmark = pytest.mark.slow  # runs the example bot and the demo command as processes
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "example_bot.py"
 API_KEYS = ("OPENAI_API_KEY", "GLADIA_API_KEY", "CARTESIA_API_KEY")

@@ -18,6 +18,8 @@ from pipecat_grafana import config as cfg
 from pipecat_grafana.summary import EVENT_NAME
 from tests.backends import REPO_ROOT, free_port
 
+pytestmark = pytest.mark.slow  # a real child process per test, timed at exit
+
 FLUSH_TIMEOUT_S = 2.0
 # The exit may take the flush timeout and the moment it takes to let go of what is left.
 SLACK_S = 1.5

@@ -80,6 +80,7 @@ def grafana(**kwargs) -> GrafanaMetricsExporter:
     )
 
 
+@pytest.mark.slow
 async def test_endpoint_down_for_30_seconds_mid_call_loses_and_doubles_nothing(
     export_to, monkeypatch
 ):
@@ -190,6 +191,7 @@ async def test_a_hanging_endpoint_never_blocks_the_event_loop_and_call_end_is_bo
     assert len([line for line in log_lines if "were not exported within 1s" in line]) == 1
 
 
+@pytest.mark.slow
 def test_process_exit_is_bounded_when_the_endpoint_hangs(receiver, tmp_path):
     receiver.hang()
     script = tmp_path / "bot.py"

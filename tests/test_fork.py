@@ -25,6 +25,7 @@ from pipecat_grafana import instruments as m
 from tests.helpers import Reporter, Trigger, metric, run_pipeline
 
 pytestmark = [
+    pytest.mark.slow,  # forks real processes
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
     # Forking a process that has threads is the very situation under test.
     pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),

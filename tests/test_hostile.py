@@ -144,6 +144,7 @@ def huge(status: bytes):
     return answer
 
 
+@pytest.mark.slow
 def test_an_endpoint_that_trickles_its_answer_cannot_stop_export(log_lines):
     server = RawServer(trickle)
     pipeline = ExportPipeline(
@@ -208,6 +209,7 @@ BOT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_idle_connections_cannot_exhaust_a_bot_with_few_descriptors(receiver):
     port = free_port()
     limit = 128

@@ -12,6 +12,8 @@ from pipecat_grafana import instruments as m
 from tests.helpers import LiveCall, Reporter
 from tests.test_faults import arrived, truth, turn
 
+pytestmark = pytest.mark.slow  # a hundred concurrent calls
+
 
 async def run_calls(
     count: int, turns: int, seed: int = 7

@@ -120,6 +120,7 @@ def test_a_bad_form_is_one_notice_naming_the_variable_and_both_values():
         cfg.resolve(env, histograms="exp")
 
 
+@pytest.mark.slow
 async def test_the_prometheus_endpoint_serves_the_classic_form_of_native_histograms(
     export_to, monkeypatch
 ):

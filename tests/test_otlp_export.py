@@ -135,6 +135,7 @@ async def test_no_endpoint_logs_once_how_to_turn_export_on(log_lines):
     assert first.summary.tts_characters == 57  # the summary works without export
 
 
+@pytest.mark.slow
 async def test_ten_thousand_calls_keep_memory_and_exported_series_flat(export_to, monkeypatch):
     """A process serving calls one after another exports only the calls in progress.
 

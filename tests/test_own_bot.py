@@ -10,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pipecat_grafana import config as cfg
 from pipecat_grafana import instruments as m
+
+pytestmark = pytest.mark.slow  # runs the README's bot as a process
 
 REPO = Path(__file__).resolve().parents[1]
 OWN_BOT = REPO / "examples" / "own_bot.py"

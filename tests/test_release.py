@@ -16,6 +16,8 @@ from pipecat_grafana import __version__
 from pipecat_grafana.pricing import DEFAULT_PRICES
 from tests.test_docs import docs_tool
 
+pytestmark = pytest.mark.slow  # builds the sdist and wheel, checks the workflows
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 SHIPPED = (

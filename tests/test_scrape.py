@@ -530,6 +530,7 @@ def test_one_endpoint_per_process(port):
 # A process serving call after call
 
 
+@pytest.mark.slow
 async def test_ten_thousand_calls_leave_the_endpoint_size_flat(port):
     """What a scrape returns depends on the calls in progress, not on the calls served.
 

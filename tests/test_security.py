@@ -44,6 +44,7 @@ def use_grafana_cloud(monkeypatch, endpoint: str) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
 
 
+@pytest.mark.slow
 async def test_no_secret_in_any_log_line_even_with_diagnose_and_backtrace(
     monkeypatch, receiver, certificate, log_lines
 ):

@@ -21,6 +21,8 @@ from pipecat_grafana import instruments as m
 from tests.helpers import LiveCall, Reporter, Trigger, metric, run_pipeline
 from tests.process_cost import ProcessCost, run_call_process
 
+pytestmark = pytest.mark.slow  # a one-call process measured against a real receiver
+
 
 def tts(characters: int) -> list:
     return [metric(TTSUsageMetricsData, processor="CartesiaTTSService#1", value=characters)]

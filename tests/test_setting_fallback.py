@@ -144,6 +144,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_token_that_is_not_utf8_is_refused_naming_the_variable_and_the_bot_goes_on():
     """A real process, its environment given as bytes, as a shell with a stray byte gives it."""
     environment = {

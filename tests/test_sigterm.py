@@ -26,6 +26,8 @@ from tests.helpers import run_pipeline
 from tests.otlp_receiver import OtlpReceiver
 from tests.test_example import EXAMPLE, RUN_TIMEOUT_S, offline_env
 
+pytestmark = pytest.mark.slow  # real child processes sent SIGTERM
+
 REPO = Path(__file__).resolve().parents[1]
 FLUSH_TIMEOUT_S = 5
 # The process's own work after the signal (cancelling pipelines, logging) on a loaded machine.
