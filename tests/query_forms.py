@@ -10,6 +10,10 @@ unchecked:
   matcher that does not match the empty string (Loki refuses the query otherwise), then label
   filter stages ``| key="v"``, ``| key=~"re"``, ``| key!="v"``, ``| key!~"re"`` and numeric
   ones ``| key > 1.5`` (``>``, ``>=``, ``<``, ``<=``, ``==``, ``!=``).
+- LogQL metric queries of one form only: a range aggregation of one unwrapped key of such a
+  log query, grouped by labels,
+  ``quantile_over_time(0.95, <log query> | unwrap key [1h]) by (turn)`` (``avg_``, ``min_``,
+  ``max_``, ``sum_`` and ``quantile_over_time``; the quantile between 0 and 1).
 - TraceQL: one span filter comparing one attribute with a string,
   ``{ span.conversation.id = "..." }`` (``=``, ``!=``, ``=~``, ``!~``).
 
@@ -123,6 +127,49 @@ def parse_logql(query: str) -> LogQuery:
         _check_regex(comparison, query)
         stages.append(comparison)
         pos = stage.end()
+
+
+_UNWRAPPED = ("avg_over_time", "min_over_time", "max_over_time", "sum_over_time")
+_METRIC = re.compile(
+    rf"\s*(quantile_over_time|{'|'.join(_UNWRAPPED)})\(\s*(?:({_NUMBER})\s*,\s*)?"
+    rf"(.*?)\s*\|\s*unwrap\s+({_NAME})\s*\[([0-9]+(?:ms|s|m|h|d|w|y))\]\s*\)"
+    rf"\s*by\s*\(\s*({_NAME}(?:\s*,\s*{_NAME})*)\s*\)\s*",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    """A parsed LogQL metric query: an unwrapped range aggregation of a log query."""
+
+    function: str
+    quantile: float | None
+    records: LogQuery
+    unwrap: str
+    window: str
+    by: tuple[str, ...]
+
+
+def parse_logql_metric(query: str) -> MetricQuery:
+    """Parse ``query`` as the metric subset, or raise ``FormError``."""
+    if "$" in query:
+        raise FormError(f"a Grafana variable is left: {query}")
+    found = _METRIC.fullmatch(query)
+    if not found:
+        raise FormError(f"not an unwrapped range aggregation of the subset: {query}")
+    function, quantile, records, unwrap, window, by = found.groups()
+    if (quantile is None) != (function != "quantile_over_time"):
+        raise FormError(f"quantile_over_time, and only it, takes a quantile: {query}")
+    if quantile is not None and not 0 <= float(quantile) <= 1:
+        raise FormError(f"a quantile is between 0 and 1: {query}")
+    return MetricQuery(
+        function,
+        None if quantile is None else float(quantile),
+        parse_logql(records),
+        unwrap,
+        window,
+        tuple(label.strip() for label in by.split(",")),
+    )
 
 
 def parse_traceql(query: str) -> Comparison:

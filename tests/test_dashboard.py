@@ -154,6 +154,7 @@ def test_rows_and_panels_a_voice_team_needs():
         "Calls",
         "Per call",
         "Per call, from its summary record",
+        "Per call, turn by turn",
     ]
     assert {
         "active-calls",

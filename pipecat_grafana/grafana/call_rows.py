@@ -1,7 +1,7 @@
 """The dashboard's rows about single calls.
 
 The calls tables (from the call summary records in Loki), the chosen call's figures (from its
-per-call series, or from its record) and its traces.
+per-call series, or from its record), its traces, and its turns (from the turn records).
 """
 
 import json
@@ -38,6 +38,7 @@ from pipecat_grafana.grafana.promql import (
     range_total,
     selector,
 )
+from pipecat_grafana.summary import OTHER_KEY
 
 __all__ = ["CALL_ROWS"]
 
@@ -45,8 +46,8 @@ _PER_CALL_NOTE = (
     "Choose one call in the call_id variable (the 'Most expensive calls' table and the Calls "
     "row link to it). With All, the panel adds up every call of the range. Needs the "
     "exporter's call_id label (PIPECAT_GRAFANA_CALL_ID_LABEL, on by default); without it, or "
-    "behind a fleet gateway, which adds up every call (docs/fleets.md), the next row reads "
-    "the call's figures from its summary record in Loki."
+    "behind a fleet gateway, which adds up every call (docs/fleets.md), the next rows read "
+    "the call's figures from its summary record, and its turns from their records, in Loki."
 )
 _RECORD_NOTE = (
     "From the call summary records in Loki (one per call, sent when it ends), so it works "
@@ -109,6 +110,18 @@ _RECORD_LINK = (
     ),
 )
 _RECORD_LINKS = (_TRACE_LINK, _RECORD_LINK, CALL_LINK)
+_TURN_LINK = (
+    "Turn record in Explore",
+    _explore(
+        LOKI,
+        {
+            "queryType": "range",
+            "expr": logql.turn_of(
+                _field(logql.SERVICE_STREAM_LABEL), _field(logql.CALL_ID), _field(logql.TURN)
+            ),
+        },
+    ),
+)
 
 
 _OUTCOME_KEY = logql.attribute(OUTCOME)
@@ -161,6 +174,35 @@ def _calls_table(
 
 
 _CHOSEN_CALL = logql.matches(logql.CALL_ID, CALL_ID_VAR)
+
+_TURN_FIELDS = (
+    RecordField(logql.TURN, "Turn", "short", "number"),
+    RecordField(logql.STARTED_AT, "Started", kind="time"),
+    RecordField(
+        logql.TURN_LATENCY,
+        "Latency",
+        "ms",
+        "number",
+        0,
+        alert_level(alerts.DEFAULT_TURN_LATENCY_P95_MS),
+        gauge=True,
+    ),
+    RecordField(logql.INTERRUPTED, "Interrupted", kind="boolean"),
+    # Where the latency went, by Pipecat's own names; a column shows only where a turn of
+    # the result has that contribution.
+    *(
+        RecordField(logql.CONTRIBUTION.format(key=key), key, "ms", "number", 0)
+        for key in (*m.CONTRIBUTIONS, OTHER_KEY)
+    ),
+    RecordField(logql.TOOL_CALLS, "Tool calls", "short", "number"),
+    RecordField(logql.TOOL_CALL_LIST, "Tools (status, duration)"),
+    RecordField(logql.ERRORS, "Errors", "short", "number", thresholds=((1.0, "orange"),)),
+    RecordField(logql.TURN_TEXTS[0], "Caller said"),
+    RecordField(logql.TURN_TEXTS[1], "Bot said"),
+    RecordField(logql.CALL_ID, "Call"),
+    RecordField(logql.SERVICE_STREAM_LABEL, "Service"),
+)
+"""The columns of the turns table, from the turn record."""
 
 CALL_ROWS: tuple[Row, ...] = (
     Row(
@@ -378,6 +420,35 @@ CALL_ROWS: tuple[Row, ...] = (
                 width=24,
                 height=6,
                 source=TEMPO,
+            ),
+        ),
+    ),
+    Row(
+        "Per call, turn by turn",
+        (
+            Panel(
+                "call-turns",
+                "Call turns",
+                "table",
+                "short",
+                "The chosen call's turns, one row each from its turn record in Loki (sent when "
+                "the turn ends), in the order the caller spoke: the latency (the caller's wait "
+                "from falling silent to the bot's first audio; the longest bar is the slowest "
+                "turn, orange from half the turn latency alert's level, red at it), whether the "
+                "caller cut in, where the latency went by Pipecat's contribution names (a "
+                "column per contribution measured), tool calls and errors, and, with "
+                "PIPECAT_GRAFANA_TRANSCRIPTS on, what the caller and the bot said (empty "
+                "otherwise). With All, every call of the range, call by call. Click a turn for "
+                "its record in Explore (with its TTFBs and errors by type), the call's summary "
+                "record or its trace.",
+                (Query(logql.turn_records(_CHOSEN_CALL)),),
+                width=24,
+                height=10,
+                links=(_TURN_LINK, _RECORD_LINK, _TRACE_LINK),
+                source=LOKI,
+                fields=_TURN_FIELDS,
+                # The last sort decides: call by call, each call's turns in order.
+                sort_by=((logql.TURN, False), (logql.CALL_ID, False)),
             ),
         ),
     ),

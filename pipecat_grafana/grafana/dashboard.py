@@ -2,10 +2,10 @@
 
 A dashboard exported from Grafana's UI drifts from the metrics the code emits: a renamed
 instrument leaves a panel that silently shows "No data". So every query is built from
-``instruments`` (Prometheus names, label keys) by the helpers of ``promql``, or from the call
-summary record's keys by ``logql``, the panels are rows of a table (``fleet_rows``,
-``call_rows``, in the vocabulary of ``panels``), and this module turns them, with the data
-source and filter variables, into the JSON Grafana imports. The tests run every PromQL query
+``instruments`` (Prometheus names, label keys) by the helpers of ``promql``, or from the keys
+of the call summary and turn records by ``logql``, the panels are rows of a table
+(``fleet_rows``, ``call_rows``, in the vocabulary of ``panels``), and this module turns them,
+with the data source and filter variables, into the JSON Grafana imports. The tests run every PromQL query
 against real metrics databases fed by the exporter, and check the LogQL and TraceQL for form
 (no Loki or Tempo runs where they do).
 
@@ -494,7 +494,7 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         }
     if panel.kind == "stat":
         options["reduceOptions"] = {**_REDUCE_LAST, "calcs": [panel.reduce]}
-    if panel.source == LOKI:
+    if panel.source == LOKI and panel.fields:
         result["transformations"] = _record_transformations(panel)
         if panel.kind == "table":
             defaults["custom"] = {"filterable": True}
@@ -563,13 +563,28 @@ def _field_override(field: RecordField, kind: str) -> dict[str, Any]:
         properties.append({"id": "decimals", "value": field.decimals})
     if field.thresholds:
         properties.append({"id": "thresholds", "value": _thresholds("green", field.thresholds)})
-        if kind == "table":
-            properties.append({"id": "custom.cellOptions", "value": {"type": "color-text"}})
+    if kind == "table" and field.gauge:
+        # A bar from 0 to the column's largest value: the longest bar is the slowest row.
+        properties += [
+            {"id": "min", "value": 0},
+            {"id": "custom.cellOptions", "value": {"type": "gauge", "mode": "basic"}},
+        ]
+    elif kind == "table" and field.thresholds:
+        properties.append({"id": "custom.cellOptions", "value": {"type": "color-text"}})
     return {"matcher": {"id": "byName", "options": field.key}, "properties": properties}
 
 
 def _target(source: str, query: Query, ref_id: str) -> dict[str, Any]:
     target: dict[str, Any] = {"refId": ref_id, "datasource": DATASOURCES[source]}
+    if source == LOKI and query.instant:
+        # A metric query over the records: one value per series over the dashboard's range.
+        return {
+            **target,
+            "expr": query.expr,
+            "queryType": "instant",
+            "legendFormat": query.legend or "__auto",
+            "editorMode": "code",
+        }
     if source == LOKI:
         # A log query: one row per record.
         return {**target, "expr": query.expr, "queryType": "range", "editorMode": "code"}

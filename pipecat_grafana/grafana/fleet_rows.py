@@ -2,16 +2,18 @@
 
 Overview, conversation, errors and tool calls, health, latency, usage and cost. Their panels
 add up every call of the selected services (the call variable narrows the per-call
-instruments to one call); ``call_rows`` shows single calls.
+instruments to one call); all read the metrics but one, turn latency by turn number, which
+reads the turn records in Loki. ``call_rows`` shows single calls.
 """
 
 from pipecat_grafana import instruments as m
-from pipecat_grafana.grafana import alerts
+from pipecat_grafana.grafana import alerts, logql
 from pipecat_grafana.grafana.panels import (
     CALL_COST,
     CALL_LINK,
     COST_BY,
     EXEMPLARS_NOTE,
+    LOKI,
     OUTCOME,
     SLOW_MS,
     TOKEN_TYPES_NOTE,
@@ -36,6 +38,7 @@ from pipecat_grafana.grafana.promql import (
     rate,
     selector,
 )
+from pipecat_grafana.turns import TURN_EVENT_NAME
 
 __all__ = ["FLEET_ROWS", "LATENCY_PANELS"]
 
@@ -341,6 +344,36 @@ FLEET_ROWS: tuple[Row, ...] = (
                 base_color="blue",
                 width=8,
                 height=6,
+            ),
+            Panel(
+                "turn-latency-by-turn",
+                "Turn latency by turn number",
+                "bargauge",
+                "ms",
+                "Are first answers slower? The turn latency (the caller's wait from falling "
+                "silent to the bot's first audio) of the first, second, ... turn of the calls, "
+                f"p50 and p95 over the dashboard's range, turns 1 to {logql.FIRST_TURNS}. From "
+                f"the turn records in Loki (`event_name={TURN_EVENT_NAME}`, a metric query "
+                f"unwrapping {logql.TURN_LATENCY}); turns whose latency was not measured are left "
+                "out. Orange from half the turn latency alert's level, red at it.",
+                tuple(
+                    instant(
+                        logql.over_turns(
+                            "quantile_over_time",
+                            logql.TURN_LATENCY,
+                            logql.at_most(logql.TURN, str(logql.FIRST_TURNS)),
+                            quantile=q,
+                        ),
+                        f"turn {{{{{logql.TURN}}}}} p{q * 100:g}",
+                        (logql.TURN,),
+                    )
+                    for q in (0.5, 0.95)
+                ),
+                thresholds=alert_level(alerts.DEFAULT_TURN_LATENCY_P95_MS),
+                width=24,
+                height=8,
+                decimals=0,
+                source=LOKI,
             ),
         ),
     ),

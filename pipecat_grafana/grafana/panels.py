@@ -74,19 +74,22 @@ class Query:
 
 @dataclass(frozen=True)
 class RecordField:
-    """A key of the call summary record, shown by a Loki panel as a column or a stat.
+    """A key of a call's log record, shown by a Loki panel as a column or a stat.
 
     Loki returns every structured metadata value as text; ``kind`` says what to make of it.
+    A column whose key no record of the result has is not shown.
 
     Parameters:
-        key: The record's key (``CallSummary.log_attributes()``), or the stream label
-            ``service_name``.
+        key: The record's key (``CallSummary.log_attributes()``,
+            ``TurnRecord.log_attributes()``), or the stream label ``service_name``.
         title: The column's or the stat's name.
         unit: Grafana's unit id; empty for text and times.
-        kind: ``number``, ``time`` (ISO 8601) or ``string``.
+        kind: ``number``, ``boolean``, ``time`` (ISO 8601) or ``string``.
         decimals: Decimals to show, when Grafana's choice is not good.
         thresholds: ``(value, color)`` steps that color the value, above the panel's base
             color.
+        gauge: Tables: draw the value as a bar from 0, colored by ``thresholds``, so that
+            the largest of the column stands out.
     """
 
     key: str
@@ -95,6 +98,7 @@ class RecordField:
     kind: str = "string"
     decimals: int | None = None
     thresholds: tuple[tuple[float, str], ...] = ()
+    gauge: bool = False
 
 
 @dataclass(frozen=True)
