@@ -42,7 +42,7 @@ def clean_environment(monkeypatch):
     notices.forget()
     unpriced.clear()
     yield
-    pipecat_grafana.shutdown(timeout_s=2)
+    pipecat_grafana.shutdown(timeout_s=1)
     _forget_tracing()
 
 
@@ -50,7 +50,7 @@ def clean_environment(monkeypatch):
 def receiver():
     with OtlpReceiver() as r:
         yield r
-        pipecat_grafana.shutdown(timeout_s=2)  # while the receiver still answers
+        pipecat_grafana.shutdown(timeout_s=1)  # while the receiver still answers
 
 
 @pytest.fixture

@@ -58,6 +58,8 @@ from tests import promtool_native as native
 from tests.backends import INSTALL_SCRIPT, require_tools
 from tests.otlp_receiver import OtlpReceiver, Point
 
+pytestmark = pytest.mark.slow  # promtool evaluates a real offline call's points
+
 TURNS = 4
 SPEED = 0.05
 SEED = 7
