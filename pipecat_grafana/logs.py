@@ -26,7 +26,7 @@ prefixed ``turn_``.
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -129,16 +129,7 @@ class SummaryLogs:
             ``True`` once the record was sent; ``False`` if that send failed, or at once
             while the endpoint is known to fail (the record is kept and sent again).
         """
-        context = set_span_in_context(NonRecordingSpan(span)) if span is not None else None
-        self._logger.emit(
-            timestamp=time.time_ns(),
-            context=context,
-            severity_number=SeverityNumber.INFO,
-            severity_text="INFO",
-            body=summary.log_body(),
-            attributes=summary.log_attributes(),
-            event_name=EVENT_NAME,
-        )
+        self._emit(summary.log_body(), summary.log_attributes(), EVENT_NAME, span)
         return self._waiter()
 
     def emit_turn(self, record: TurnRecord, span: SpanContext | None = None) -> None:
@@ -148,15 +139,25 @@ class SummaryLogs:
             record: The turn's record.
             span: The turn's span, when the call is traced.
         """
+        self._emit(record.log_body(), record.log_attributes(), TURN_EVENT_NAME, span)
+
+    def _emit(
+        self,
+        body: str,
+        attributes: Mapping[str, str | int | float | bool],
+        event_name: str,
+        span: SpanContext | None,
+    ) -> None:
+        # Queued by _Queue.on_emit: no I/O on the caller's thread.
         context = set_span_in_context(NonRecordingSpan(span)) if span is not None else None
         self._logger.emit(
             timestamp=time.time_ns(),
             context=context,
             severity_number=SeverityNumber.INFO,
             severity_text="INFO",
-            body=record.log_body(),
-            attributes=record.log_attributes(),
-            event_name=TURN_EVENT_NAME,
+            body=body,
+            attributes=attributes,
+            event_name=event_name,
         )
 
     def _waiter(self) -> Future:
