@@ -324,3 +324,26 @@ def test_a_client_scraping_in_a_loop_costs_ten_renders_a_second_at_most():
         assert len(answered) > 2 * len(renders), (len(answered), len(renders))
     finally:
         served.close()
+
+
+def test_a_server_errors_reply_is_quoted_bounded(log_lines):
+    def overloaded(server: RawServer, connection: socket.socket) -> None:
+        body = b"ingester overloaded: " + b"x" * 2000
+        connection.sendall(
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+
+    server = RawServer(overloaded)
+    pipeline = ExportPipeline(
+        ExportConfig(endpoint=server.url, export_interval_s=3600, export_timeout_s=1.0),
+        RESOURCE,
+    )
+    try:
+        assert not pipeline.export()
+        (failing,) = [line for line in log_lines if "metrics export failing" in line]
+        assert "server error (500" in failing and "ingester overloaded" in failing
+        assert "x" * 600 not in failing  # the reply is quoted, not copied whole
+    finally:
+        server.close()
+        pipeline.shutdown(1)
