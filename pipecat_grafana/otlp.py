@@ -10,6 +10,7 @@ lines for our exports are filtered out.
 """
 
 import contextlib
+import heapq
 import logging
 import re
 import socket
@@ -30,6 +31,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from pipecat_grafana import runtime
 from pipecat_grafana.config import (
     DEFAULT_EXPORT_TIMEOUT_S,
     GRAFANA_CLOUD_AUTH,
@@ -191,23 +193,76 @@ class _Watchdog:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.fired = False
+        self.due = time.monotonic() + seconds
+        self.cancelled = False
         self._in_flight = _exporting.in_flight = _InFlight()
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        _WATCHDOGS.watch(self)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
+        """Past its deadline: shut its socket down, so that the blocked read returns at once."""
+        if self.cancelled:
+            return  # answered meanwhile: its connection may already serve another request
         connection = self._in_flight.connection
         sock = getattr(connection, "sock", None)
         if sock is None:
             return
         self.fired = True
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+            sock.shutdown(socket.SHUT_RDWR)
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        """The request ended (answered or not): nothing to close any more."""
+        self.cancelled = True
+        self._in_flight.connection = None
         _exporting.in_flight = None
+
+
+class _Watchdogs:
+    """One thread for the process that fires every request's watchdog at its deadline.
+
+    A runtime part: a thread per request would come and go with every export.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._wake = threading.Condition(self.lock)
+        self._due: list[tuple[float, int, _Watchdog]] = []  # a heap, under lock
+        self._count = 0  # under lock: ties in the heap
+        self._thread: threading.Thread | None = None  # under lock
+
+    def watch(self, watchdog: _Watchdog) -> None:
+        """Fire ``watchdog`` at its deadline unless it is cancelled first."""
+        with self.lock:
+            self._count += 1
+            heapq.heappush(self._due, (watchdog.due, self._count, watchdog))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="pipecat-grafana-deadlines", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                while self._due and self._due[0][2].cancelled:
+                    heapq.heappop(self._due)
+                left = self._due[0][0] - time.monotonic() if self._due else None
+                if left is None or left > 0:
+                    self._wake.wait(left)
+                    continue
+                watchdog = heapq.heappop(self._due)[2]
+            watchdog.fire()
+
+    def after_fork_in_child(self) -> None:
+        # The thread is gone; the child starts one on its first request.
+        self.lock = threading.Lock()
+        self._wake = threading.Condition(self.lock)
+        self._due = []
+        self._thread = None
+
+
+_WATCHDOGS = runtime.own(_Watchdogs())
 
 
 def _track(connection: HTTPConnection) -> None:
