@@ -101,7 +101,6 @@ class SummaryLogs:
         self._waiters: list[Future] = []
         self._wake = threading.Event()
         self._closed = False
-        self.stalled = False  # a call's wait outlived the send in flight (set by the pipeline)
         self._provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self._provider.add_log_record_processor(self._queue)
         self._logger = self._provider.get_logger(METER_NAME, __version__)
@@ -112,11 +111,15 @@ class SummaryLogs:
 
     @property
     def failing(self) -> bool:
-        """Whether the last send failed, or the one in flight outlived a call's wait for it.
+        """Whether the logs endpoint is known to fail (see ``FailureLog.failing``).
 
-        A call's end then does not wait for the next one.
+        A call's end then does not wait for the next send.
         """
-        return self.stalled or self._exporter.failing
+        return self._exporter.failing
+
+    def stalled(self) -> None:
+        """A call's wait for the send in flight ran out: see ``FailureLog.stalled``."""
+        self._exporter.stalled()
 
     def emit(self, summary: CallSummary, span: SpanContext | None = None) -> Future:
         """Queue the record of one call's summary and wake the sending thread (no I/O here).
@@ -182,7 +185,6 @@ class SummaryLogs:
             deadline = time.monotonic() + timeout_s
             with otlp.deadline(timeout_s):
                 sent = self._queue.send() and self._exporter.retry()
-            self.stalled = False
             # A call's end waits for its summary, not for the turn records queued after it.
             for waiter in waiters:
                 if not waiter.done():
@@ -357,8 +359,12 @@ class _KeepingExporter(LogRecordExporter):
 
     @property
     def failing(self) -> bool:
-        """Whether the last send failed."""
+        """Whether the logs endpoint is known to fail."""
         return self._health.failing
+
+    def stalled(self) -> None:
+        """A call's wait for the send in flight ran out."""
+        self._health.stalled()
 
     def unsent(self) -> int:
         """Records not accepted yet: those of the send in flight, else those kept.

@@ -638,6 +638,7 @@ class FailureLog:
         self._session = session
         self._signal = signal
         self._failing: str | None = None
+        self._stalled = False  # set from a call's thread, cleared by the exporting one
         self._accepted = False
         # Set and read only by the thread that exports this signal (the flush thread for
         # logs, under _KeepingExporter's lock; the span batcher's thread for traces).
@@ -652,12 +653,17 @@ class FailureLog:
 
     @property
     def failing(self) -> bool:
-        """Whether the last export failed: the endpoint is down or refusing until one succeeds.
+        """Whether the endpoint is known to fail, until an export ends otherwise.
 
-        A call that ends meanwhile does not wait for it: what it would wait for has just
+        Known: the last export failed, or the one in flight outlived a call's wait for it
+        (``stalled``). A call that ends meanwhile does not wait for it: what it would wait for has just
         been seen to fail, and its values go with the first export the endpoint accepts.
         """
-        return self._failing is not None
+        return self._stalled or self._failing is not None
+
+    def stalled(self) -> None:
+        """A call's wait for the export in flight ran out: known to fail until it ends."""
+        self._stalled = True
 
     def __enter__(self) -> "FailureLog":
         _exporting.active = True
@@ -675,6 +681,7 @@ class FailureLog:
             redirect (3xx), which it does not follow, as a success.
         """
         last = self._session.last
+        self._stalled = False  # the export in flight has ended
         if success and last is not None and last.status is not None and 300 <= last.status < 400:
             success = False
         if self._session.abandoned:

@@ -122,7 +122,6 @@ class ExportPipeline:
         self._client = None
         self._failures: FailureLog | None = None
         self._exit: threading.Thread | None = None
-        self._stalled = False  # a call's wait outlived the export in flight
         self.logs: SummaryLogs | None = None
         self.traced = False
         self.provided = meter_provider is not None
@@ -184,7 +183,7 @@ class ExportPipeline:
 
         Known: the last export failed, or the one in flight outlived a call's wait for it.
         """
-        return self._stalled or (self._failures is not None and self._failures.failing)
+        return self._failures is not None and self._failures.failing
 
     def waits_timed_out(self, *, metrics: bool, logs: bool) -> None:
         """A call's end waited its flush timeout in vain: the next calls do not wait.
@@ -192,10 +191,10 @@ class ExportPipeline:
         Until the export (or the summaries' send) in flight ends: that one proved the
         endpoint slow or down, and a call ending meanwhile has nothing else to wait for.
         """
-        if metrics:
-            self._stalled = True
+        if metrics and self._failures is not None:
+            self._failures.stalled()
         if logs and self.logs is not None:
-            self.logs.stalled = True
+            self.logs.stalled()
 
     def label_bounds(self, *, max_function_names: int, max_label_values: int) -> LabelBounds:
         """The bounds on the pipeline's open-ended labels, set by its first exporter.
@@ -307,7 +306,6 @@ class ExportPipeline:
                 batch = self.assemble(carrying=batch)
                 accepted, outcome = self._send(batch, timeout_s)
             accepted = self._failures.report(accepted)
-            self._stalled = False
             self._last_export = (outcome, accepted)
             if self.health is not None:
                 self.health.exported(outcome, accepted=accepted)  # the next one sends it
