@@ -144,9 +144,8 @@ def _shutdown(timeout_s: float | None, *, at_exit: bool = False) -> bool:
             try:
                 for pipeline in closing:
                     pipeline.begin_shutdown()
-                scrape = sys.modules.get(
-                    "pipecat_grafana.scrape"
-                )  # loaded only if pull was asked for
+                # Loaded only if pull was asked for.
+                scrape = sys.modules.get("pipecat_grafana.scrape")
                 if scrape is not None:
                     scrape.stop(max(deadline - time.monotonic(), 0.0))  # it reads these pipelines
                 for pipeline in closing:
